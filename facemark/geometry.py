@@ -1,0 +1,126 @@
+"""The crop rule, written once: how a face box becomes the model's input crop and back.
+
+Conventions used everywhere in facemark:
+
+* points are ``(x, y)`` in 0-based pixel-centre coordinates: the centre of the top-left pixel
+  is ``(0, 0)`` and that pixel covers ``[-0.5, 0.5] x [-0.5, 0.5]``;
+* boxes are ``(x0, y0, x1, y1)`` in the same coordinates; the *landmark box* of a face is the
+  tight box of its points (the 300-W ground-truth-box protocol);
+* batches of points are ``(B, K, 2)``;
+* *normalised* points are in ``0..1`` of the crop box: ``(0, 0)`` is the crop's top-left
+  edge and ``(1, 1)`` its bottom-right edge, independent of the input resolution.
+
+The crop box comes from the landmark box by the seed recipe: the top moves up by 30 % of the box
+height, the bottom down by 5 %, the sides out by 5 % of the width; the recipe then clips the box
+to the image. Training, evaluation, inference and the HTTP service all call
+:func:`crop_box_from_box`, :func:`crop_affine` and :func:`from_crop` from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class CropRule:
+    """Margins (fractions of the landmark box) that turn a landmark box into a crop box."""
+
+    top: float = 0.30
+    bottom: float = 0.05
+    side: float = 0.05
+    clip: bool = True  # the recipe clips the crop box to the image; False pads instead
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SEED_CROP = CropRule()
+
+
+def box_from_points(points: np.ndarray) -> Box:
+    """Tight box ``(x0, y0, x1, y1)`` of ``(K, 2)`` points (the landmark box)."""
+    points = np.asarray(points, dtype=np.float64)
+    x0, y0 = points.min(axis=0)
+    x1, y1 = points.max(axis=0)
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def crop_box_from_box(box: Box, image_size: tuple[int, int] | None, rule: CropRule = SEED_CROP) -> Box:
+    """Crop box (pixel-edge coordinates, see :func:`to_crop`) for a landmark box.
+
+    ``image_size`` is ``(width, height)``; it is needed when ``rule.clip`` is set.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"box {box} is empty: expected x1 > x0 and y1 > y0")
+    w, h = x1 - x0, y1 - y0
+    # Edges of the landmark box: points are pixel centres, the crop starts half a pixel out.
+    left, right = x0 + 0.5 - rule.side * w, x1 + 0.5 + rule.side * w
+    top, bottom = y0 + 0.5 - rule.top * h, y1 + 0.5 + rule.bottom * h
+    if rule.clip:
+        if image_size is None:
+            raise ValueError("image_size is required when the crop rule clips to the image")
+        width, height = image_size
+        left, top = max(left, 0.0), max(top, 0.0)
+        right, bottom = min(right, float(width)), min(bottom, float(height))
+        if right - left < 1 or bottom - top < 1:
+            raise ValueError(f"box {box} lies outside the {width}x{height} image")
+    return left, top, right, bottom
+
+
+def to_crop(points: np.ndarray, crop_box: Box) -> np.ndarray:
+    """Pixel points ``(..., 2)`` -> normalised ``0..1`` coordinates of ``crop_box``."""
+    left, top, right, bottom = crop_box
+    scale = np.array([right - left, bottom - top], dtype=np.float64)
+    return ((np.asarray(points, dtype=np.float64) + 0.5 - (left, top)) / scale).astype(np.float32)
+
+
+def from_crop(normalised: np.ndarray, crop_box: Box) -> np.ndarray:
+    """Inverse of :func:`to_crop`: normalised crop coordinates -> original-image pixels."""
+    left, top, right, bottom = crop_box
+    scale = np.array([right - left, bottom - top], dtype=np.float64)
+    return (np.asarray(normalised, dtype=np.float64) * scale + (left, top) - 0.5).astype(np.float32)
+
+
+def crop_affine(crop_box: Box, size: int | tuple[int, int]) -> np.ndarray:
+    """2x3 matrix mapping original pixel centres to pixel centres of the ``size`` crop image."""
+    out_w, out_h = (size, size) if isinstance(size, int) else size
+    left, top, right, bottom = crop_box
+    sx, sy = out_w / (right - left), out_h / (bottom - top)
+    # pixel centre x has edge coordinate x + 0.5; output centre j has edge coordinate j + 0.5
+    return np.array([[sx, 0.0, sx * (0.5 - left) - 0.5], [0.0, sy, sy * (0.5 - top) - 0.5]])
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Apply a 2x3 affine ``matrix`` (source pixel centres -> output pixel centres)."""
+    out_w, out_h = (size, size) if isinstance(size, int) else size
+    return cv2.warpAffine(
+        image, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+
+
+def crop_image(image: np.ndarray, crop_box: Box, size: int | tuple[int, int]) -> np.ndarray:
+    """Cut ``crop_box`` out of ``image`` and resize it to ``size`` (the recipe's crop + resize)."""
+    return warp(image, crop_affine(crop_box, size), size)
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Transform ``(..., 2)`` points by a 2x3 affine matrix."""
+    points = np.asarray(points, dtype=np.float64)
+    return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
+
+
+def grow_box(box: Box, factor: float) -> Box:
+    """Scale a box about its centre by ``factor``."""
+    x0, y0, x1, y1 = box
+    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 * factor, (y1 - y0) / 2 * factor
+    return cx - hw, cy - hh, cx + hw, cy + hh
