@@ -1,0 +1,150 @@
+"""Benchmark every registered model on CPU: parameters, MACs, batch-1 latency in torch and ONNX Runtime.
+
+    python bench/bench_models.py [--models seed_senet pipnet_mbv2] [--threads 2] [--iters 50]
+
+Each model is built for 68 points at input 128 (PIPNet models also at 256, where the default net
+stride is 32, as in the PIPNet paper), its BatchNorm statistics are set from one random batch (so
+the timed activations are realistic, not near-denormal), and it is exported with the TorchScript
+ONNX exporter (``dynamo=False``: the dynamo exporter needs onnxscript). Latency is the median of
+``--iters`` runs after warm-up. MACs count conv and linear multiply-accumulates only (FLOPs are
+about twice that); BN, pooling and element-wise ops are left out. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from facemark.models import create_model, list_models
+
+
+class PointsWrapper(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_points(x)
+
+
+def count_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of the conv and linear layers for one forward pass of ``x``."""
+    total = 0
+
+    def conv_hook(m: nn.Conv2d, inputs, out):
+        nonlocal total
+        kh, kw = m.kernel_size
+        total += out.numel() * (m.in_channels // m.groups) * kh * kw
+
+    def linear_hook(m: nn.Linear, inputs, out):
+        nonlocal total
+        total += out.numel() * m.in_features
+
+    hooks = [
+        m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return total // x.shape[0]
+
+
+def calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+
+
+def median_ms(fn, iters: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def bench_one(name: str, size: int, threads: int, iters: int, workdir: Path) -> dict:
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = create_model(name, 68, input_size=size)
+    if hasattr(model, "set_mean_shape"):
+        model.set_mean_shape(torch.rand(68, 2))
+    calibrate_bn(model, torch.rand(4, 3, size, size))
+    x = torch.rand(1, 3, size, size)
+    row = {
+        "model": name,
+        "input": size,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "mmacs": count_macs(model, x) / 1e6,
+        "map": f"{model.map_size}x{model.map_size}" if hasattr(model, "map_size") else "-",
+    }
+    with torch.no_grad():
+        row["torch_ms"] = median_ms(lambda: model.predict_points(x), iters)
+
+    path = workdir / f"{name}_{size}.onnx"
+    wrapper = PointsWrapper(model).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"],
+            output_names=["points"], dynamic_axes={"image": {0: "batch"}, "points": {0: "batch"}},
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {"image": x.numpy()}
+    row["ort_ms"] = median_ms(lambda: session.run(None, feed), iters)
+    with torch.no_grad():
+        row["max_diff"] = float(np.abs(session.run(None, feed)[0] - model.predict_points(x).numpy()).max())
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=list_models())
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=50)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as the trainer does: tiny head weights make denormals otherwise
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            for size in (128, 256) if name.startswith("pipnet") else (128,):
+                rows.append(bench_one(name, size, args.threads, args.iters, Path(tmp)))
+
+    print(f"\nCPU, batch 1, {args.threads} threads, 68 points, median of {args.iters} runs\n")
+    print("| model | input | map | params (M) | MMACs | torch ms | ORT ms | ORT vs torch max diff |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['input']} | {r['map']} | {r['params_m']:.2f} | {r['mmacs']:.0f} "
+            f"| {r['torch_ms']:.2f} | {r['ort_ms']:.2f} | {r['max_diff']:.1e} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

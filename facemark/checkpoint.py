@@ -1,0 +1,56 @@
+"""Checkpoints: one self-describing dict, written atomically, loaded with ``weights_only=True``.
+
+A checkpoint carries everything needed to rebuild the model and its preprocessing (model name
+and arguments, point scheme, input size, crop rule), so export and inference never guess.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from facemark.geometry import CropRule
+from facemark.models import create_model
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write ``state`` to ``path`` via a temporary file, fsync and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(f"{path}: checkpoint is corrupt or truncated ({err.__class__.__name__}: {err})") from None
+    if not isinstance(state, dict) or "model" not in state or "model_name" not in state:
+        raise CheckpointError(f"{path}: not a facemark checkpoint (no model weights or model name)")
+    return state
+
+
+def model_from_checkpoint(state: dict | str | Path) -> tuple[torch.nn.Module, CropRule]:
+    """Rebuild the model (eval mode) and its crop rule from a checkpoint dict or path."""
+    if not isinstance(state, dict):
+        state = load_checkpoint(state)
+    model = create_model(state["model_name"], **state["model_args"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, CropRule(**state["crop"])

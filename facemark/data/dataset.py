@@ -1,0 +1,156 @@
+"""Training/evaluation dataset over a packed store, with reproducible on-the-fly augmentation.
+
+Every sample is cut from the stored region by the crop rule of :mod:`facemark.geometry`, starting
+from the landmark box of its points, exactly as inference starts from a given box. Augmentation
+is one affine warp (box jitter, scale, rotation, flip) composed with the crop, plus photometric
+changes; its random draws come from ``(seed, epoch, index)`` so a resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from facemark.data.store import Store
+from facemark.geometry import (
+    SEED_CROP,
+    CropRule,
+    apply_affine,
+    box_from_points,
+    crop_affine,
+    crop_box_from_box,
+    invert_affine,
+    warp,
+)
+from facemark.schemes import get_scheme
+
+
+@dataclass
+class Augment:
+    """Augmentation strengths; zero/False turns a part off. ``Augment.none()`` is the identity."""
+
+    rotate: float = 30.0  # degrees, uniform in +-rotate
+    scale: tuple[float, float] = (0.85, 1.15)
+    translate: float = 0.05  # fraction of the crop size
+    box_jitter: float = 0.05  # each box edge moves by up to this fraction of the box size
+    flip: bool = True
+    colour: float = 0.3  # brightness/contrast/saturation jitter strength
+    blur: float = 0.2  # probability of a Gaussian blur
+    occlusion: float = 0.3  # probability of one random grey patch
+
+    @classmethod
+    def none(cls) -> "Augment":
+        return cls(0.0, (1.0, 1.0), 0.0, 0.0, False, 0.0, 0.0, 0.0)
+
+
+def images_to_tensor(images_bgr: np.ndarray) -> torch.Tensor:
+    """uint8 BGR ``(B, H, W, 3)`` -> float RGB ``(B, 3, H, W)`` in 0..1 (the models' input)."""
+    array = np.ascontiguousarray(np.asarray(images_bgr)[..., ::-1].transpose(0, 3, 1, 2))
+    return torch.from_numpy(array).float().div_(255.0)
+
+
+def _augment_matrix(rng: np.random.Generator, aug: Augment, size: int) -> tuple[np.ndarray, bool]:
+    """Affine (input pixels -> input pixels) for rotation/scale/translation and whether to flip."""
+    angle = rng.uniform(-aug.rotate, aug.rotate) if aug.rotate else 0.0
+    scale = rng.uniform(*aug.scale)
+    shift = rng.uniform(-aug.translate, aug.translate, size=2) * size
+    centre = ((size - 1) / 2, (size - 1) / 2)
+    matrix = cv2.getRotationMatrix2D(centre, angle, scale)
+    matrix[:, 2] += shift
+    flip = bool(aug.flip and rng.random() < 0.5)
+    if flip:
+        matrix = np.array([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([matrix, [0, 0, 1]])
+    return matrix, flip
+
+
+def _jitter_box(rng: np.random.Generator, box, amount: float):
+    if not amount:
+        return box
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    d = rng.uniform(-amount, amount, size=4) * (w, h, w, h)
+    return x0 + d[0], y0 + d[1], x1 + d[2], y1 + d[3]
+
+
+def _photometric(rng: np.random.Generator, image: np.ndarray, aug: Augment) -> np.ndarray:
+    if aug.colour:
+        image = image.astype(np.float32)
+        grey = image.mean(axis=2, keepdims=True)
+        saturation = 1 + rng.uniform(-aug.colour, aug.colour)
+        image = grey + (image - grey) * saturation
+        contrast = 1 + rng.uniform(-aug.colour, aug.colour)
+        brightness = rng.uniform(-aug.colour, aug.colour) * 64
+        image = (image - image.mean()) * contrast + image.mean() + brightness
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if aug.blur and rng.random() < aug.blur:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.5))
+    if aug.occlusion and rng.random() < aug.occlusion:
+        size = image.shape[0]
+        w, h = (rng.uniform(0.1, 0.35, size=2) * size).astype(int)
+        x, y = rng.integers(0, size - w), rng.integers(0, size - h)
+        image = image.copy()
+        image[y : y + h, x : x + w] = rng.integers(0, 256, size=3, dtype=np.uint8)
+    return image
+
+
+class LandmarkDataset(Dataset):
+    """Items: ``(image (3, S, S) float RGB 0..1, points (K, 2) normalised, index)``."""
+
+    def __init__(
+        self,
+        store: Store,
+        input_size: int = 128,
+        crop_rule: CropRule = SEED_CROP,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ):
+        self.store = store
+        self.input_size = input_size
+        self.crop_rule = crop_rule
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.scheme = get_scheme(store.num_points)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def crop_box(self, i: int, box=None):
+        """The crop box (original pixels) that evaluation and inference use for sample ``i``."""
+        entry = self.store.samples[i]
+        box = box_from_points(self.store.points[i]) if box is None else box
+        return crop_box_from_box(box, tuple(entry["image_size"]), self.crop_rule)
+
+    def sample(self, i: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Crop (and augment) sample ``i``: BGR uint8 ``(S, S, 3)`` and normalised points ``(K, 2)``."""
+        size, aug = self.input_size, self.augment
+        points = np.asarray(self.store.points[i], dtype=np.float32)
+        box = box_from_points(points)
+        if aug is not None and rng is not None:
+            box = _jitter_box(rng, box, aug.box_jitter)
+        entry = self.store.samples[i]
+        to_input = crop_affine(crop_box_from_box(box, tuple(entry["image_size"]), self.crop_rule), size)
+        flip = False
+        if aug is not None and rng is not None:
+            extra, flip = _augment_matrix(rng, aug, size)
+            to_input = extra @ np.vstack([to_input, [0, 0, 1]])
+        store_to_input = to_input @ np.vstack([invert_affine(self.store.region_affine(i)), [0, 0, 1]])
+        image = warp(np.asarray(self.store.images[i]), store_to_input, size)
+        target = (apply_affine(to_input, points) + 0.5) / size
+        if flip:
+            target = target[list(self.scheme.flip_perm)]
+        if aug is not None and rng is not None:
+            image = _photometric(rng, image, aug)
+        return image, target.astype(np.float32)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)]) if self.augment is not None else None
+        image, target = self.sample(int(i), rng)
+        return images_to_tensor(image[None])[0], torch.from_numpy(target), int(i)

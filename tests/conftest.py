@@ -1,0 +1,74 @@
+"""Shared fixtures: real 300w-lite faces when ../shared is present, synthetic faces otherwise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+SHARED = Path(os.environ.get("FACEMARK_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+LITE = SHARED / "data" / "300w-lite"
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(2)
+    torch.set_flush_denormal(True)
+
+
+@pytest.fixture(scope="session")
+def lite_root() -> Path:
+    if not LITE.is_dir():
+        pytest.skip(f"{LITE} not present")
+    return LITE
+
+
+def synthetic_face(rng: np.random.Generator, size: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    """A drawn 'face' (ellipse, eyes, mouth) and 68 points placed on its features."""
+    from facemark.schemes import get_scheme
+
+    image = np.full((size, size, 3), rng.integers(40, 90), np.uint8)
+    cx, cy = size / 2 + rng.uniform(-8, 8), size / 2 + rng.uniform(-8, 8)
+    rx, ry = size * rng.uniform(0.22, 0.28), size * rng.uniform(0.28, 0.34)
+    cv2.ellipse(image, (int(cx), int(cy)), (int(rx), int(ry)), 0, 0, 360, (150, 170, 200), -1)
+    points = np.zeros((68, 2), np.float32)
+    t = np.linspace(np.pi, 0, 17)  # jaw: lower half of the ellipse, image left to image right
+    points[:17] = np.stack([cx + rx * np.cos(t), cy + ry * 0.9 * np.sin(t) - 0.1 * ry], 1)
+    scheme = get_scheme(68)
+    rest = scheme.groups
+    eye_y = cy - ry * 0.2
+    for group, x_centre in (("right_eye", cx - rx * 0.45), ("left_eye", cx + rx * 0.45)):
+        a = np.linspace(0, 2 * np.pi, 6, endpoint=False) + np.pi
+        points[list(rest[group])] = np.stack([x_centre + rx * 0.2 * np.cos(a), eye_y + ry * 0.06 * np.sin(a)], 1)
+        cv2.circle(image, (int(x_centre), int(eye_y)), int(rx * 0.12), (30, 30, 30), -1)
+    for group, x_centre in (("right_brow", cx - rx * 0.45), ("left_brow", cx + rx * 0.45)):
+        points[list(rest[group])] = np.stack([x_centre + np.linspace(-0.25, 0.25, 5) * rx, np.full(5, eye_y - ry * 0.2)], 1)
+    nose = list(rest["nose_bridge"]) + list(rest["nostrils"])
+    points[nose[:4]] = np.stack([np.full(4, cx), np.linspace(eye_y, cy + ry * 0.2, 4)], 1)
+    points[nose[4:]] = np.stack([cx + np.linspace(-0.15, 0.15, 5) * rx, np.full(5, cy + ry * 0.25)], 1)
+    mouth_y = cy + ry * 0.5
+    a = np.linspace(0, 2 * np.pi, 12, endpoint=False) + np.pi
+    points[48:60] = np.stack([cx + rx * 0.4 * np.cos(a), mouth_y + ry * 0.1 * np.sin(a)], 1)
+    a = np.linspace(0, 2 * np.pi, 8, endpoint=False) + np.pi
+    points[60:68] = np.stack([cx + rx * 0.3 * np.cos(a), mouth_y + ry * 0.04 * np.sin(a)], 1)
+    cv2.ellipse(image, (int(cx), int(mouth_y)), (int(rx * 0.4), int(ry * 0.1)), 0, 0, 360, (60, 60, 160), -1)
+    return image, points
+
+
+@pytest.fixture
+def synthetic_dataset(tmp_path) -> Path:
+    """A folder of 40 synthetic faces in 300-W .pts format."""
+    from facemark.data.formats import write_pts
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "synth" / "faces"
+    root.mkdir(parents=True)
+    for i in range(40):
+        image, points = synthetic_face(rng)
+        cv2.imwrite(str(root / f"face{i:03d}_1.png"), image)
+        write_pts(root / f"face{i:03d}_1.pts", points)
+    return tmp_path / "synth"

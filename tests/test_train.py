@@ -1,0 +1,110 @@
+"""Training machinery: exact resume after SIGKILL, clean errors, DDP with two CPU processes."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from facemark.checkpoint import CheckpointError, load_checkpoint
+from facemark.config import load_config
+from facemark.data.prepare import prepare
+from facemark.train import lr_factor, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def small_run(synthetic_dataset, tmp_path):
+    """A prepared synthetic store and a config for a tiny, fast run."""
+    prepare(synthetic_dataset, tmp_path / "data", size=64, context=1.5, progress=False)
+
+    def make(out: str, **extra) -> Path:
+        values = {
+            "data": str(tmp_path / "data"), "out": str(tmp_path / out), "model": "seed_senet",
+            "input_size": 48, "batch_size": 8, "steps": 8, "val_every": 4, "ckpt_every": 4, "log_every": 2,
+            "lr_decay_steps": 3, "num_threads": 1, "augment": {"rotate": 10.0}, **extra,
+        }
+        path = tmp_path / f"{out}.yaml"
+        path.write_text(yaml.safe_dump(values))
+        return path
+
+    return make
+
+
+def _run(args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_resume_after_sigkill_gives_identical_weights(small_run, tmp_path):
+    straight = load_config(small_run("straight"))
+    train(straight)
+    # same run, killed with SIGKILL right after the periodic checkpoint at step 4
+    killed_cfg = small_run("killed")
+    script = textwrap.dedent(f"""
+        import os, signal
+        import facemark.train as t
+        from facemark.config import load_config
+        original = t.save_checkpoint
+        def save_then_die(state, path):
+            original(state, path)
+            if str(path).endswith("last.pt") and state["step"] == 4:
+                os.kill(os.getpid(), signal.SIGKILL)
+        t.save_checkpoint = save_then_die
+        t.train(load_config({str(killed_cfg)!r}))
+    """)
+    result = _run(["-c", script])
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["step"] == 4
+    summary = train(load_config(killed_cfg), resume=True)
+    assert summary["step"] == 8
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert a["step"] == b["step"] == 8
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert a["best_nme"] == b["best_nme"]
+    assert (tmp_path / "straight" / "loss_curve.png").stat().st_size > 0
+    assert list((tmp_path / "straight" / "tb").iterdir())
+
+
+def test_corrupt_checkpoint_is_a_clear_error(small_run, tmp_path):
+    config = load_config(small_run("corrupt", steps=4))
+    train(config)
+    last = tmp_path / "corrupt" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        train(config, resume=True)
+    with pytest.raises(CheckpointError, match="not found"):
+        train(load_config(small_run("never-ran")), resume=True)
+
+
+def test_recipe_schedule():
+    config = load_config(REPO / "configs" / "300w_seed_senet_128.yaml")
+    assert config.lr == 1e-3 and config.l2 == 1e-5 and config.model == "seed_senet"
+    assert lr_factor(config, 999) == 1.0 and lr_factor(config, 1000) == pytest.approx(0.98)
+    assert lr_factor(config, 5500) == pytest.approx(0.98**5)
+
+
+def test_ddp_two_processes_hold_identical_weights(small_run, tmp_path):
+    config = small_run("ddp", steps=4)
+    script = tmp_path / "ddp_script.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, torch
+        from facemark.config import load_config
+        from facemark.train import train
+        summary = train(load_config({str(config)!r}))
+        torch.save(summary["model"].state_dict(), {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")
+    """))
+    result = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for name in w0:
+        assert torch.equal(w0[name], w1[name]), name
+    assert load_checkpoint(tmp_path / "ddp" / "last.pt")["step"] == 4
