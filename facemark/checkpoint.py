@@ -21,6 +21,21 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def checkpoint_state(model: torch.nn.Module, model_name: str, model_args: dict, crop: CropRule, **extra) -> dict:
+    """The self-describing checkpoint dict: weights, how to rebuild the model, its crop rule."""
+    from facemark import __version__
+
+    return {
+        "model": model.state_dict(),
+        "model_name": model_name,
+        "model_args": dict(model_args),
+        "crop": crop.to_dict(),
+        "scheme": str(model_args["num_points"]),
+        "facemark_version": __version__,
+        **extra,
+    }
+
+
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write ``state`` to ``path`` via a temporary file, fsync and rename."""
     path = Path(path)

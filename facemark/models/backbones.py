@@ -26,7 +26,9 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def conv_bn_act(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, act: type | None = nn.ReLU):
+def conv_bn_act(
+    c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, act: type | None = nn.ReLU
+) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(c_out),
@@ -78,7 +80,10 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(nn.Module):
     # (expansion t, channels c, repeats n, first stride s), as in the paper's Table 2
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+    SETTINGS = (
+        (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),  # strides 2, 4, 8, 16
+        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),  # strides 16, 32, 32
+    )
 
     def __init__(self, width: float = 1.0, out_stride: int = 32, last_channels: int | None = 1280):
         super().__init__()

@@ -1,0 +1,128 @@
+"""Baselines on the fixed 300w-lite VALIDATION split; writes bench/results/baselines.md and ced_baselines.png.
+
+Rows: the mean shape (the floor), the seed recipe model (``runs/seed_senet_128/best.pt`` when it
+exists), any ``--models name=path`` checkpoints or ONNX files, and dlib's 68-point ERT. Every
+figure comes from :func:`facemark.evaluate.evaluate` on the original images, inter-ocular NME,
+ground-truth landmark box (the 300-W protocol); ``--detector`` and ``--jitter 0.1`` add the same
+table with detector boxes and with ±10 % random box-edge noise. Full per-run reports
+(report.md, worst.png, metrics.json) go to ``--work`` (default ``runs/baselines``).
+
+    python bench/compare_baselines.py [--data data/300w-lite] [--models pipnet=runs/pipnet_resnet_128/best.pt]
+        [--detector] [--jitter 0.1] [--no-dlib]
+
+ms/face is the median wall time of one ``predict(image, box)`` call (crop + model, batch of one,
+image decoding excluded) on this machine; model size is the fp32 weights (ONNX file size for .onnx).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from facemark.evaluate import DlibPredictor, MeanShapePredictor, compare, dlib_shape_model_path, evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT / "data" / "300w-lite"
+DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "300w-lite"
+SEED_CHECKPOINT = ROOT / "runs" / "seed_senet_128" / "best.pt"
+RESULTS = ROOT / "bench" / "results"
+DLIB_NOTE = ("trained by dlib on these very images (the 300-W training set: afw, helen, lfpw), "
+             "so its figures are optimistic, not a held-out score")
+
+
+def model_size_mb(path: Path) -> float:
+    if path.suffix == ".onnx":
+        return path.stat().st_size / 1e6
+    weights = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    return sum(t.numel() * 4 for k, t in weights.items() if t.is_floating_point()) / 1e6
+
+
+def predictors(args) -> list[tuple[str, object, str, str]]:
+    """``(name, predictor, size, note)`` for every row."""
+    from facemark.api import Landmarker
+
+    rows = [("mean shape", MeanShapePredictor.from_store(args.data / "train"), "-",
+             "average training shape in the landmark box: the floor")]
+    models = ([("seed recipe", SEED_CHECKPOINT)] if SEED_CHECKPOINT.is_file() else [])
+    models += [(name, Path(path)) for name, _, path in (m.partition("=") for m in args.models)]
+    for name, path in models:
+        landmarker = Landmarker(path, num_threads=args.threads)
+        step = landmarker.meta.get("step")
+        shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
+        note = f"{landmarker.meta['model_name']}, {landmarker.input_size} px, `{shown}`"
+        rows.append((name, landmarker, f"{model_size_mb(path):.1f}", note + (f", step {step}" if step else "")))
+    if not args.no_dlib and importlib.util.find_spec("dlib") is not None:
+        size = f"{dlib_shape_model_path().stat().st_size / 1e6:.1f}"
+        rows.append(("dlib ERT", DlibPredictor(), size, DLIB_NOTE))
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="prepared folder with train/ and val/ stores")
+    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="dataset to prepare when --data is missing")
+    ap.add_argument("--models", nargs="*", default=[], metavar="NAME=PATH", help="more .pt/.onnx models to compare")
+    ap.add_argument("--no-dlib", action="store_true")
+    ap.add_argument("--detector", action="store_true", help="also evaluate with detector boxes (default detector)")
+    ap.add_argument("--jitter", type=float, default=0.0, help="also evaluate with this box-edge jitter (e.g. 0.1)")
+    ap.add_argument("--threads", type=int, default=1, help="inference threads of our models")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "baselines", help="folder for the per-run reports")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    if not (args.data / "val" / "index.json").is_file():
+        from facemark.data.prepare import prepare
+
+        print(f"preparing {args.data} from {args.source}", file=sys.stderr)
+        prepare(args.source, args.data)
+    rows = predictors(args)
+    protocols = [("gt", 0.0, "Ground-truth landmark box (300-W protocol)", "")]
+    if args.detector:
+        protocols.append(("detector", 0.0, "Detector boxes (face found and matched by IoU)", "_detector"))
+    if args.jitter:
+        title = f"Ground-truth landmark box, ±{args.jitter * 100:g} % edge jitter"
+        protocols.append(("gt", args.jitter, title, "_jitter"))
+
+    command = " ".join(["python bench/compare_baselines.py", *(argv if argv is not None else sys.argv[1:])])
+    lines = ["# Baselines on the 300w-lite validation split", "", f"`{command}`", "",
+             f"Data: `{args.data / 'val'}`, the fixed split of `facemark.data.prepare.split_samples`. "
+             f"Machine: {platform.machine()} CPU, {args.threads} inference thread(s); ms/face is the median of one "
+             "`predict(image, box)` call (crop + model, batch of one, image decoding excluded).", ""]
+    for box, jitter, title, suffix in protocols:
+        paths, names, table = [], [], []
+        for name, predictor, size, note in rows:
+            slug = name.replace(" ", "-") + suffix
+            result = evaluate(predictor, args.data / "val", box=box, jitter=jitter, out=args.work / slug, name=name)
+            print(result["headline"], file=sys.stderr)
+            paths.append(args.work / slug / "metrics.json")
+            names.append(name)
+            s, det = result["summary"], result["detection"]
+            cells = [name, f"{s['mean'] * 100:.2f}", f"{s['fr@10'] * 100:.1f}", f"{s['auc@8']:.3f}"]
+            cells += [f"{det['rate'] * 100:.1f}"] if det else []
+            cells += [f"{result['median_ms_per_face']:.1f}" if name != "mean shape" else "-", size, note]
+            table.append("| " + " | ".join(cells) + " |")
+        cmp = compare(paths, args.work / f"compare{suffix}", names)
+        png = args.out / f"ced_baselines{suffix}.png"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cmp["png"], png)
+        head = ["model", "NME io %", "FR@10 %", "AUC@8", *(["detection rate %"] if box == "detector" else []),
+                "ms/face", "size MB", "note"]
+        lines += [f"## {title}", "", f"{result['normalisation_text']}.", "",
+                  "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|", *table, "",
+                  f"![CED]({png.name})", "", "Full figures (95 % bootstrap CI of the mean, FR@8, AUC@10):", "",
+                  cmp["table"].split("\n\n", 1)[1], ""]
+    text = "\n".join(lines)
+    (args.out / "baselines.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Fitting and storing the detector -> landmark-box calibrations (used by the bench scripts).
+
+The fit is robust: with ``cx, cy, w, h`` the detector box and ``lcx, lcy, lw, lh`` the true
+landmark box of the matched face, ``a = median((lcx - cx) / w)``, ``b = median((lcy - cy) / h)``,
+``c = median(lw / w)``, ``d = median(lh / h)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from facemark.detectors.base import CALIBRATION_FILE, Box, Calibration, Detection, iou
+from facemark.geometry import CropRule, crop_box_from_box
+
+#: The face box of the benchmarks: the crop recipe's box around the landmark box, unclipped.
+FACE_BOX_RULE = CropRule(clip=False)
+
+
+def face_box(landmark_box: Box) -> Box:
+    """The landmark box grown to a face box by the crop recipe (not clipped to the image)."""
+    return crop_box_from_box(landmark_box, None, FACE_BOX_RULE)
+
+
+def best_match(detections: list[Detection], target: Box, boxes=None) -> tuple[int | None, float]:
+    """Index and IoU of the detection that overlaps ``target`` most (``None, 0`` when none do).
+
+    ``boxes`` (same length as ``detections``) overrides the boxes compared, e.g. calibrated ones.
+    """
+    boxes = [d.box for d in detections] if boxes is None else boxes
+    best, best_iou = None, 0.0
+    for i, box in enumerate(boxes):
+        value = iou(box, target)
+        if value > best_iou:
+            best, best_iou = i, value
+    return best, best_iou
+
+
+def _cxcywh(boxes) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
+
+
+def fit_calibration(detector_boxes, landmark_boxes) -> Calibration:
+    """Median fit of the calibration from matched ``(N, 4)`` detector and landmark boxes."""
+    det, lm = _cxcywh(detector_boxes), _cxcywh(landmark_boxes)
+    if len(det) == 0 or len(det) != len(lm):
+        raise ValueError(f"need matched box pairs to fit a calibration, got {len(det)} and {len(lm)}")
+    a = np.median((lm[:, 0] - det[:, 0]) / det[:, 2])
+    b = np.median((lm[:, 1] - det[:, 1]) / det[:, 3])
+    c = np.median(lm[:, 2] / det[:, 2])
+    d = np.median(lm[:, 3] / det[:, 3])
+    return Calibration(float(a), float(b), float(c), float(d))
+
+
+def mean_calibrated_iou(calibration: Calibration, detector_boxes, landmark_boxes) -> float:
+    """Mean IoU between calibrated detector boxes and the true landmark boxes."""
+    pairs = list(zip(np.asarray(detector_boxes).reshape(-1, 4), np.asarray(landmark_boxes).reshape(-1, 4)))
+    if not pairs:
+        return float("nan")
+    return float(np.mean([iou(calibration.apply(tuple(d)), tuple(t)) for d, t in pairs]))
+
+
+def write_calibrations(entries: dict[str, dict], path: str | Path = CALIBRATION_FILE, note: str = "") -> dict:
+    """Merge ``entries`` (``{key: {"a", "b", "c", "d", ...}}``) into the calibration file atomically.
+
+    Entries of detectors not in ``entries`` are kept. Returns the whole file's content.
+    """
+    path = Path(path)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    detectors = dict(data.get("detectors", {}))
+    detectors.update(entries)
+    data = {
+        "about": note or data.get("about", ""),
+        "formula": "lcx = cx + a*w, lcy = cy + b*h, lw = c*w, lh = d*h; (cx, cy, w, h) of the detector box, "
+                   "l* of the tight 68-point landmark box (0-based pixel centres)",
+        "detectors": dict(sorted(detectors.items())),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return data
+
+
+def load_split(root: str | Path, split: str):
+    """The fixed ``"train"`` or ``"val"`` split of the annotated faces under ``root``."""
+    from facemark.data.formats import read_dataset
+    from facemark.data.prepare import split_samples
+
+    samples, _ = read_dataset(root, skip_bad=True)
+    train, val = split_samples(samples)
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    return train if split == "train" else val
+
+
+def evenly_spaced(items: list, limit: int | None) -> list:
+    """At most ``limit`` items spread evenly over ``items`` (all of them when ``limit`` is None)."""
+    if not limit or limit >= len(items):
+        return list(items)
+    idx = np.linspace(0, len(items) - 1, limit).round().astype(int)
+    return [items[i] for i in idx]
+
+
+def run_detections(detector, samples, cache: str | Path | None = None, progress: str = "") -> dict[str, dict]:
+    """Run ``detector`` on each sample's image: ``{sample_id: {"detections": [...], "ms": t}}``.
+
+    ``ms`` is the wall time of :meth:`Detector.detect` alone (image reading excluded). With
+    ``cache`` (a JSON file), results already there are reused and new ones are added to it, so
+    an interrupted run resumes; the caller keys the file by the detector's settings.
+    """
+    import sys
+    import time
+
+    import cv2
+
+    done: dict[str, dict] = {}
+    if cache is not None and Path(cache).is_file():
+        done = json.loads(Path(cache).read_text())
+    out = {}
+    todo = [s for s in samples if s.sample_id not in done]
+    for n, sample in enumerate(samples):
+        if sample.sample_id in done:
+            out[sample.sample_id] = done[sample.sample_id]
+            continue
+        image = cv2.imread(sample.image_path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"cannot read image {sample.image_path}")
+        start = time.perf_counter()
+        found = detector.detect(image)
+        ms = (time.perf_counter() - start) * 1000
+        out[sample.sample_id] = done[sample.sample_id] = {
+            "detections": [[*d.box, d.score] for d in found], "ms": ms,
+        }
+        if progress and (len(done) % 50 == 0 or n == len(samples) - 1):
+            print(f"  {progress}: {sum(1 for s in todo if s.sample_id in done)}/{len(todo)} images", file=sys.stderr,
+                  flush=True)
+            if cache is not None:
+                _dump_atomic(done, Path(cache))
+    if cache is not None and todo:
+        _dump_atomic(done, Path(cache))
+    return out
+
+
+def detections_of(entry: dict) -> list[Detection]:
+    """The :class:`Detection` list of one :func:`run_detections` entry."""
+    return [Detection(tuple(float(v) for v in d[:4]), float(d[4])) for d in entry["detections"]]
+
+
+def _dump_atomic(data, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)

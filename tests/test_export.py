@@ -1,0 +1,85 @@
+"""ONNX export: a clean inference graph with metadata, dynamic batch, and the same numbers as torch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import synthetic_face
+
+from facemark.api import Landmarker
+from facemark.checkpoint import load_checkpoint, model_from_checkpoint
+from facemark.cli import main
+from facemark.data.dataset import images_to_tensor
+from facemark.data.formats.pts import read_pts
+from facemark.export import METADATA_KEY
+from facemark.geometry import CropRule, box_from_points, crop_box_from_box, crop_image
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    assert main(["export", str(tiny_checkpoint), "--onnx", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def session(exported):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def torch_model(tiny_checkpoint):
+    return model_from_checkpoint(load_checkpoint(tiny_checkpoint))[0].eval()
+
+
+def _torch_points(model, batch: torch.Tensor) -> np.ndarray:
+    with torch.inference_mode():
+        return model.predict_points(batch).numpy()
+
+
+def test_graph_is_clean_and_carries_metadata(exported):
+    import onnx
+
+    graph = onnx.load(str(exported))
+    ops = {node.op_type for node in graph.graph.node}
+    assert not ops & {"BatchNormalization", "Dropout"}, ops
+    meta = json.loads({p.key: p.value for p in graph.metadata_props}[METADATA_KEY])
+    assert meta["model_name"] == "seed_senet" and meta["num_points"] == 68 and meta["input_size"] == 64
+    assert CropRule(**meta["crop"]) == CropRule(clip=False) and len(meta["mean"]) == 3
+
+
+def test_dynamic_batch_and_random_input_parity(session, torch_model):
+    for batch in (1, 3):
+        x = torch.rand(batch, 3, 64, 64, generator=torch.Generator().manual_seed(batch))
+        (onnx_points,) = session.run(None, {"image": x.numpy()})
+        assert onnx_points.shape == (batch, 68, 2)
+        np.testing.assert_allclose(onnx_points, _torch_points(torch_model, x), atol=1e-4)
+
+
+def test_real_crop_parity(session, torch_model, lite_root, tiny_checkpoint):
+    import cv2
+
+    rule = CropRule(**load_checkpoint(tiny_checkpoint)["crop"])
+    crops = []
+    for pts in sorted(lite_root.rglob("*.pts"))[:4]:
+        image = cv2.imread(str(pts.with_suffix(".jpg")))
+        height, width = image.shape[:2]
+        crop_box = crop_box_from_box(box_from_points(read_pts(pts)), (width, height), rule)
+        crops.append(crop_image(image, crop_box, 64))
+    x = images_to_tensor(np.stack(crops))
+    (onnx_points,) = session.run(None, {"image": x.numpy()})
+    np.testing.assert_allclose(onnx_points, _torch_points(torch_model, x), atol=1e-4)
+
+
+def test_landmarker_torch_and_onnx_agree(tiny_checkpoint, exported):
+    image, points = synthetic_face(np.random.default_rng(3), size=200)
+    box = box_from_points(points)
+    by_torch = Landmarker(tiny_checkpoint, backend="torch").predict(image, box)
+    for model in (exported, tiny_checkpoint):  # the exported file, and the .pt exported on the fly
+        by_onnx = Landmarker(model, backend="onnx").predict(image, box)
+        assert np.abs(by_onnx - by_torch).max() < 0.05

@@ -1,0 +1,214 @@
+"""The HTTP service: answers, every input-safety rule, backpressure, and the page and docs being served.
+
+Runs the untrained ``tiny_checkpoint`` on the torch backend, so nothing here depends on the
+shipped default model; faces are found by the first available fast detector.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from facemark.detectors import detector_available
+from facemark.serve.app import create_app, jpeg_complete
+
+DETECTOR = next((name for name in ("haar", "dlib-hog") if detector_available(name)), None)
+pytestmark = pytest.mark.skipif(DETECTOR is None, reason="no fast face detector (haar needs OpenCV 4, dlib-hog needs dlib)")
+FACES = ("afw/134212_1", "afw/1051618982_1")  # 300w-lite photos with one frontal face each
+URL = "/v1/landmarks"
+
+
+def make_app(tiny_checkpoint, **kw):
+    return create_app(model=str(tiny_checkpoint), backend="torch", detector=DETECTOR, **kw)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_checkpoint):
+    with TestClient(make_app(tiny_checkpoint)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def face_jpeg(lite_root) -> bytes:
+    return (lite_root / f"{FACES[0]}.jpg").read_bytes()
+
+
+def encode(image: np.ndarray, ext: str = ".png") -> bytes:
+    return cv2.imencode(ext, image)[1].tobytes()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A few-hundred-byte PNG whose header declares ``width`` x ``height`` (a decompression bomb's shape)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b"")
+
+
+def assert_error(response, status: int, error: str | None = None):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["detail"], body
+    if error:
+        assert body["error"] == error, body
+
+
+# -- answers -------------------------------------------------------------------------------
+
+def test_real_face_multipart_upload(client, face_jpeg):
+    response = client.post(URL, files={"file": ("face.jpg", face_jpeg, "image/jpeg")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["image"] == {"width": 370, "height": 401}
+    assert len(body["faces"]) == 1
+    face = body["faces"][0]
+    assert np.isfinite(np.array(face["points"])).all() and np.array(face["points"]).shape == (68, 2)
+    assert len(face["box"]) == 4 and face["score"] > 0
+    assert "pose" not in face and "aligned_png_base64" not in face  # only when asked for
+    model = body["model"]
+    assert model["name"].startswith("seed_senet@") and model["num_points"] == 68 and len(model["version"]) == 12
+
+
+def test_raw_body_gives_the_same_answer(client, face_jpeg):
+    raw = client.post(URL, content=face_jpeg, headers={"content-type": "image/jpeg"})
+    form = client.post(URL, files={"file": ("x.bin", face_jpeg, "application/octet-stream")})
+    assert raw.status_code == form.status_code == 200
+    assert raw.json() == form.json()
+
+
+def test_no_face_in_a_flat_grey_image(client):
+    response = client.post(URL, content=encode(np.full((240, 320, 3), 128, np.uint8)))
+    assert response.status_code == 200, response.text
+    assert response.json()["faces"] == [] and response.json()["image"] == {"width": 320, "height": 240}
+
+
+def test_two_faces_side_by_side_and_max_faces(client, lite_root):
+    images = [cv2.imread(str(lite_root / f"{name}.jpg")) for name in FACES]
+    height = min(image.shape[0] for image in images)
+    both = np.hstack([cv2.resize(image, (round(image.shape[1] * height / image.shape[0]), height)) for image in images])
+    response = client.post(URL, content=encode(both, ".jpg"))
+    assert response.status_code == 200, response.text
+    faces = response.json()["faces"]
+    assert len(faces) == 2
+    assert sorted(f["box"][0] < both.shape[1] / 2 for f in faces) == [False, True]  # one face in each half
+    assert len(client.post(URL, params={"max_faces": 1}, content=encode(both, ".jpg")).json()["faces"]) == 1
+
+
+@pytest.mark.parametrize(("flag", "module", "field"), [("aligned", "align", "aligned_png_base64"), ("pose", "pose", "pose")])
+def test_optional_outputs_or_501(client, face_jpeg, flag, module, field):
+    response = client.post(URL, params={flag: "true"}, content=face_jpeg)
+    if importlib.util.find_spec(f"facemark.{module}") is None:
+        assert_error(response, 501, "not_available")
+        return
+    assert response.status_code == 200, response.text
+    face = response.json()["faces"][0]
+    if field == "pose":
+        assert set(face["pose"]) == {"yaw", "pitch", "roll"}
+    else:
+        import base64
+
+        crop = cv2.imdecode(np.frombuffer(base64.b64decode(face[field]), np.uint8), cv2.IMREAD_COLOR)
+        assert crop.shape == (112, 112, 3)
+
+
+# -- bad input: a JSON error, and the server stays up -----------------------------------------
+
+def test_garbage_bytes_are_415(client):
+    assert_error(client.post(URL, content=b"this is not an image" * 50), 415, "unsupported_media_type")
+    # an image extension and MIME type do not make it one: the bytes are sniffed
+    assert_error(client.post(URL, files={"file": ("face.jpg", b"\xff\xd8 not really", "image/jpeg")}), 415)
+
+
+def test_empty_bodies_are_400(client):
+    assert_error(client.post(URL, content=b""), 400, "empty_body")
+    assert_error(client.post(URL, files={"file": ("empty.jpg", b"", "image/jpeg")}), 400, "empty_body")
+    assert_error(client.post(URL, files={"other": ("a.jpg", b"123", "image/jpeg")}), 400, "bad_request")
+
+
+def test_truncated_jpeg_is_415(client, face_jpeg):
+    """Documented choice: a truncated file is not a decodable image -> 415 (not 400)."""
+    for cut in (len(face_jpeg) // 2, len(face_jpeg) - 100, 300):
+        assert_error(client.post(URL, content=face_jpeg[:cut]), 415, "unsupported_media_type")
+    assert client.get("/healthz").status_code == 200
+
+
+def test_jpeg_completeness_check():
+    image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8)
+    for params in ([], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 2]):
+        data = cv2.imencode(".jpg", image, params)[1].tobytes()
+        assert jpeg_complete(data) and jpeg_complete(data + b"trailing bytes")
+        assert not any(jpeg_complete(data[:cut]) for cut in (4, 100, len(data) // 2, len(data) - 2))
+
+
+def test_huge_declared_dimensions_are_413_before_decoding(client, tiny_checkpoint):
+    bomb = png_declaring(30000, 30000)
+    assert len(bomb) < 1000
+    assert_error(client.post(URL, content=bomb), 413, "image_too_large")
+    response = client.post(URL, content=png_declaring(8000, 8000))  # 64 Mpx: over our 40 Mpx limit, under PIL's
+    assert_error(response, 413, "image_too_large")
+    assert "8000x8000" in response.json()["detail"]
+    with TestClient(make_app(tiny_checkpoint, max_pixels=10_000)) as small:
+        assert_error(small.post(URL, content=encode(np.zeros((200, 200, 3), np.uint8))), 413, "image_too_large")
+
+
+def test_upload_over_the_limit_is_413(tiny_checkpoint):
+    big = bytes(1_600_000)
+    with TestClient(make_app(tiny_checkpoint, max_upload_mb=1)) as client:
+        assert_error(client.post(URL, content=big), 413, "upload_too_large")
+        assert_error(client.post(URL, files={"file": ("big.jpg", big, "image/jpeg")}), 413, "upload_too_large")
+        # no Content-Length (chunked): the bytes are counted as they arrive
+        assert_error(client.post(URL, content=(big[i : i + 65536] for i in range(0, len(big), 65536))), 413)
+        # a lying Content-Length is not trusted either
+        assert_error(client.post(URL, content=big, headers={"content-length": "100"}), 413, "upload_too_large")
+        assert client.get("/healthz").json()["model_loaded"]
+
+
+def test_bad_query_and_unknown_route_are_json(client):
+    assert_error(client.post(URL, params={"max_faces": 0}, content=b"x"), 422, "invalid_request")
+    assert_error(client.get("/nope"), 404, "not_found")
+    assert_error(client.get(URL), 405, "method_not_allowed")
+
+
+def test_full_queue_is_503_with_retry_after(tiny_checkpoint, face_jpeg):
+    app = make_app(tiny_checkpoint, workers=1, queue=0)
+    with TestClient(app) as client:
+        service = app.state.service
+        infer, gate, running = service.infer, threading.Event(), threading.Event()
+
+        def blocked(*args):
+            running.set()
+            assert gate.wait(300)
+            return infer(*args)
+
+        service.infer = blocked  # generous timeouts: they only guard against a hang, and CI machines can be slow
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(client.post, URL, content=face_jpeg)
+            assert running.wait(300)
+            response = client.post(URL, content=face_jpeg)
+            assert_error(response, 503, "busy")
+            assert response.headers["retry-after"] == "1"
+            gate.set()
+            assert first.result(300).status_code == 200
+        assert client.post(URL, content=face_jpeg).status_code == 200  # the slot came back
+
+
+# -- the rest --------------------------------------------------------------------------------
+
+def test_healthz_page_and_docs(client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["model_loaded"] and health["model"].startswith("seed_senet@")
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "window.lastResult" in page.text and "getUserMedia" in page.text
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert "multipart/form-data" in spec["paths"][URL]["post"]["requestBody"]["content"]
