@@ -6,13 +6,13 @@ and arguments, point scheme, input size, crop rule), so export and inference nev
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
 
+from facemark.files import atomic_path
 from facemark.geometry import CropRule
 from facemark.models import create_model
 
@@ -38,14 +38,8 @@ def checkpoint_state(model: torch.nn.Module, model_name: str, model_args: dict, 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write ``state`` to ``path`` via a temporary file, fsync and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict:

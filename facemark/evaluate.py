@@ -34,8 +34,8 @@ import torch
 from tqdm import tqdm
 
 from facemark import metrics, plots
-from facemark.data.dataset import LandmarkDataset
-from facemark.data.dataset import _jitter_box  # training's box noise, so robustness figures use the same model
+from facemark.files import write_atomic
+from facemark.data.dataset import LandmarkDataset, jitter_box  # training's box noise, for robustness figures
 from facemark.data.record import DataError, FaceSample
 from facemark.data.store import Store, read_image, region_box
 from facemark.geometry import (
@@ -334,7 +334,7 @@ def evaluate(
                 missed.append(face.sample_id)
                 continue
         else:
-            face_box = _jitter_box(np.random.default_rng([seed, i]), truth, jitter) if jitter else truth
+            face_box = jitter_box(np.random.default_rng([seed, i]), truth, jitter) if jitter else truth
             start = time.perf_counter()
             pred = np.asarray(predictor.predict(image, face_box), dtype=np.float64)
             dt = time.perf_counter() - start
@@ -467,8 +467,8 @@ def _write_outputs(result: dict, records: list[dict], out: Path, worst_k: int, s
     if worst_k > 0:
         plots.write_image(out / "worst.png", _worst_gallery(records, worst_k))
     # atomic like the PNGs, so a reader (compare, a dashboard) never sees half a file
-    plots._write_atomic(out / "metrics.json", lambda f: f.write(json.dumps(result, indent=1).encode()))
-    plots._write_atomic(out / "report.md", lambda f: f.write(_report(result, scheme, worst_k).encode()))
+    write_atomic(out / "metrics.json", json.dumps(result, indent=1))
+    write_atomic(out / "report.md", _report(result, scheme, worst_k))
 
 
 # --------------------------------------------------------------------------- comparison
@@ -511,5 +511,5 @@ def compare(metrics_paths: Sequence[str | Path], out: str | Path, names: Sequenc
                     f"{_pct(det['rate']) + ' %' if det else '-'} |")
     table = f"{norm_text}; NME in %.\n\n" + "\n".join(rows) + "\n"
     text = f"# Comparison\n\n{table}\n![CED](ced.png)\n"
-    markdown = plots._write_atomic(out / "compare.md", lambda f: f.write(text.encode()))
+    markdown = write_atomic(out / "compare.md", text)
     return {"table": table, "png": png, "markdown": markdown}

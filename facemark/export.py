@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from facemark import __version__
+from facemark.files import atomic_path
 from facemark.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 METADATA_KEY = "facemark"
@@ -80,10 +80,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Pat
     model, _ = model_from_checkpoint(state)
     wrapper = _PointsOnly(fold_batch_norm(model)).eval()
     size = int(state["model_args"]["input_size"])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         torch.onnx.export(
             wrapper, (torch.rand(1, 3, size, size),), str(tmp), input_names=["image"], output_names=["points"],
             dynamic_axes={"image": {0: "batch"}, "points": {0: "batch"}}, opset_version=opset, dynamo=False,
@@ -94,7 +91,4 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Pat
         graph.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return Path(out)

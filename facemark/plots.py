@@ -12,12 +12,13 @@ return a new image. Points are pixel-centre ``(x, y)`` coordinates (see :mod:`fa
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from facemark.files import atomic_path, write_atomic
 
 from facemark import metrics
 from facemark.schemes import PointScheme
@@ -38,24 +39,10 @@ def _new_figure(size: tuple[float, float] = (7.0, 5.0)):
     return fig
 
 
-def _write_atomic(path: str | os.PathLike, write) -> Path:
-    """Call ``write(file)`` on a temporary file next to ``path``, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=f"{path.suffix}.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _save_atomic(fig, path: str | os.PathLike) -> Path:
-    return _write_atomic(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    return Path(path)
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
@@ -64,7 +51,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     ok, data = cv2.imencode(suffix, np.asarray(image))
     if not ok:
         raise ValueError(f"cannot encode an image as {suffix}")
-    return _write_atomic(path, lambda f: f.write(data.tobytes()))
+    return write_atomic(path, data.tobytes())
 
 
 def plot_ced(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import asdict, dataclass
 from importlib.resources import files
@@ -32,7 +31,7 @@ import cv2
 import numpy as np
 
 from facemark.api import Face, Landmarker, load_image
-from facemark.data.formats._atomic import write_atomic
+from facemark.files import atomic_path, write_atomic
 from facemark.detectors import iou
 from facemark.detectors.given import GivenBoxes
 from facemark.geometry import box_from_points
@@ -276,33 +275,30 @@ def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothi
         if not ok:
             raise ValueError(f"{path}: no video frame could be decoded")
         height, width = frame.shape[:2]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.mp4")  # VideoWriter picks the container by suffix
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-        if not writer.isOpened():
-            raise RuntimeError(f"OpenCV cannot write an mp4v video to {tmp}")
         tracker = FaceTracker(smooth) if smooth else None
         frames = []
-        bar = tqdm(total=total, desc=path.name, unit="frame", leave=False, disable=not progress)
-        try:
-            index = 0
-            while ok:
-                faces = predictor.faces(frame, path)
-                if tracker is not None:
-                    faces = tracker.update(faces, index / fps)
-                stem = aligned_stem.with_name(f"{aligned_stem.name}_frame{index:06d}") if aligned_stem else None
-                predictor.extras(frame, faces, stem)
-                writer.write(predictor.draw(frame, faces))
-                frames.append({"frame": index, "time": round(index / fps, 4), "faces": [_face_dict(f) for f in faces]})
-                bar.update()
-                ok, frame = capture.read()
-                index += 1
-            writer.release()
-            os.replace(tmp, out)
-        finally:
-            bar.close()
-            writer.release()
-            tmp.unlink(missing_ok=True)
+        # the temporary file keeps the .mp4 suffix: VideoWriter picks the container by it
+        with atomic_path(out) as tmp, tqdm(total=total, desc=path.name, unit="frame", leave=False,
+                                           disable=not progress) as bar:
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            if not writer.isOpened():
+                raise RuntimeError(f"OpenCV cannot write an mp4v video to {tmp}")
+            try:
+                index = 0
+                while ok:
+                    faces = predictor.faces(frame, path)
+                    if tracker is not None:
+                        faces = tracker.update(faces, index / fps)
+                    stem = aligned_stem.with_name(f"{aligned_stem.name}_frame{index:06d}") if aligned_stem else None
+                    predictor.extras(frame, faces, stem)
+                    writer.write(predictor.draw(frame, faces))
+                    frames.append({"frame": index, "time": round(index / fps, 4),
+                                   "faces": [_face_dict(f) for f in faces]})
+                    bar.update()
+                    ok, frame = capture.read()
+                    index += 1
+            finally:
+                writer.release()
     finally:
         capture.release()
     frames_json = out.with_name(f"{out.stem}.frames.json")

@@ -175,13 +175,13 @@ def test_plots_write_png_atomically(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["ced.png", "loss.png", "sub"]
     assert os.listdir(tmp_path / "sub") == ["grid.jpg"]
 
-    def broken(f):
-        f.write(b"partial")
-        raise RuntimeError("disk full")
+    from facemark.files import atomic_path
 
-    with pytest.raises(RuntimeError):
-        plots._write_atomic(tmp_path / "sub" / "grid.jpg", broken)
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "sub" / "grid.jpg") as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("disk full")
     assert os.listdir(tmp_path / "sub") == ["grid.jpg"]  # old file kept, temp file removed
+    assert cv2.imread(str(grid_path)) is not None
 
 
 def test_drawings():

@@ -67,7 +67,7 @@ def _augment_matrix(rng: np.random.Generator, aug: Augment, size: int) -> tuple[
     return matrix, flip
 
 
-def _jitter_box(rng: np.random.Generator, box, amount: float):
+def jitter_box(rng: np.random.Generator, box, amount: float):
     if not amount:
         return box
     x0, y0, x1, y1 = box
@@ -134,7 +134,7 @@ class LandmarkDataset(Dataset):
         points = np.asarray(self.store.points[i], dtype=np.float32)
         box = box_from_points(points)
         if aug is not None and rng is not None:
-            box = _jitter_box(rng, box, aug.box_jitter)
+            box = jitter_box(rng, box, aug.box_jitter)
         entry = self.store.samples[i]
         to_input = crop_affine(crop_box_from_box(box, tuple(entry["image_size"]), self.crop_rule), size)
         flip = False

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 from facemark.data.formats import read_dataset
 from facemark.data.record import FaceSample
 from facemark.data.store import write_store
+from facemark.files import write_atomic
 
 SPLIT_SEED = "facemark-v1"
 
@@ -34,12 +34,6 @@ def split_samples(samples: list[FaceSample], val_fraction: float = 0.2, seed: st
     train = [s for s in samples if not is_validation(s.sample_id, val_fraction, seed)]
     val = [s for s in samples if is_validation(s.sample_id, val_fraction, seed)]
     return train, val
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def prepare(
@@ -68,7 +62,7 @@ def prepare(
         "train": [s.sample_id for s in train],
         "val": [s.sample_id for s in val],
     }
-    _write_text_atomic(out / "split.json", json.dumps(manifest, indent=1))
+    write_atomic(out / "split.json", json.dumps(manifest, indent=1))
     counts = {}
     for name, subset in (("train", train), ("val", val)):
         if not subset:
@@ -76,5 +70,5 @@ def prepare(
         _, bad = write_store(subset, out / name, size=size, context=context, skip_bad=skip_bad, progress=progress)
         skipped += bad
         counts[name] = len(subset) - len(bad)
-    _write_text_atomic(out / "skipped.txt", "".join(f"{path}\t{reason}\n" for path, reason in skipped))
+    write_atomic(out / "skipped.txt", "".join(f"{path}\t{reason}\n" for path, reason in skipped))
     return {"faces": sum(counts.values()), "skipped": skipped, **counts}

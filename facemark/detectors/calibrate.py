@@ -8,13 +8,12 @@ landmark box of the matched face, ``a = median((lcx - cx) / w)``, ``b = median((
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from facemark.detectors.base import CALIBRATION_FILE, Box, Calibration, Detection, iou
+from facemark.files import write_atomic
 from facemark.geometry import CropRule, crop_box_from_box
 
 #: The face box of the benchmarks: the crop recipe's box around the landmark box, unclipped.
@@ -80,16 +79,7 @@ def write_calibrations(entries: dict[str, dict], path: str | Path = CALIBRATION_
                    "l* of the tight 68-point landmark box (0-based pixel centres)",
         "detectors": dict(sorted(detectors.items())),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
     return data
 
 
@@ -147,9 +137,9 @@ def run_detections(detector, samples, cache: str | Path | None = None, progress:
             print(f"  {progress}: {sum(1 for s in todo if s.sample_id in done)}/{len(todo)} images", file=sys.stderr,
                   flush=True)
             if cache is not None:
-                _dump_atomic(done, Path(cache))
+                write_atomic(cache, json.dumps(done))
     if cache is not None and todo:
-        _dump_atomic(done, Path(cache))
+        write_atomic(cache, json.dumps(done))
     return out
 
 
@@ -157,9 +147,3 @@ def detections_of(entry: dict) -> list[Detection]:
     """The :class:`Detection` list of one :func:`run_detections` entry."""
     return [Detection(tuple(float(v) for v in d[:4]), float(d[4])) for d in entry["detections"]]
 
-
-def _dump_atomic(data, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)

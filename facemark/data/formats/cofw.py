@@ -13,7 +13,7 @@ import cv2
 import h5py
 import numpy as np
 
-from facemark.data.formats._atomic import write_atomic
+from facemark.files import write_atomic
 from facemark.data.record import DataError, FaceSample, check_points
 
 _NUM_POINTS = 29

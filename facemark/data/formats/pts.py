@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facemark.data.formats._atomic import write_atomic
+from facemark.files import write_atomic
 from facemark.data.record import DataError, FaceSample, check_points
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
