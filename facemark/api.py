@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from facemark.geometry import Box, CropRule, box_from_points, crop_box_from_box, crop_image, from_crop
+from facemark.geometry import Box, CropRule, box_from_points, crop_box_from_box, crop_image, crops_to_input, from_crop
 from facemark.schemes import get_scheme
 
 DEFAULT_MODEL_DIR = Path(str(files("facemark") / "assets" / "models"))
@@ -76,10 +76,9 @@ class _TorchRunner:
         self.model = model.to(self.device).eval()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        from facemark.data.dataset import images_to_tensor
-
         with self.torch.inference_mode():
-            return self.model.predict_points(images_to_tensor(batch).to(self.device)).float().cpu().numpy()
+            inputs = self.torch.from_numpy(crops_to_input(batch)).to(self.device)
+            return self.model.predict_points(inputs).float().cpu().numpy()
 
 
 class _OnnxRunner:
@@ -93,9 +92,8 @@ class _OnnxRunner:
         self.session = ort.InferenceSession(model_bytes_or_path, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        from facemark.data.dataset import images_to_tensor
-
-        return self.session.run(None, {"image": images_to_tensor(batch).numpy()})[0]
+        # numpy, not torch, for the input: torch's thread pool would fight onnxruntime's
+        return self.session.run(None, {"image": crops_to_input(batch)})[0]
 
 
 def _onnx_available() -> bool:

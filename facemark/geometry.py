@@ -109,6 +109,12 @@ def crop_image(image: np.ndarray, crop_box: Box, size: int | tuple[int, int]) ->
     return warp(image, crop_affine(crop_box, size), size)
 
 
+def crops_to_input(crops_bgr: np.ndarray) -> np.ndarray:
+    """uint8 BGR crops ``(B, S, S, 3)`` -> the models' input: float32 RGB ``(B, 3, S, S)`` in 0..1."""
+    crops = np.asarray(crops_bgr)[..., ::-1].transpose(0, 3, 1, 2)
+    return np.multiply(crops, np.float32(1 / 255), dtype=np.float32)
+
+
 def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Transform ``(..., 2)`` points by a 2x3 affine matrix."""
     points = np.asarray(points, dtype=np.float64)

@@ -23,6 +23,7 @@ from facemark.geometry import (
     box_from_points,
     crop_affine,
     crop_box_from_box,
+    crops_to_input,
     invert_affine,
     warp,
 )
@@ -49,8 +50,7 @@ class Augment:
 
 def images_to_tensor(images_bgr: np.ndarray) -> torch.Tensor:
     """uint8 BGR ``(B, H, W, 3)`` -> float RGB ``(B, 3, H, W)`` in 0..1 (the models' input)."""
-    array = np.ascontiguousarray(np.asarray(images_bgr)[..., ::-1].transpose(0, 3, 1, 2))
-    return torch.from_numpy(array).float().div_(255.0)
+    return torch.from_numpy(crops_to_input(images_bgr))
 
 
 def _augment_matrix(rng: np.random.Generator, aug: Augment, size: int) -> tuple[np.ndarray, bool]:
