@@ -24,16 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from facemark.export import PointsOnly
 from facemark.models import create_model, list_models
-
-
-class PointsWrapper(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.predict_points(x)
 
 
 def count_macs(model: nn.Module, x: torch.Tensor) -> int:
@@ -100,7 +92,7 @@ def bench_one(name: str, size: int, threads: int, iters: int, rounds: int, workd
         "map": f"{model.map_size}x{model.map_size}" if hasattr(model, "map_size") else "-",
     }
     path = workdir / f"{name}_{size}.onnx"
-    wrapper = PointsWrapper(model).eval()
+    wrapper = PointsOnly(model).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -20,7 +20,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 from facemark.detectors import CALIBRATION_FILE, IDENTITY, detector_available, get_detector
 from facemark.detectors.calibrate import (

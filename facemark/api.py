@@ -13,7 +13,6 @@ Points are in original-image pixels, 0-based pixel centres (see :mod:`facemark.g
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from importlib.resources import files

@@ -38,7 +38,9 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     return model
 
 
-class _PointsOnly(nn.Module):
+class PointsOnly(nn.Module):
+    """``forward = model.predict_points``: the graph that export traces (raw heads + decoding)."""
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
@@ -78,7 +80,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Pat
 
     state = load_checkpoint(checkpoint)
     model, _ = model_from_checkpoint(state)
-    wrapper = _PointsOnly(fold_batch_norm(model)).eval()
+    wrapper = PointsOnly(fold_batch_norm(model)).eval()
     size = int(state["model_args"]["input_size"])
     with atomic_path(out) as tmp:
         torch.onnx.export(

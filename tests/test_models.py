@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from facemark.losses import LOSSES, get_loss
+from facemark.export import PointsOnly
 from facemark.models import create_model, list_models
 
 MODELS = list_models()
@@ -31,15 +32,6 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
     with torch.no_grad():
         model(x)
     model.eval()
-
-
-class PointsWrapper(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.predict_points(x)
 
 
 def test_registry():
@@ -112,7 +104,7 @@ def test_onnx_export_parity(name, tmp_path):
     path = tmp_path / f"{name}.onnx"
     # eval() on the wrapper too: the exporter restores the wrapper's train/eval mode afterwards,
     # recursively, so a fresh (training) wrapper would leave the model in training mode.
-    wrapper = PointsWrapper(model).eval()
+    wrapper = PointsOnly(model).eval()
     # dynamo=False: the TorchScript exporter (the dynamo one needs onnxscript, not installed here)
     torch.onnx.export(
         wrapper, (torch.rand(1, 3, 128, 128),), str(path), dynamo=False, opset_version=17,

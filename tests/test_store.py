@@ -1,5 +1,4 @@
 import json
-import os
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from facemark.data.dataset import Augment, LandmarkDataset
 from facemark.data.prepare import is_validation, prepare, split_samples
 from facemark.data.record import DataError, FaceSample
 from facemark.data.store import Store, write_store
-from facemark.geometry import box_from_points, crop_box_from_box, from_crop
+from facemark.geometry import from_crop
 
 
 def test_prepare_split_and_store(synthetic_dataset, tmp_path):
