@@ -34,13 +34,13 @@ import torch
 from tqdm import tqdm
 
 from facemark import metrics, plots
-from facemark.files import write_atomic
 from facemark.data.dataset import LandmarkDataset, jitter_box  # training's box noise, for robustness figures
 from facemark.data.record import DataError, FaceSample
 from facemark.data.store import Store, read_image, region_box
 from facemark.geometry import (
     SEED_CROP, Box, CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image, from_crop,
 )
+from facemark.files import write_atomic
 from facemark.schemes import SCHEMES
 
 BOX_PROTOCOLS = ("gt", "detector")
@@ -243,6 +243,11 @@ def load_faces(data, split: str = "val") -> tuple[list[FaceSample], list[dict], 
 
 
 # --------------------------------------------------------------------------- evaluation
+
+
+def _short(protocol: str) -> str:
+    """A box protocol's text without its parenthesised details, for figure titles."""
+    return protocol.split(" (")[0]
 
 
 def _protocol_text(box: str, jitter: float, seed: int, detector_name: str) -> str:
@@ -462,7 +467,7 @@ def _write_outputs(result: dict, records: list[dict], out: Path, worst_k: int, s
     curves = {"all": [r["nme"] for r in records]}
     if len(result["subsets"]) > 1:
         curves.update({s: [r["nme"] for r in records if r["subset"] == s] for s in result["subsets"]})
-    plots.plot_ced(curves, out / "ced.png", result["max_error"], title=f"{result['name']}: {result['box_protocol']}",
+    plots.plot_ced(curves, out / "ced.png", result["max_error"], title=f"{result['name']}: {_short(result['box_protocol'])}",
                    xlabel=f"{metrics.describe(result['normalisation'], scheme)} (%)")
     if worst_k > 0:
         plots.write_image(out / "worst.png", _worst_gallery(records, worst_k))
@@ -492,15 +497,20 @@ def compare(metrics_paths: Sequence[str | Path], out: str | Path, names: Sequenc
     kinds = {r["normalisation"] for r in runs}
     if len(kinds) > 1:
         raise ValueError(f"the runs use different normalisations {sorted(kinds)}; their NMEs are not comparable")
+    protocols = {_short(r["box_protocol"]) for r in runs}
     labels = list(names) if names else [r["name"] for r in runs]
-    for i, label in enumerate(labels):  # same model twice (e.g. gt vs detector boxes): name the folder too
+    if len(protocols) > 1:  # e.g. one model with gt and detector boxes: the protocol goes in the legend
+        labels = [f"{label}, {_short(r['box_protocol'])}" for label, r in zip(labels, runs)]
+    for i, label in enumerate(labels):  # still ambiguous: name the run's folder too
         if labels.count(label) > 1:
             labels[i] = f"{label} [{Path(metrics_paths[i]).parent.name}]"
     max_error = max(r["max_error"] for r in runs)
     out = Path(out)
-    norm_text = metrics.describe(runs[0]["normalisation"])
+    # the scheme (for the eye-corner indices) follows from the number of points in per_point
+    norm_text = metrics.describe(runs[0]["normalisation"], SCHEMES.get(len(runs[0]["per_point"])))
+    title = "Cumulative error distribution" + (f": {protocols.pop()}" if len(protocols) == 1 else "")
     png = plots.plot_ced({lb: [f["nme"] for f in r["per_face"]] for lb, r in zip(labels, runs)}, out / "ced.png",
-                         max_error, title="Cumulative error distribution", xlabel=f"{norm_text} (%)")
+                         max_error, title=title, xlabel=f"{norm_text} (%)")
     rows = ["| run | box protocol | faces | NME % | 95 % CI | FR@8 % | FR@10 % | AUC@8 | AUC@10 | detection rate |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in zip(labels, runs):

@@ -1,0 +1,48 @@
+"""The public API: image inputs, batching and test-time flip averaging."""
+
+import numpy as np
+import pytest
+
+from facemark import Landmarker
+from facemark.api import load_image
+from facemark.schemes import get_scheme
+
+
+@pytest.fixture(scope="module")
+def face_image():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (120, 100, 3), dtype=np.uint8)
+    return image, (30.0, 40.0, 70.0, 95.0)
+
+
+def test_flip_test_averages_with_the_mirrored_face(tiny_checkpoint, face_image):
+    image, (x0, y0, x1, y1) = face_image
+    plain = Landmarker(str(tiny_checkpoint), backend="torch")
+    flipped = Landmarker(str(tiny_checkpoint), backend="torch", flip_test=True)
+    width = image.shape[1]
+    mirror_box = (width - 1 - x1, y0, width - 1 - x0, y1)
+    expected = (plain.predict(image, (x0, y0, x1, y1))
+                + get_scheme(68).flip(plain.predict(image[:, ::-1].copy(), mirror_box), width)) / 2
+    assert np.abs(flipped.predict(image, (x0, y0, x1, y1)) - expected).max() < 0.05
+
+
+def test_batch_equals_single_calls(tiny_checkpoint, face_image):
+    image, box = face_image
+    lm = Landmarker(str(tiny_checkpoint), backend="torch")
+    boxes = [box, (10.0, 10.0, 60.0, 70.0)]
+    batch = lm.predict_batch([image, image], [boxes, [box]])
+    assert [len(b) for b in batch] == [2, 1]
+    assert np.allclose(batch[0][1], lm.predict(image, boxes[1]), atol=1e-3)
+    assert np.allclose(batch[1][0], lm.predict(image, box), atol=1e-3)
+
+
+def test_bad_inputs_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        load_image(tmp_path / "missing.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="bad.jpg"):
+        load_image(tmp_path / "bad.jpg")
+    with pytest.raises(ValueError, match="shape"):
+        load_image(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        Landmarker(tmp_path / "nope.onnx")
