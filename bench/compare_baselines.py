@@ -11,13 +11,14 @@ table with detector boxes and with ±10 % random box-edge noise. Full per-run re
         [--detector] [--jitter 0.1] [--no-dlib]
 
 ms/face is the median wall time of one ``predict(image, box)`` call (crop + model, batch of one,
-image decoding excluded) over ``--timing-faces`` faces, best of three passes (robust to other jobs
-on a shared machine); model size is the fp32 weights (ONNX file size for .onnx, .dat for dlib).
+image decoding excluded): the median over ``--timing-faces`` faces of the fastest of five calls
+(robust to other jobs on a shared machine); model size is the fp32 weights (ONNX file size for .onnx, .dat for dlib).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import importlib.util
 import os
 import platform
@@ -72,20 +73,23 @@ def predictors(args) -> list[tuple[str, object, str, str]]:
     return rows
 
 
-def time_ms(predictor, faces, repeats: int = 3) -> float:
-    """Median ms of one ``predict(image, box)`` call over ``faces``, best of ``repeats`` passes
-    (the best pass is the one least disturbed by other processes on a shared machine)."""
+def time_ms(predictor, faces, repeats: int = 5) -> float:
+    """Median over ``faces`` of the fastest of ``repeats`` ``predict(image, box)`` calls, in ms.
+
+    The fastest call of a face is the one least disturbed by other processes on a shared machine,
+    so this estimates the latency of an idle machine.
+    """
     jobs = [(read_image(f.image_path), box_from_points(f.points)) for f in faces]
     predictor.predict(*jobs[0])  # warm-up: lazy initialisation, first-call allocations
-    medians = []
-    for _ in range(repeats):
+    best = []
+    for image, box in jobs:
         times = []
-        for image, box in jobs:
+        for _ in range(repeats):
             start = time.perf_counter()
             predictor.predict(image, box)
             times.append(time.perf_counter() - start)
-        medians.append(np.median(times) * 1000)
-    return float(min(medians))
+        best.append(min(times))
+    return float(np.median(best) * 1000)
 
 
 def main(argv=None) -> int:
@@ -119,13 +123,13 @@ def main(argv=None) -> int:
     val = args.data / "val"
     timing_faces = load_faces(val)[0][: args.timing_faces]
     ms = {name: time_ms(p, timing_faces) for name, p, _, _ in rows if name != "mean shape"}
-    command = " ".join(["python bench/compare_baselines.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "bench/compare_baselines.py", *(argv if argv is not None else sys.argv[1:])])
     shown = val.resolve().relative_to(ROOT) if val.resolve().is_relative_to(ROOT) else val
     lines = ["# Baselines on the 300w-lite validation split", "", f"`{command}`", "",
              f"Data: `{shown}` ({len(load_faces(val)[0])} faces), the fixed split of "
              "`facemark.data.prepare.split_samples`; figures from `facemark.evaluate.evaluate` on the original images. "
              f"ms/face: one `predict(image, box)` call (crop + model, batch of one, image decoding excluded), "
-             f"median over {len(timing_faces)} faces, best of 3 passes, {args.threads} thread(s), "
+             f"median over {len(timing_faces)} faces of the fastest of 5 calls, {args.threads} thread(s), "
              f"{platform.machine()} CPU ({os.cpu_count()} cores, shared with other jobs while this ran); "
              "size: fp32 weights (the model file for dlib).", ""]
     for box, jitter, title, suffix in protocols:

@@ -37,10 +37,10 @@ from facemark import metrics, plots
 from facemark.data.dataset import LandmarkDataset, jitter_box  # training's box noise, for robustness figures
 from facemark.data.record import DataError, FaceSample
 from facemark.data.store import Store, read_image, region_box
+from facemark.files import write_atomic
 from facemark.geometry import (
     SEED_CROP, Box, CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image, from_crop,
 )
-from facemark.files import write_atomic
 from facemark.schemes import SCHEMES
 
 BOX_PROTOCOLS = ("gt", "detector")
