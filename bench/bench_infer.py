@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import cv2
 
+from timing import median_ms  # bench/timing.py
 from facemark.api import Landmarker
 from facemark.geometry import box_from_points
 from facemark.predict import SAMPLE_IMAGE
@@ -44,17 +44,6 @@ def load_faces(count: int, landmarker: Landmarker) -> tuple[list, list, str]:
     if not found:
         raise SystemExit(f"no face found in {SAMPLE_IMAGE}")
     return [image], [landmarker.detector.landmark_box(found[0].box)], "the bundled sample photo"
-
-
-def median_ms(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def main() -> None:

@@ -14,9 +14,7 @@ about twice that); BN, pooling and element-wise ops are left out. Prints a Markd
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from timing import median_ms  # bench/timing.py
 from facemark.export import PointsOnly
 from facemark.models import create_model, list_models
 
@@ -62,17 +61,6 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
     with torch.no_grad():
         model(x)
     model.eval()
-
-
-def median_ms(fn, iters: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
 
 
 def bench_one(name: str, size: int, threads: int, iters: int, rounds: int, workdir: Path) -> dict:

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from facemark.files import write_atomic
 from facemark.detectors import IDENTITY, get_detector
 from facemark.detectors.calibrate import (
     best_match, detections_of, evenly_spaced, fit_calibration, load_split, mean_calibrated_iou, run_detections,
@@ -67,8 +68,7 @@ def main(argv=None) -> int:
         "mean_iou_train": round(fitted, 4),
         "mean_iou_raw_train": round(raw, 4),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(entry, indent=2) + "\n")
+    write_atomic(args.out, json.dumps(entry, indent=2) + "\n")
     print(f"a={fit.a:+.4f} b={fit.b:+.4f} c={fit.c:.4f} d={fit.d:.4f}; matched {len(dlib_boxes)}/{len(samples)}; "
           f"mean IoU with the dlib box: mapped landmark box {fitted:.3f}, landmark box as is {raw:.3f}")
     print(f"wrote {args.out}", file=sys.stderr)
