@@ -239,7 +239,6 @@ class _Predictor:
 
 def _face_dict(face: Face) -> dict:
     out = face.to_dict()
-    out["points"] = np.asarray(face.points, np.float64).round(2).tolist()  # float32 -> 2 clean decimals
     out.update({k: v for k, v in face.extras.items() if isinstance(v, (int, float, str, dict))})
     return out
 

@@ -46,3 +46,19 @@ def test_bad_inputs_name_the_problem(tmp_path):
         load_image(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(FileNotFoundError, match="nope.onnx"):
         Landmarker(tmp_path / "nope.onnx")
+
+
+def test_shipped_default_model_is_accurate_on_held_out_faces(lite_root):
+    """The packaged model (no arguments, no network) on 40 validation faces of the fixed split."""
+    from facemark.data.formats import read_dataset
+    from facemark.data.prepare import split_samples
+    from facemark.geometry import box_from_points
+    from facemark.metrics import nme
+
+    samples, _ = read_dataset(lite_root)
+    val = split_samples(samples)[1][::10][:40]
+    lm = Landmarker()
+    assert lm.backend == "onnx" and lm.num_points == 68
+    predictions = lm.predict_batch([s.image_path for s in val], [[box_from_points(s.points)] for s in val])
+    errors = nme(np.stack([p[0] for p in predictions]), np.stack([s.points for s in val]))
+    assert errors.mean() < 0.06  # measured 3.9 % over all 391 validation faces (bench/compare_baselines.py)
