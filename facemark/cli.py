@@ -10,7 +10,8 @@ from pathlib import Path
 def _data_prepare(args) -> int:
     from facemark.data.prepare import prepare
 
-    summary = prepare(args.root, args.out, size=args.size, context=args.context, skip_bad=args.skip_bad)
+    summary = prepare(args.root, args.out, size=args.size, context=args.context, skip_bad=args.skip_bad,
+                      train_on_all=args.train_on_all)
     print(f"{summary['faces']} faces prepared ({summary['train']} train, {summary['val']} val) "
           f"into {args.out}; {len(summary['skipped'])} skipped")
     for path, reason in summary["skipped"]:
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=192, help="stored region size in pixels")
     p.add_argument("--context", type=float, default=1.5, help="region size relative to the crop box")
     p.add_argument("--skip-bad", action="store_true", help="skip bad samples (listed) instead of stopping")
+    p.add_argument("--train-on-all", action="store_true",
+                   help="the train store holds every face, validation ones too (for a final model; its "
+                        "validation figures are then not held out)")
     p.set_defaults(func=_data_prepare)
     p = data.add_parser("preview", help="draw a grid of random samples with their points")
     p.add_argument("store", help="a store folder (e.g. data/300w-lite/train)")

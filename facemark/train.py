@@ -124,7 +124,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
     model = create_model(config.model, **model_args)
     if hasattr(model, "set_mean_shape"):
         model.set_mean_shape(torch.from_numpy(mean_shape(train_set)))
-    model.to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
     loss_fn = get_loss(config.loss or model.default_loss)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
@@ -172,7 +173,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         for images, targets, _ in loader:
             model.train()
             torch.manual_seed(config.seed * 1_000_003 + step)  # dropout draws depend on the step only
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            targets = targets.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda"):
                 raw = model(images)
             data_loss = loss_fn(raw_model, raw, targets)

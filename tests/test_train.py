@@ -108,3 +108,24 @@ def test_ddp_two_processes_hold_identical_weights(small_run, tmp_path):
     for name in w0:
         assert torch.equal(w0[name], w1[name]), name
     assert load_checkpoint(tmp_path / "ddp" / "last.pt")["step"] == 4
+
+
+def test_channels_last_training_matches_the_contiguous_run(small_run, tmp_path):
+    """channels_last changes memory layout only: the same losses, and weights that differ by no
+    more than Adam's step size allows (Adam turns float rounding in tiny gradients into full steps)."""
+    plain = train(load_config(small_run("plain", steps=4, model="pipnet_resnet", input_size=64,
+                                        model_args={"width": 0.25})))
+    nhwc = train(load_config(small_run("nhwc", steps=4, model="pipnet_resnet", input_size=64,
+                                       model_args={"width": 0.25}, channels_last=True)))
+    assert plain["step"] == nhwc["step"] == 4
+    losses = [[h["loss"] for h in load_checkpoint(tmp_path / run / "last.pt")["history"] if "loss" in h]
+              for run in ("plain", "nhwc")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    a, b = dict(plain["model"].named_parameters()), dict(nhwc["model"].named_parameters())
+    for name in a:
+        torch.testing.assert_close(a[name].detach(), b[name].detach(), rtol=0, atol=4 * 2 * 1e-3, msg=name)
+    # the checkpoint loads into a plain (contiguous) model for export and inference
+    from facemark.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(tmp_path / "nhwc" / "last.pt")
+    assert model(torch.zeros(1, 3, 64, 64))["score"].shape[0] == 1

@@ -44,21 +44,28 @@ def prepare(
     val_fraction: float = 0.2,
     skip_bad: bool = False,
     progress: bool = True,
+    train_on_all: bool = False,
 ) -> dict:
     """Prepare ``out/train`` and ``out/val`` stores from the annotations under ``root``.
 
     Returns a summary: counts per split, and every skipped file with its reason (also written to
     ``out/skipped.txt``). Nothing is dropped silently: without ``skip_bad`` a bad file raises.
+    ``train_on_all``: the train store holds every face (validation ones too), for a final model
+    trained once its recipe has been chosen on the split; the val store is still the fixed
+    validation split, so its figures then only monitor training (they are not held out).
     """
     root, out = Path(root), Path(out)
     samples, skipped = read_dataset(root, skip_bad=skip_bad)
     if not samples:
         raise FileNotFoundError(f"{root}: no annotated faces found (.pts, .mat)")
     train, val = split_samples(samples, val_fraction)
+    if train_on_all:
+        train = list(samples)
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "root": str(root),
-        "rule": f"validation when sha1('{SPLIT_SEED}:<photo id>') < {val_fraction} of the hash range",
+        "rule": f"validation when sha1('{SPLIT_SEED}:<photo id>') < {val_fraction} of the hash range"
+                + ("; train holds every face (--train-on-all)" if train_on_all else ""),
         "train": [s.sample_id for s in train],
         "val": [s.sample_id for s in val],
     }
