@@ -18,9 +18,9 @@ per image):
 * mean IoU of the calibrated landmark box vs the true landmark box, over the found faces.
 
 The calibrations come from ``facemark/detectors/calibration.json`` (fitted on the training
-split by ``bench/fit_detector_calibration.py``).
+split by ``python -m bench.fit_detector_calibration``).
 
-    python bench/bench_detectors.py [--root DATA] [--only KEY,...] [--limit N] [--timing N] [--cache DIR]
+    python -m bench.bench_detectors [--root DATA] [--only KEY,...] [--limit N] [--timing N] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -34,14 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facemark.detectors import DEFAULT_DETECTOR, calibration_for, detector_available, get_detector, iou
-from facemark.detectors.calibrate import (
-    best_match, detections_of, evenly_spaced, face_box, load_split, run_detections,
-)
-from facemark.geometry import box_from_points
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fit_detector_calibration import DEFAULT_ROOT, cache_file  # noqa: E402
+from bench.calibration import DEFAULT_ROOT, cache_file, detections_of, evenly_spaced, face_box, run_detections
+from facemark.detectors import DEFAULT_DETECTOR, calibration_for, detector_available, get_detector
+from facemark.files import read_image
+from facemark.evaluate import load_faces
+from facemark.geometry import best_match, box_from_points, iou
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detectors.md"
 THREADS = 2
@@ -67,10 +64,10 @@ def evaluate(detector_boxes: dict[str, dict], samples, calibration) -> dict:
         truth_face = face_box(truth)
         dets = detections_of(entry)
         times.append(entry["ms"])
-        _, raw_iou = best_match(dets, truth_face)
+        _, raw_iou = best_match([d.box for d in dets], truth_face)
         raw_found += raw_iou >= RECALL_IOU
         landmark = [calibration.apply(d.box) for d in dets]
-        i, cal_iou = best_match(dets, truth_face, boxes=[face_box(b) for b in landmark])
+        i, cal_iou = best_match([face_box(b) for b in landmark], truth_face)
         hit = i is not None and cal_iou >= RECALL_IOU
         found += hit
         top1 += hit and i == 0  # detections are sorted by score
@@ -89,12 +86,10 @@ def time_interleaved(detectors: dict, samples) -> dict[str, tuple[list[float], l
     """Per-image ``detect`` wall and CPU times (ms), the detectors taking turns on each image."""
     import time
 
-    import cv2
-
     times = {key: ([], []) for key in detectors}
     keys = list(detectors)
     for n, sample in enumerate(samples):
-        image = cv2.imread(sample.image_path, cv2.IMREAD_COLOR)
+        image = read_image(sample.image_path)
         for key in keys[n % len(keys):] + keys[:n % len(keys)]:
             wall, cpu = time.perf_counter(), time.process_time()
             detectors[key].detect(image)
@@ -137,7 +132,7 @@ def main(argv=None) -> int:
     unknown = [k for k in keys if k not in SETTINGS]
     if unknown:
         ap.error(f"unknown settings {unknown}; choose from {list(SETTINGS)}")
-    samples = evenly_spaced(load_split(args.root, "val"), args.limit)
+    samples = evenly_spaced(load_faces(args.root, "val")[0], args.limit)
     print(f"validation split: {len(samples)} faces from {args.root}", file=sys.stderr)
     results, skipped, detectors = {}, [], {}
     for setting in keys:
@@ -147,7 +142,7 @@ def main(argv=None) -> int:
             continue
         calibration = calibration_for(key)
         if calibration is None:
-            skipped.append(f"{label} (no calibration for {key!r}: run bench/fit_detector_calibration.py)")
+            skipped.append(f"{label} (no calibration for {key!r}: run python -m bench.fit_detector_calibration)")
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

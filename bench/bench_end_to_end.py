@@ -19,7 +19,8 @@ photo (best of ``--repeats`` calls, image decoding excluded), the two alternatin
 that load on the machine hits both alike; the figure is the median over photos, and the ratio is
 facemark's median over dlib's.
 
-    python bench/bench_end_to_end.py [--model default] [--data data/300w-lite] [--speed-images 100]
+    python bench/bench_end_to_end.py [--model default] [--speed-model M] [--data data/300w-lite]
+        [--speed-images 100]
 
 Writes ``bench/results/end_to_end.md``.
 """
@@ -39,7 +40,8 @@ import numpy as np
 
 from facemark.api import Landmarker
 from facemark.data.store import read_image
-from facemark.evaluate import dlib_shape_model_path, evaluate, load_faces
+from facemark.baselines import dlib_shape_model_path
+from facemark.evaluate import evaluate, load_faces
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "end_to_end.md"
@@ -102,6 +104,9 @@ def best_ms(fn, image, repeats: int) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default", help="'default', a .pt checkpoint or an .onnx model")
+    ap.add_argument("--speed-model", default=None,
+                    help="model of the timing pass (default: --model); e.g. the shipped default when --model is "
+                         "its split-trained twin of the same architecture")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "300w-lite", help="prepared folder (val/ store)")
     ap.add_argument("--speed-images", type=int, default=100, help="640x480 photos in the timing pass")
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per photo (the fastest counts)")
@@ -140,6 +145,9 @@ def main(argv=None) -> int:
                   f"End-to-end penalty of facemark (own detector vs ground-truth box): {penalty:+.1f} % relative.",
                   "dlib's predictor was trained on these images (300-W training set): its NME is optimistic.", ""]
 
+    if args.speed_model and args.speed_model != args.model:
+        landmarker = Landmarker(args.speed_model)
+        lines += [f"Timing pass: model `{args.speed_model}` ({landmarker.name}).", ""]
     photos = [photo_640x480(read_image(f.image_path)) for f in faces[: args.speed_images]]
     for image in photos[:3]:  # warm-up: sessions, first-call allocations
         landmarker.detect(image)

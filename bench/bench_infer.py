@@ -84,7 +84,8 @@ def main() -> None:
         "# Inference speed (CPU)",
         "",
         f"Model `{name}` ({args.model}), faces from {source}; {args.threads} threads; median of {args.repeats} runs "
-        f"(batch: {max(1, args.repeats // 5)}). CPU: {platform.processor() or platform.machine()}, "
+        f"(batch: {max(1, args.repeats // 5)}); flip test {'on' if lm.flip_test else 'off'} (the default is on: "
+        f"each face is predicted on its crop and the mirrored crop, as one batch). CPU: {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}. "
         "Produced by `python bench/bench_infer.py`.",
         "",

@@ -1,13 +1,21 @@
 """A bounded local load test of ``facemark serve``: N concurrent clients send a fixed number of requests.
 
     python bench/bench_service.py --model default --clients 50 --requests 1000
+    python bench/bench_service.py --model default --clients 150 --requests 150 --queue 8 --upload-mb 9.9 \
+        --out bench/results/service_uploads.md      # memory under many large uploads at once
 
 Starts the server in a subprocess on a free port of 127.0.0.1 (never anything else), waits for
 ``/healthz``, warms up, sends ``--requests`` POSTs of one face photo from ``--clients`` concurrent
 ``httpx.AsyncClient`` connections, stops the server and reports requests/s, p50/p95/p99 latency,
 non-200 answers and the server's resident memory (``/proc/<pid>/status``) after warm-up vs at the
-end, to show that memory does not grow with traffic. Prints a Markdown table and writes
-``bench/results/service.md``.
+end, to show that memory does not grow with traffic, and its peak (``VmHWM``, the high-water mark
+over the server's whole life). Prints a Markdown table and writes ``bench/results/service.md``.
+
+``--upload-mb`` pads the photo with trailing bytes (which decoders ignore) to that size, so every
+request is a large upload: with ``--queue 8`` it shows that the server's peak memory is bounded by
+its queue (a request that finds the queue full is refused before its body is read), not by how many
+uploads arrive at once. Refused uploads may end as a connection error on the client instead of a
+503 when the server answers before the client has finished sending; both count as errors.
 
 The server's queue defaults to ``--clients``, so every request is admitted and the latency includes
 queueing; a smaller ``--queue`` shows the backpressure instead (503s are counted as errors).
@@ -41,11 +49,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of ``pid`` now (``VmRSS``) or at its peak so far (``VmHWM``), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    raise RuntimeError(f"no {field} for process {pid}")
 
 
 def start_server(args, port: int, log) -> subprocess.Popen:
@@ -101,11 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="the server's inference threads")
     parser.add_argument("--queue", type=int, default=None, help="the server's queue (default: --clients)")
     parser.add_argument("--start-timeout", type=float, default=300, help="seconds to wait for /healthz")
+    parser.add_argument("--upload-mb", type=float, default=None,
+                        help="pad every upload to this many MB (trailing bytes after the image)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "service.md"))
     args = parser.parse_args(argv)
     if not (0 < args.clients <= 1000 and 0 < args.requests <= 100_000):
         parser.error("keep it bounded: 1..1000 clients and 1..100000 requests")
-    data = Path(args.image).read_bytes()
+    if args.upload_mb is not None and not 0 < args.upload_mb <= 100:
+        parser.error("keep it bounded: --upload-mb in 0..100")
+    image = Path(args.image).read_bytes()
+    data = image + bytes(max(0, int(args.upload_mb * 2**20) - len(image))) if args.upload_mb else image
 
     port = free_port()
     url = f"http://{HOST}:{port}"
@@ -114,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             model = httpx.get(f"{url}/healthz").json()["model"]
             rss_started = rss_mb(server.pid)
-            _, warm_statuses, _ = asyncio.run(load(url, data, min(args.clients, args.workers * 2), args.warmup))
+            _, warm_statuses, _ = asyncio.run(load(url, image, min(args.clients, args.workers * 2), args.warmup))
             if warm_statuses[200] != args.warmup:
                 raise RuntimeError(f"warm-up answers: {dict(warm_statuses)}")
             rss_warm = rss_mb(server.pid)
+            rss_peak_warm = rss_mb(server.pid, "VmHWM")
             latencies, statuses, wall = asyncio.run(load(url, data, args.clients, args.requests))
-            rss_end = rss_mb(server.pid)
+            rss_end, rss_peak = rss_mb(server.pid), rss_mb(server.pid, "VmHWM")
         finally:
             server.terminate()
             try:
@@ -130,10 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     ok = statuses.get(200, 0)
     p50, p95, p99 = (np.percentile(latencies, [50, 95, 99]) * 1000) if latencies else (float("nan"),) * 3
     table = "\n".join([
-        "| clients | requests | 200 | errors | req/s | p50 ms | p95 ms | p99 ms | RSS start MB | RSS after warm-up MB | RSS end MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {args.clients} | {args.requests} | {ok} | {args.requests - ok} | {args.requests / wall:.1f} | {p50:.0f} | "
-        f"{p95:.0f} | {p99:.0f} | {rss_started:.0f} | {rss_warm:.0f} | {rss_end:.0f} |",
+        "| clients | requests | upload MB | 200 | errors | req/s | p50 ms | p95 ms | p99 ms | RSS start MB | "
+        "RSS after warm-up MB | RSS end MB | RSS peak MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {args.clients} | {args.requests} | {len(data) / 2**20:.2f} | {ok} | {args.requests - ok} | "
+        f"{args.requests / wall:.1f} | {p50:.0f} | {p95:.0f} | {p99:.0f} | {rss_started:.0f} | {rss_warm:.0f} | "
+        f"{rss_end:.0f} | {rss_peak:.0f} |",
     ])
     errors = {k: v for k, v in statuses.items() if k != 200}
     report = (
@@ -142,16 +159,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs, {HOST} only.\n\n"
         f"Server: model `{model}`, backend {args.backend or 'default'}, detector {args.detector or 'default'}, "
         f"{args.workers} inference workers, queue {args.queue if args.queue is not None else args.clients}. "
-        f"Image: `{Path(args.image).name}` ({len(data) / 1024:.0f} kB), raw body. Latency is client-side, 200s only; "
-        f"req/s counts every answer.\n\n{table}\n\n"
-        f"Non-200 answers: {errors or 'none'}. RSS growth from warm-up to the end: {rss_end - rss_warm:+.1f} MB.\n"
+        f"Image: `{Path(args.image).name}` ({len(image) / 1024:.0f} kB"
+        f"{f', padded to {len(data) / 2**20:.2f} MB' if len(data) > len(image) else ''}), raw body. Latency is "
+        f"client-side, 200s only; req/s counts every answer.\n\n{table}\n\n"
+        f"Non-200 answers: {errors or 'none'}. RSS growth from warm-up to the end: {rss_end - rss_warm:+.1f} MB; "
+        f"peak RSS (VmHWM) {rss_peak_warm:.0f} MB before the measured run, {rss_peak:.0f} MB after it.\n"
     )
     print(report)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     print(f"wrote {out}")
-    return 0 if ok == args.requests else 1
+    return 0 if ok == args.requests or args.upload_mb else 1  # with --upload-mb, refusals are the point
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Baselines on the fixed 300w-lite VALIDATION split; writes bench/results/baselines.md and ced_baselines.png.
 
 Rows: the mean shape (the floor), the seed recipe model (``runs/seed_senet_128/best.pt`` when it
-exists), any ``--models name=path`` checkpoints or ONNX files, and dlib's 68-point ERT. Every
+exists), the classical models trained on the 300w-lite training split (``runs/ert_300w/model.dat``
+and ``runs/lbf_300w/model.lbf.npz`` when they exist: ``facemark train --method ert|lbf``), any
+``--models name=path`` checkpoints, ONNX files or classical models, and dlib's 68-point ERT. Every
 figure comes from :func:`facemark.evaluate.evaluate` on the original images, inter-ocular NME,
 ground-truth landmark box (the 300-W protocol); ``--detector`` and ``--jitter 0.1`` add the same
 table with detector boxes and with ±10 % random box-edge noise. Full per-run reports
@@ -12,7 +14,8 @@ table with detector boxes and with ±10 % random box-edge noise. Full per-run re
 
 ms/face is the median wall time of one ``predict(image, box)`` call (crop + model, batch of one,
 image decoding excluded): the median over ``--timing-faces`` faces of the fastest of five calls
-(robust to other jobs on a shared machine); model size is the fp32 weights (ONNX file size for .onnx, .dat for dlib).
+(robust to other jobs on a shared machine); model size is the fp32 weights (the file size for .onnx,
+for dlib's .dat and for an LBF .npz).
 """
 
 from __future__ import annotations
@@ -31,23 +34,25 @@ import numpy as np
 import torch
 
 from facemark.data.store import read_image
-from facemark.evaluate import (
-    DlibPredictor, MeanShapePredictor, compare, dlib_shape_model_path, evaluate, load_faces,
-)
+from facemark.baselines import DlibPredictor, MeanShapePredictor, dlib_shape_model_path
+from facemark.evaluate import compare, evaluate, load_faces
+from facemark.files import write_atomic
 from facemark.geometry import box_from_points
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / "data" / "300w-lite"
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "300w-lite"
 SEED_CHECKPOINT = ROOT / "runs" / "seed_senet_128" / "best.pt"
+CLASSICAL = [("ERT 300w-lite", ROOT / "runs" / "ert_300w" / "model.dat"),  # facemark train --method ert
+             ("LBF 300w-lite", ROOT / "runs" / "lbf_300w" / "model.lbf.npz")]  # facemark train --method lbf
 RESULTS = ROOT / "bench" / "results"
 DLIB_NOTE = ("trained by dlib on these very images (the 300-W training set: afw, helen, lfpw), so its figures "
              "are optimistic, not a held-out score; its box is mapped from the landmark box "
-             "(facemark/assets/dlib_box.json)")
+             "(the inverse of the dlib-hog calibration in facemark/detectors/calibration.json)")
 
 
 def model_size_mb(path: Path) -> float:
-    if path.suffix == ".onnx":
+    if path.suffix in (".onnx", ".dat", ".npz"):  # ONNX, dlib ERT, LBF: the file is the weights
         return path.stat().st_size / 1e6
     weights = torch.load(path, map_location="cpu", weights_only=True)["model"]
     return sum(t.numel() * 4 for k, t in weights.items() if t.is_floating_point()) / 1e6
@@ -60,6 +65,7 @@ def predictors(args) -> list[tuple[str, object, str, str]]:
     rows = [("mean shape", MeanShapePredictor.from_store(args.data / "train"), "-",
              "average training shape in the landmark box: the floor")]
     models = ([("seed recipe", SEED_CHECKPOINT)] if SEED_CHECKPOINT.is_file() else [])
+    models += [(name, path) for name, path in CLASSICAL if path.is_file()]
     models += [(name, Path(path)) for name, _, path in (m.partition("=") for m in args.models)]
     for name, path in models:
         landmarker = Landmarker(path, num_threads=args.threads)
@@ -156,7 +162,7 @@ def main(argv=None) -> int:
                   f"![CED]({png.name})", "", "Full figures (95 % bootstrap CI of the mean, FR@8, AUC@10):", "",
                   cmp["table"].split("\n\n", 1)[1], ""]
     text = "\n".join(lines)
-    (args.out / "baselines.md").write_text(text)
+    write_atomic(args.out / "baselines.md", text)
     print(text)
     return 0
 

@@ -6,7 +6,7 @@ of the per-face ratios (robust to the odd loose match). Prints the constants and
 the mean IoU of the calibrated box vs the true landmark box over the matched training faces
 (raw = the detector box used unchanged). The validation split is never looked at here.
 
-    python bench/fit_detector_calibration.py [--root DATA] [--detectors haar:default,dlib-hog]
+    python -m bench.fit_detector_calibration [--root DATA] [--detectors haar:default,dlib-hog]
         [--limit N] [--threads 1] [--cache DIR]
 
 Entries of detectors not run are kept in the file. ``--limit`` fits on N training faces spread
@@ -22,13 +22,12 @@ from pathlib import Path
 
 
 from facemark.detectors import CALIBRATION_FILE, IDENTITY, detector_available, get_detector
-from facemark.detectors.calibrate import (
-    best_match, detections_of, evenly_spaced, fit_calibration, load_split, mean_calibrated_iou, run_detections,
-    write_calibrations,
+from bench.calibration import (
+    DEFAULT_ROOT, cache_file, detections_of, evenly_spaced, fit_calibration, mean_calibrated_iou,
+    run_detections, write_calibrations,
 )
-from facemark.geometry import box_from_points
-
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "300w-lite"
+from facemark.evaluate import load_faces
+from facemark.geometry import best_match, box_from_points
 
 #: calibration key -> (registered detector, constructor arguments). Settings that change only
 #: what is found, not how boxes are drawn (upsampling, thresholds), share one calibration.
@@ -51,14 +50,6 @@ def build(name: str, kwargs: dict, threads: int):
     return get_detector(name, **kwargs, **extra)
 
 
-def cache_file(cache_dir: Path | None, split: str, key: str, kwargs: dict) -> Path | None:
-    if cache_dir is None:
-        return None
-    tag = "_".join(f"{k}-{v}" for k, v in sorted(kwargs.items()))
-    safe = key.replace(":", "-")
-    return cache_dir / f"{split}_{safe}{'_' + tag if tag else ''}.json"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
@@ -73,7 +64,7 @@ def main(argv=None) -> int:
     unknown = [k for k in keys if k not in VARIANTS]
     if unknown:
         ap.error(f"unknown detector keys {unknown}; choose from {list(VARIANTS)}")
-    samples = evenly_spaced(load_split(args.root, "train"), args.limit)
+    samples = evenly_spaced(load_faces(args.root, "train")[0], args.limit)
     print(f"training split: {len(samples)} faces from {args.root}", file=sys.stderr)
 
     entries, rows = {}, []
@@ -87,7 +78,7 @@ def main(argv=None) -> int:
         for sample in samples:
             truth = box_from_points(sample.points)
             found = detections_of(runs[sample.sample_id])
-            i, value = best_match(found, truth)
+            i, value = best_match([d.box for d in found], truth)
             if i is not None and value >= MIN_IOU:
                 det_boxes.append(found[i].box)
                 lm_boxes.append(truth)

@@ -2,10 +2,19 @@
 
     import facemark
     faces = facemark.Landmarker().detect("photo.jpg")   # [Face(box, score, points (68, 2))]
+
+``Landmarker`` and ``Face`` are loaded on first use, so training and evaluation (which never
+use the inference API) do not import it.
 """
 
 __version__ = "0.1.0"
 
-from facemark.api import Face, Landmarker  # noqa: E402
-
 __all__ = ["Face", "Landmarker", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in ("Face", "Landmarker"):
+        from facemark import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'facemark' has no attribute {name!r}")

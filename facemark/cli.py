@@ -11,13 +11,13 @@ def _data_prepare(args) -> int:
     from facemark.data.prepare import prepare
 
     summary = prepare(args.root, args.out, size=args.size, context=args.context, skip_bad=args.skip_bad,
-                      train_on_all=args.train_on_all)
+                      train_on_all=args.train_on_all, format=args.format, images=args.images)
     print(f"{summary['faces']} faces prepared ({summary['train']} train, {summary['val']} val) "
           f"into {args.out}; {len(summary['skipped'])} skipped")
     for path, reason in summary["skipped"]:
-        print(f"  skipped {path}: {reason}")
+        print(f"  skipped {path}: {reason}", file=sys.stderr)
     if summary["skipped"]:
-        print(f"  (list written to {Path(args.out) / 'skipped.txt'})")
+        print(f"  (list written to {Path(args.out) / 'skipped.txt'})", file=sys.stderr)
     return 0
 
 
@@ -29,6 +29,27 @@ def _data_preview(args) -> int:
 
 
 def _train(args) -> int:
+    if args.print_config:
+        if args.method != "cnn":
+            raise ValueError("--print-config shows the config of --method cnn")
+        from facemark.config import describe_config
+
+        print(describe_config(args.config, args.set), end="")
+        return 0
+    if args.config is None:
+        raise ValueError("train needs --config (see configs/)")
+    if args.method != "cnn":  # classical models: facemark.classical.train
+        if args.resume or args.max_steps:
+            raise ValueError(f"--resume and --max-steps apply to --method cnn, not {args.method}")
+        from facemark.classical.train import train_classical
+
+        try:
+            summary = train_classical(args.method, args.config, args.set)
+        except ImportError as err:  # dlib (ERT): the message names the pip extra
+            raise RuntimeError(str(err)) from None
+        print(f"trained {args.method} in {summary['seconds']:.0f} s; validation NME {100 * summary['val_nme']:.3f} % "
+              f"(val store crops, ground-truth landmark box); model in {summary['model']}")
+        return 0
     from facemark.config import load_config
     from facemark.train import train
 
@@ -65,15 +86,45 @@ def _predict(args) -> int:
                                smooth=args.smooth, max_faces=args.max_faces)
     except ImportError as err:  # an optional detector dependency: the message names the pip extra
         raise RuntimeError(str(err)) from None
-    faces = sum(len(image["faces"]) for image in result["images"])
+    faces = sum(len(image["faces"]) for image in result["images"]) + sum(video["faces"] for video in result["videos"])
+    json_path = args.json or Path(args.out) / "predictions.json"
     print(f"{faces} faces in {len(result['images'])} images, {len(result['videos'])} videos "
-          f"({len(result['skipped'])} skipped); annotated files in {args.out}, "
-          f"JSON in {args.json or Path(args.out) / 'predictions.json'}")
-    return 1 if result["skipped"] and not (result["images"] or result["videos"]) else 0  # nothing usable
+          f"({len(result['skipped'])} skipped); annotated files in {args.out}, JSON in {json_path}")
+    if result["skipped"] and not (args.skip_bad and (result["images"] or result["videos"])):
+        print(f"facemark: error: {len(result['skipped'])} of the inputs could not be used (listed above and under "
+              f"'skipped' in {json_path}){'' if args.skip_bad else '; --skip-bad accepts that'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def load_predictor(model: str, data: str | Path | None = None, train_store: str | Path | None = None,
+                   detector: str | None = None, backend: str | None = None):
+    """The predictor ``facemark eval --model`` names: ``"mean-shape"``, ``"dlib"`` (baselines,
+    :mod:`facemark.baselines`), else a :class:`~facemark.Landmarker` model (``"default"``, a file).
+
+    ``"mean-shape"`` needs a training store: ``train_store``, else the ``train`` store beside the
+    evaluated ``data`` store (``data/x/val`` -> ``data/x/train``; ``data/x`` -> ``data/x/train``).
+    """
+    if model == "mean-shape":
+        from facemark.baselines import MeanShapePredictor
+
+        if train_store is None and data is not None:
+            data = Path(data)
+            train_store = data.parent / "train" if (data / "index.json").is_file() else data / "train"
+        if train_store is None or not (Path(train_store) / "index.json").is_file():
+            raise FileNotFoundError(f"mean-shape needs a training store (got {train_store}); pass --train-store")
+        return MeanShapePredictor.from_store(train_store)
+    if model == "dlib":
+        from facemark.baselines import DlibPredictor
+
+        return DlibPredictor()
+    from facemark.api import Landmarker
+
+    return Landmarker(model, backend=backend, detector=detector)
 
 
 def _eval(args) -> int:
-    from facemark.evaluate import compare, evaluate, load_predictor
+    from facemark.evaluate import compare, evaluate
 
     if args.compare:
         result = compare(args.compare, args.out)
@@ -95,13 +146,51 @@ def _eval(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facemark", description="2D facial landmark detection")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _at_least_one(text: str) -> int:
+    """argparse type: a whole number >= 1 (0 or -1 would silently mean 'nothing' or 'all but one')."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
-    data = commands.add_parser("data", help="prepare and inspect datasets").add_subparsers(dest="data_command", required=True)
-    p = data.add_parser("prepare", help="read annotations, split 80/20 and pack train/val stores")
-    p.add_argument("root", help="dataset folder (300-W .pts, 300W-LP/AFLW2000-3D .mat)")
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default; options whose default is None say it in words."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not action.option_strings or "(default" in text or action.default in (None, argparse.SUPPRESS, []):
+            return text
+        value = {False: "off", True: "on"}.get(action.default, action.default) if isinstance(action.default, bool) \
+            else action.default
+        return f"{text} (default: {value})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from facemark.data.formats import FORMATS
+    from facemark.detectors import DEFAULT_DETECTOR, list_detectors
+
+    parser = argparse.ArgumentParser(prog="facemark", description="2D facial landmark detection",
+                                     formatter_class=_HelpWithDefaults)
+    commands = parser.add_subparsers(dest="command", required=True)
+    detectors = list_detectors()
+    detector_help = f"face detector, one of {', '.join(detectors)} (default: {DEFAULT_DETECTOR})"
+    backend_help = "onnx or torch (default: the model file's: onnx for .onnx and 'default', torch for .pt)"
+
+    def command(group, name: str, text: str) -> argparse.ArgumentParser:
+        return group.add_parser(name, help=text, description=text, formatter_class=_HelpWithDefaults)
+
+    data = command(commands, "data", "prepare and inspect datasets").add_subparsers(dest="data_command", required=True)
+    p = command(data, "prepare", "read annotations, split 80/20 and pack train/val stores")
+    p.add_argument("root", help="a dataset folder (300-W .pts, 300W-LP/AFLW2000-3D .mat) or annotation file "
+                   "(WFLW list .txt, COFW .mat, dlib imglab .xml)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="annotation format (default: detected from root when unambiguous)")
+    p.add_argument("--images", default=None, help="WFLW: the image folder (default: the list's folder); COFW: "
+                   "where its embedded images are extracted (default: <out>/images)")
     p.add_argument("--out", default=None, help="output folder (default: data/<root folder name>)")
     p.add_argument("--size", type=int, default=192, help="stored region size in pixels")
     p.add_argument("--context", type=float, default=1.5, help="region size relative to the crop box")
@@ -110,70 +199,89 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the train store holds every face, validation ones too (for a final model; its "
                         "validation figures are then not held out)")
     p.set_defaults(func=_data_prepare)
-    p = data.add_parser("preview", help="draw a grid of random samples with their points")
+    p = command(data, "preview", "draw a grid of random samples with their points")
     p.add_argument("store", help="a store folder (e.g. data/300w-lite/train)")
-    p.add_argument("--out", default="preview.png")
-    p.add_argument("--count", type=int, default=16)
+    p.add_argument("--out", default="preview.png", help="image file to write")
+    p.add_argument("--count", type=int, default=16, help="samples in the grid")
     p.add_argument("--augment", action="store_true", help="show training augmentation")
     p.set_defaults(func=_data_preview)
 
-    p = commands.add_parser("train", help="train a model from a YAML config")
-    p.add_argument("--config", required=True)
+    p = command(commands, "train", "train a model from a YAML config")
+    p.add_argument("--config", default=None, help="YAML config, e.g. configs/300w_pipnet_resnet_128.yaml "
+                   "(default: none; required unless --print-config shows the defaults)")
+    p.add_argument("--method", choices=("cnn", "ert", "lbf"), default="cnn",
+                   help="cnn: a neural model; ert: dlib's regression trees; lbf: local binary features")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this step (schedule unchanged)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, dotted keys for nested ones (crop.top=0.3); repeatable "
+                        "(default: none; --print-config lists every key)")
+    p.add_argument("--max-steps", type=_at_least_one, default=None,
+                   help="stop after this step, schedule unchanged (default: the config's steps)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration (config file + --set) with every key --set accepts, and exit")
     p.set_defaults(func=_train)
 
-    p = commands.add_parser("export", help="export a checkpoint to ONNX (batch norm folded, metadata inside)")
+    p = command(commands, "export", "export a checkpoint to ONNX (batch norm folded, model spec in the metadata)")
     p.add_argument("checkpoint", help="a .pt checkpoint")
     p.add_argument("--onnx", default=None, help="output file (default: the checkpoint's path with .onnx)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--pt", default=None, help="also write an inference-only checkpoint (no optimizer state) here")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--pt", default=None,
+                   help="also write an inference-only checkpoint (no optimizer state) here (default: not written)")
     p.set_defaults(func=_export)
 
-    p = commands.add_parser("predict", help="landmarks for images, folders and videos: annotated copies and JSON")
+    p = command(commands, "predict", "landmarks for images, folders and videos: annotated copies and JSON")
     p.add_argument("paths", nargs="*", metavar="PATH", help="image files, folders (recursive) or video files")
     p.add_argument("--sample", action="store_true", help="also predict on the bundled sample photo")
-    p.add_argument("--out", default="facemark-out", help="folder for annotated files (default: facemark-out)")
+    p.add_argument("--out", default="facemark-out", help="folder for annotated files")
     p.add_argument("--json", default=None, help="JSON results file (default: <out>/predictions.json)")
-    p.add_argument("--model", default="default", help="'default', a .pt checkpoint or an .onnx model")
-    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help="default: onnx when installed")
-    p.add_argument("--detector", default=None, help="face detector (default: facemark.detectors.DEFAULT_DETECTOR)")
+    p.add_argument("--model", default="default", help="'default', a .pt checkpoint, an .onnx model or a classical "
+                   ".dat/.lbf.npz model")
+    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
+    p.add_argument("--detector", choices=detectors, default=None, metavar="NAME", help=detector_help)
     p.add_argument("--boxes", default=None, help="JSON {image file name: [[x0, y0, x1, y1], ...]} of tight "
-                   "landmark-style boxes, used instead of detection")
+                   "landmark-style boxes, used instead of detection (default: detect)")
     p.add_argument("--draw-box", action="store_true", help="draw the face boxes")
     p.add_argument("--indices", action="store_true", help="label the points with their indices")
     p.add_argument("--align", action="store_true", help="write 112x112 ArcFace-aligned crops to <out>/aligned/")
     p.add_argument("--pose", action="store_true", help="estimate head pose (yaw, pitch, roll)")
     p.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
-                   help="One-Euro smoothing of video landmarks (default: on)")
-    p.add_argument("--max-faces", type=int, default=None, help="at most this many faces per image")
+                   help="One-Euro smoothing of video landmarks")
+    p.add_argument("--max-faces", type=_at_least_one, default=None, help="at most this many faces per image "
+                   "(default: all)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="exit 0 although some inputs could not be read (they are still listed)")
     p.set_defaults(func=_predict)
 
-    p = commands.add_parser("eval", help="score a model on annotated faces (NME, CED, AUC), or compare runs")
-    p.add_argument("--model", default=None, help="'default', a .pt/.onnx file, 'mean-shape' or 'dlib'")
-    p.add_argument("--data", default=None, help="a store (data/300w-lite/val), a prepared folder or a dataset folder")
+    p = command(commands, "eval", "score a model on annotated faces (NME, CED, AUC), or compare runs")
+    p.add_argument("--model", default=None, help="'default', a .pt/.onnx file, a classical .dat/.lbf.npz model, "
+                   "'mean-shape' or 'dlib' (default: none; required unless --compare)")
+    p.add_argument("--data", default=None, help="a store (data/300w-lite/val), a prepared folder or a dataset folder "
+                   "(default: none; required unless --compare)")
     p.add_argument("--split", default="val", help="split of a prepared or dataset folder: train, val or all")
     p.add_argument("--box", choices=("gt", "detector"), default="gt",
                    help="gt: ground-truth landmark box (300-W protocol); detector: detected and matched faces")
-    p.add_argument("--detector", default=None, help="face detector for --box detector (default: the model's)")
-    p.add_argument("--norm", choices=("inter_ocular", "inter_pupil", "box_diagonal", "box_area"), default="inter_ocular")
+    p.add_argument("--detector", choices=detectors, default=None, metavar="NAME",
+                   help=f"face detector for --box detector, one of {', '.join(detectors)} (default: the model's, "
+                        f"{DEFAULT_DETECTOR})")
+    p.add_argument("--norm", choices=("inter_ocular", "inter_pupil", "box_diagonal", "box_area"), default="inter_ocular",
+                   help="NME normalisation")
     p.add_argument("--max-error", type=float, default=0.10, help="CED/AUC cut-off as a fraction (0.10 = 10 %%)")
     p.add_argument("--jitter", type=float, default=0.0, help="random box-edge noise, fraction of the box (gt boxes)")
     p.add_argument("--worst-k", type=int, default=16, help="faces in the worst-faces gallery")
     p.add_argument("--train-store", default=None, help="for mean-shape (default: the train store beside --data)")
-    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help="default: onnx when installed")
+    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
     p.add_argument("--compare", nargs="+", default=None, metavar="METRICS_JSON",
-                   help="overlay the CEDs of these metrics.json files instead of evaluating")
-    p.add_argument("--out", default="report", help="output folder (default: report)")
+                   help="overlay the CEDs of these metrics.json files instead of evaluating (default: evaluate)")
+    p.add_argument("--out", default="report", help="output folder")
     p.set_defaults(func=_eval)
 
-    p = commands.add_parser("serve", help="HTTP service and web page (POST /v1/landmarks, GET /, /docs)")
+    p = command(commands, "serve", "HTTP service and web page (POST /v1/landmarks, GET /, /docs)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--model", default="default", help="'default', a .pt checkpoint or an .onnx model")
-    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help="default: onnx when installed")
-    p.add_argument("--detector", default=None, help="face detector (default: facemark.detectors.DEFAULT_DETECTOR)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--model", default="default", help="'default', a .pt checkpoint, an .onnx model or a classical "
+                   ".dat/.lbf.npz model")
+    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
+    p.add_argument("--detector", choices=detectors, default=None, metavar="NAME", help=detector_help)
     p.add_argument("--workers", type=int, default=2, help="inference threads (one process)")
     p.add_argument("--queue", type=int, default=8, help="requests that may wait for a worker before 503")
     p.add_argument("--max-upload-mb", type=float, default=10, help="larger uploads are answered 413")
@@ -195,7 +303,8 @@ def _serve(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "out", "") is None and getattr(args, "root", None):
-        args.out = str(Path("data") / Path(args.root).resolve().name)
+        root = Path(args.root).resolve()
+        args.out = str(Path("data") / (root.stem if root.is_file() else root.name))
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:

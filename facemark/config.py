@@ -1,13 +1,20 @@
-"""Training configuration: YAML files mapped onto dataclasses; an unknown key is an error naming it."""
+"""Training configuration: YAML files mapped onto dataclasses, checked when they are loaded.
+
+An unknown key, a value of the wrong type or out of range (the annotations below, enforced by
+pydantic) and model arguments the model does not take are each a one-line :class:`ConfigError`
+naming the key, the value and what is allowed, before any work starts.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import pydantic
 import yaml
+from pydantic import Field
 
 from facemark.data.dataset import Augment
 from facemark.geometry import CropRule
@@ -15,6 +22,13 @@ from facemark.geometry import CropRule
 
 class ConfigError(ValueError):
     pass
+
+
+AtLeastOne = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
 @dataclass
@@ -25,60 +39,79 @@ class TrainConfig:
     # model
     model: str = "seed_senet"
     model_args: dict[str, Any] = field(default_factory=dict)
-    input_size: int = 128
+    input_size: AtLeastOne = 128
     crop: CropRule = field(default_factory=CropRule)
     augment: Augment | None = None  # None: the recipe's plain crops
     # optimisation (defaults are the seed recipe)
     loss: str = ""  # empty: the model's default loss
-    batch_size: int = 64
-    steps: int = 150_000
-    lr: float = 1e-3
-    schedule: str = "exponential"  # exponential | cosine | step
-    lr_decay: float = 0.98  # exponential: x lr_decay every lr_decay_steps; step: x0.1 at lr_milestones
-    lr_decay_steps: int = 1000
-    lr_milestones: list[float] = field(default_factory=lambda: [0.6, 0.85])  # fractions of steps
-    warmup_steps: int = 0
-    l2: float = 1e-5  # L2 penalty on conv/linear weights added to the loss, as in the recipe
+    batch_size: AtLeastOne = 64
+    steps: AtLeastOne = 150_000
+    lr: Positive = 1e-3
+    schedule: Literal["exponential", "cosine", "step"] = "exponential"
+    lr_decay: Fraction = 0.98  # exponential: x lr_decay every lr_decay_steps; step: x0.1 at lr_milestones
+    lr_decay_steps: AtLeastOne = 1000
+    lr_milestones: list[Fraction] = field(default_factory=lambda: [0.6, 0.85])  # fractions of steps
+    warmup_steps: NonNegative = 0
+    l2: NonNegativeFloat = 1e-5  # L2 penalty on conv/linear weights added to the loss, as in the recipe
     # bookkeeping
-    val_every: int = 1000
-    ckpt_every: int = 1000
-    log_every: int = 50
-    seed: int = 0
-    num_threads: int = 0  # 0: torch's default
-    workers: int = 0  # DataLoader worker processes
+    val_every: AtLeastOne = 1000
+    ckpt_every: AtLeastOne = 1000
+    log_every: AtLeastOne = 50
+    seed: NonNegative = 0
+    num_threads: NonNegative = 0  # 0: torch's default
+    workers: NonNegative = 0  # DataLoader worker processes
     bf16: bool = False  # bf16 autocast (GPU only)
     channels_last: bool = False  # NHWC model and input: ~25 % faster steps on CPU
-    time_limit_min: float = 0.0  # stop cleanly (with a checkpoint) after this many minutes; 0: no limit
+    time_limit_min: NonNegativeFloat = 0.0  # stop cleanly (with a checkpoint) after this many minutes; 0: no limit
 
 
 _NESTED = {"crop": CropRule, "augment": Augment}
+_TYPES = pydantic.TypeAdapter(TrainConfig)  # types and ranges from the annotations, nested ones too
 
 
-def _build(cls, values: dict, where: str):
+def _check_keys(cls, values, where: str) -> None:
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
+    fields = [f.name for f in dataclasses.fields(cls)]
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(fields)})")
         if key in _NESTED and value is not None:
-            value = _build(_NESTED[key], value, f"{where}.{key}")
-        elif isinstance(value, list) and key == "scale":
-            value = tuple(value)
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from None
+            _check_keys(_NESTED[key], value, f"{where}.{key}")
 
 
 def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
-    return _build(TrainConfig, values or {}, where)
+    """A checked :class:`TrainConfig`; :class:`ConfigError` ``"<where>: <key> = <value>: <what is allowed>"`` otherwise."""
+    from facemark.checkpoint import check_model_args
+    from facemark.losses import LOSSES
+
+    values = values or {}
+    _check_keys(TrainConfig, values, where)
+    try:
+        config = _TYPES.validate_python(values)
+    except pydantic.ValidationError as err:
+        e = err.errors()[0]
+        raise ConfigError(f"{where}: {'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}") from None
+    if config.loss and config.loss not in LOSSES:
+        raise ConfigError(f"{where}: loss = {config.loss!r}: unknown loss (known: {', '.join(LOSSES)}, or empty "
+                          "for the model's default)")
+    try:  # as training builds it: the input size comes from the config unless model_args sets it
+        args = check_model_args(config.model, {"input_size": config.input_size, **config.model_args})
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    config.model_args = {key: args[key] for key in config.model_args}
+    return config
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config; ``overrides`` are ``key=value`` strings (YAML values, dotted keys)."""
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (None: the defaults); ``overrides`` are ``key=value`` strings (YAML values, dotted keys)."""
+    if path is None:
+        return config_from_dict(_apply_overrides({}, overrides), "defaults")
+    return config_from_dict(read_values(path, overrides), str(path))
+
+
+def read_values(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """The raw values of a YAML config file with ``key=value`` overrides applied (not yet checked)."""
     path = Path(path)
     try:
         values = yaml.safe_load(path.read_text()) or {}
@@ -86,6 +119,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(values).__name__}")
+    return _apply_overrides(values, overrides)
+
+
+def _apply_overrides(values: dict, overrides: list[str] | None) -> dict:
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -93,11 +132,39 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         target = values
         *parents, leaf = key.split(".")
         for parent in parents:
-            if target.get(parent) is None:
+            if not isinstance(target.get(parent), dict):
                 target[parent] = {}
             target = target[parent]
         target[leaf] = yaml.safe_load(raw)
-    return config_from_dict(values, str(path))
+    return values
+
+
+def settable_keys(config: TrainConfig) -> list[str]:
+    """Every key ``--set`` accepts for ``config``: top-level fields, ``crop.*``, ``augment.*`` and the
+    ``model_args.*`` that ``config.model``'s constructor takes."""
+    import inspect
+
+    from facemark.models.registry import _MODELS  # the registry has no public accessor for a constructor
+
+    keys = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _NESTED:
+            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(_NESTED[f.name])]
+        elif f.name == "model_args":
+            params = inspect.signature(_MODELS[config.model]).parameters.values()
+            keys += [f"model_args.{p.name}" for p in params
+                     if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in ("num_points", "input_size")]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def describe_config(path: str | Path | None, overrides: list[str] | None = None) -> str:
+    """``facemark train --print-config``: the resolved config as YAML, then the keys ``--set`` accepts."""
+    config = load_config(path, overrides)
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None)
+    keys = "\n".join(f"#   {key}" for key in settable_keys(config))
+    return f"{text}\n# keys --set accepts (KEY=VALUE, the value in YAML; augment: null turns augmentation off):\n{keys}\n"
 
 
 def config_to_dict(config: TrainConfig) -> dict:

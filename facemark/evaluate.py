@@ -2,11 +2,11 @@
 
 A *predictor* is anything with ``predict(image_bgr, box) -> (K, 2)`` points in original-image
 pixels, where ``box`` is the tight landmark box of the face (the 300-W ground-truth-box protocol,
-see :mod:`facemark.geometry`). :class:`facemark.Landmarker` is one; so are the two baselines here,
-:class:`MeanShapePredictor` (the floor: no image is looked at) and :class:`DlibPredictor` (dlib's
-68-point regression-tree model, a well-known reference)::
+see :mod:`facemark.geometry`): :class:`facemark.Landmarker`, or a baseline of
+:mod:`facemark.baselines` (mean shape, dlib)::
 
-    from facemark.evaluate import evaluate, compare, MeanShapePredictor
+    from facemark.baselines import MeanShapePredictor
+    from facemark.evaluate import evaluate, compare
     floor = MeanShapePredictor.from_store("data/300w-lite/train")
     result = evaluate(floor, "data/300w-lite/val", out="report/mean-shape")
     compare(["report/mean-shape/metrics.json", "report/seed/metrics.json"], "report/compare")
@@ -15,14 +15,13 @@ see :mod:`facemark.geometry`). :class:`facemark.Landmarker` is one; so are the t
 those of the inference path. Box protocols: ``"gt"`` gives the predictor the ground-truth
 landmark box (optionally with seeded random edge jitter, for robustness figures); ``"detector"``
 finds the face with a detector and matches it to the ground truth by IoU: a missed face is
-counted in the detection rate, and NME is computed over the found faces only.
-
-:func:`mean_shape` and :func:`predict_dataset` are the fast in-memory path that training uses.
+counted in the detection rate, and NME is computed over the found faces only. This module does
+not import the inference API: training's validation pass lives beside the train loop
+(:func:`facemark.train.validate`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -30,48 +29,19 @@ from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from facemark import metrics, plots
-from facemark.data.dataset import LandmarkDataset, jitter_box  # training's box noise, for robustness figures
+from facemark.data.dataset import jitter_box  # training's box noise, for robustness figures
 from facemark.data.record import DataError, FaceSample
 from facemark.data.store import Store, read_image, region_box
 from facemark.files import write_atomic
-from facemark.geometry import (
-    SEED_CROP, Box, CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image, from_crop,
-)
+from facemark.geometry import Box, apply_affine, best_match, box_from_points, crop_affine, crop_image
 from facemark.schemes import SCHEMES
 
 BOX_PROTOCOLS = ("gt", "detector")
 MATCH_IOU = 0.5  # a detection is the annotated face when its landmark box overlaps the true one this much
 THRESHOLDS = (0.08, 0.10)  # failure rate and AUC are always reported at 8 % and 10 %
-DLIB_SHAPE_FILE = "shape_predictor_68_face_landmarks.dat"
-DLIB_BOX_FILE = Path(__file__).with_name("assets") / "dlib_box.json"
-
-
-# --------------------------------------------------------------------------- training-time helpers
-
-
-def mean_shape(dataset: LandmarkDataset) -> np.ndarray:
-    """Average normalised shape ``(K, 2)`` of the dataset's un-augmented crops."""
-    shapes = [dataset.sample(i)[1] for i in range(len(dataset))]
-    return np.mean(shapes, axis=0).astype(np.float32)
-
-
-@torch.no_grad()
-def predict_dataset(model: torch.nn.Module, dataset: LandmarkDataset, batch_size: int = 64) -> np.ndarray:
-    """Predictions ``(M, K, 2)`` in original-image pixels for every sample, from its landmark box."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    outputs = []
-    for start in range(0, len(dataset), batch_size):
-        images = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
-        outputs.append(model.decode(model(images.to(device))).float().cpu().numpy())
-    model.train(was_training)
-    normalised = np.concatenate(outputs)
-    return np.stack([from_crop(p, dataset.crop_box(i)) for i, p in enumerate(normalised)])
 
 
 # --------------------------------------------------------------------------- predictors
@@ -81,115 +51,6 @@ class Predictor(Protocol):
     """What :func:`evaluate` needs: ``(K, 2)`` points in original pixels from a tight landmark box."""
 
     def predict(self, image_bgr: np.ndarray, box: Box) -> np.ndarray: ...
-
-
-class MeanShapePredictor:
-    """The floor: the average normalised training shape, placed in the box by the crop rule.
-
-    It never looks at the pixels, so any model must beat it; its error measures how much the box
-    alone tells about the points.
-    """
-
-    name = "mean shape"
-
-    def __init__(self, shape: np.ndarray, crop_rule: CropRule = SEED_CROP):
-        self.shape = np.asarray(shape, dtype=np.float64)  # (K, 2) in 0..1 of the crop box
-        self.crop_rule = crop_rule
-
-    @classmethod
-    def from_store(cls, store: Store | str | Path, crop_rule: CropRule = SEED_CROP) -> "MeanShapePredictor":
-        """Mean shape of a (training) store's faces, each cropped from its landmark box by ``crop_rule``."""
-        store = store if isinstance(store, Store) else Store.open(store)
-        return cls(mean_shape(LandmarkDataset(store, crop_rule=crop_rule)), crop_rule)
-
-    def predict(self, image_bgr: np.ndarray, box: Box) -> np.ndarray:
-        height, width = image_bgr.shape[:2]
-        return from_crop(self.shape, crop_box_from_box(box, (width, height), self.crop_rule)).astype(np.float64)
-
-
-def dlib_shape_model_path() -> Path:
-    """``shape_predictor_68_face_landmarks.dat`` of the installed face-recognition-models package.
-
-    Found without importing the package: its ``__init__`` needs ``pkg_resources``, which recent
-    setuptools no longer ship.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("DlibPredictor needs the face-recognition-models package: `pip install facemark[dlib]`")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / DLIB_SHAPE_FILE
-    if not path.is_file():
-        raise ImportError(f"{path} not found: reinstall face-recognition-models (`pip install facemark[dlib]`)")
-    return path
-
-
-def load_dlib_box_map(path: str | Path = DLIB_BOX_FILE):
-    """The landmark box -> dlib rectangle mapping (a :class:`~facemark.detectors.Calibration`)."""
-    from facemark.detectors import Calibration
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no landmark-box -> dlib-box constants; run bench/fit_dlib_box.py")
-    entry = json.loads(path.read_text())
-    return Calibration(*(float(entry[k]) for k in "abcd"))
-
-
-class DlibPredictor:
-    """dlib's 68-point ensemble of regression trees (``shape_predictor_68_face_landmarks.dat``,
-    Kazemi & Sullivan 2014, trained by dlib on the 300-W training images: afw, helen, lfpw, ibug).
-
-    Box conversion: the model was trained on boxes from dlib's HOG face detector, which sit
-    differently from the tight landmark box the evaluation hands out. :meth:`dlib_box` maps one to
-    the other with ``cx' = cx + a*w, cy' = cy + b*h, w' = c*w, h' = d*h`` (``(cx, cy, w, h)`` of
-    the landmark box, primes of the dlib rectangle). The constants are medians over the 300w-lite
-    TRAINING split (HOG detections matched to ground truth), fitted by ``bench/fit_dlib_box.py``
-    and shipped in ``facemark/assets/dlib_box.json``; pass ``box_map`` to override them.
-
-    Needs ``pip install facemark[dlib]`` (``dlib-bin`` and ``face-recognition-models``).
-    """
-
-    name = "dlib ERT"
-
-    def __init__(self, model_path: str | Path | None = None, box_map=None):
-        try:
-            import dlib
-        except ImportError:
-            raise ImportError("DlibPredictor needs dlib: install it with `pip install facemark[dlib]`") from None
-        self.model_path = Path(model_path) if model_path is not None else dlib_shape_model_path()
-        self._dlib = dlib
-        self._predictor = dlib.shape_predictor(str(self.model_path))
-        self.box_map = box_map if box_map is not None else load_dlib_box_map()
-
-    def dlib_box(self, box: Box) -> Box:
-        """The dlib-detector-style rectangle for a tight landmark ``box``."""
-        return self.box_map.apply(box)
-
-    def predict(self, image_bgr: np.ndarray, box: Box) -> np.ndarray:
-        rgb = np.ascontiguousarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
-        # dlib rectangles are inclusive integer pixel indices, i.e. pixel centres like ours
-        rect = self._dlib.rectangle(*(int(round(v)) for v in self.dlib_box(box)))
-        shape = self._predictor(rgb, rect)
-        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-
-
-def load_predictor(model: str, data: str | Path | None = None, train_store: str | Path | None = None,
-                   detector: str | None = None, backend: str | None = None):
-    """A predictor by name: ``"mean-shape"``, ``"dlib"``, ``"default"`` or a ``.pt``/``.onnx`` path.
-
-    ``"mean-shape"`` needs a training store: ``train_store``, else the ``train`` store beside the
-    evaluated ``data`` store (``data/x/val`` -> ``data/x/train``; ``data/x`` -> ``data/x/train``).
-    """
-    if model == "mean-shape":
-        if train_store is None and data is not None:
-            data = Path(data)
-            train_store = data.parent / "train" if (data / "index.json").is_file() else data / "train"
-        if train_store is None or not (Path(train_store) / "index.json").is_file():
-            raise FileNotFoundError(f"mean-shape needs a training store (got {train_store}); pass --train-store")
-        return MeanShapePredictor.from_store(train_store)
-    if model == "dlib":
-        return DlibPredictor()
-    from facemark.api import Landmarker
-
-    return Landmarker(model, backend=backend, detector=detector)
 
 
 # --------------------------------------------------------------------------- faces to evaluate
@@ -265,15 +126,13 @@ def _detect_and_match(predictor, detector, image: np.ndarray, truth: Box, cache:
     A predictor with its own ``detect`` (a Landmarker) runs its full pipeline (detect, calibrated
     box, refine); other predictors get the matched detection's calibrated landmark box.
     """
-    from facemark.detectors.calibrate import best_match
-
     start = time.perf_counter()
     if key not in cache:  # several annotated faces may share one image: detect once
         own = hasattr(predictor, "detect")
         found = predictor.detect(image) if own else detector.detect(image)
         cache[key] = [(detector.landmark_box(f.box), getattr(f, "points", None)) for f in found]
     candidates = cache[key]
-    i, overlap = best_match([], truth, boxes=[c[0] for c in candidates])
+    i, overlap = best_match([c[0] for c in candidates], truth)
     if i is None or overlap < MATCH_IOU:
         return None, time.perf_counter() - start
     box, points = candidates[i]

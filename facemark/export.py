@@ -2,8 +2,9 @@
 
 The exported graph takes ``(B, 3, S, S)`` RGB floats in ``0..1`` (dynamic batch) and returns
 ``(B, K, 2)`` normalised crop coordinates: eval mode (dropout off), batch norm folded into the
-convolutions, decoding included. Everything needed to use it (point count, input size, mean, crop
-rule, model name) is stored in the file's metadata under the key ``facemark``.
+convolutions, decoding included. The checkpoint's model spec (:mod:`facemark.spec`) and provenance
+are stored in the file's metadata under the key ``facemark``, the same dict the API reads from the
+``.pt``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from facemark import __version__
 from facemark.files import atomic_path
-from facemark.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-
-METADATA_KEY = "facemark"
+from facemark.checkpoint import load_checkpoint, model_from_checkpoint, model_metadata, model_spec, save_checkpoint
+from facemark.spec import METADATA_KEY
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
@@ -49,27 +48,14 @@ class PointsOnly(nn.Module):
         return self.model.predict_points(x)
 
 
-def model_metadata(state: dict) -> dict:
-    """What inference needs to know about a checkpoint's model, stored beside its weights."""
-    args = state["model_args"]
-    return {
-        "model_name": state["model_name"],
-        "model_args": args,
-        "num_points": int(args["num_points"]),
-        "input_size": int(args["input_size"]),
-        "crop": state["crop"],
-        "best_nme": state.get("best_nme"),
-        "step": state.get("step"),
-        "facemark_version": __version__,
-    }
-
-
-INFERENCE_KEYS = ("model", "model_name", "model_args", "crop", "scheme", "step", "best_nme", "config", "facemark_version")
+SPEC_KEYS = ("model_name", "model_args", "num_points", "input_size", "crop", "scheme", "mean", "std")
+INFERENCE_KEYS = ("model", *SPEC_KEYS, "step", "best_nme", "config", "facemark_version")
 
 
 def export_inference_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """Copy of ``checkpoint`` without optimizer, scheduler and history: what inference needs."""
     state = load_checkpoint(checkpoint)
+    state.update(model_spec(state).to_dict())  # a checkpoint written before the spec gets it whole
     save_checkpoint({k: state[k] for k in INFERENCE_KEYS if k in state}, out)
     return Path(out)
 
@@ -88,8 +74,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Pat
             dynamic_axes={"image": {0: "batch"}, "points": {0: "batch"}}, opset_version=opset, dynamo=False,
         )
         graph = onnx.load(str(tmp))
-        meta = model_metadata(state)
-        meta["mean"] = model.mean.flatten().tolist()
+        meta = model_metadata(state)  # the checkpoint's spec and provenance, as the API reads them from the .pt
         graph.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))

@@ -1,23 +1,36 @@
-"""Atomic file writes: everything facemark writes appears whole or not at all.
+"""Files facemark writes and the image files it reads.
 
-A file is written under a temporary name beside its target, flushed to disk, then renamed over
-the target (``os.replace`` is atomic on POSIX and Windows), so an interrupted run never leaves a
-half-written checkpoint, image, store index or report behind.
+Writes are atomic: a file is written under a temporary name beside its target, flushed to disk,
+renamed over the target (``os.replace`` is atomic on POSIX and Windows) and the folder is flushed
+too, so an interrupted run never leaves a half-written checkpoint, image, store index or report
+behind. A process killed in the middle of a write (``kill -9``) leaves its temporary file;
+:func:`remove_stale_temporaries` deletes those of dead processes.
+
+Images are read by one loader, :func:`read_image` (bytes: :func:`decode_image`), used by data
+preparation, the API and the HTTP service alike. It refuses truncated files: some libjpeg builds
+behind ``cv2.imread`` decode a JPEG that stops early to a partly grey image instead of failing.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix, so writers pick the right format);
-    when the block succeeds, fsync it and rename it to ``path``; otherwise delete it."""
+    when the block succeeds, fsync it, rename it to ``path`` and fsync the folder; otherwise
+    delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{threading.get_ident()}{path.suffix}")
@@ -26,6 +39,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_directory(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -35,3 +49,162 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     return Path(path)
+
+
+def fsync_directory(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse to fsync a folder; the rename itself is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+# ".<stem>.tmp-<pid>-<thread><suffix>" (atomic_path) or ".<name>.tmp-<pid>" (a store being packed)
+_TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)(?:-\d+)?(?:\.[^.]*)?$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and folders that dead processes left in ``folder``; return them.
+
+    Only names made by :func:`atomic_path` or the store writer count, and only when the process
+    that made them (the pid in the name) no longer runs, so a concurrent writer is never disturbed.
+    """
+    removed = []
+    for entry in sorted(Path(folder).glob(".*.tmp-*")):
+        match = _TEMPORARY.match(entry.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):  # someone else's process, or a pid we cannot ask about
+        return True
+    return True
+
+
+# -- reading images ---------------------------------------------------------------------------
+
+#: Image file suffixes OpenCV decodes (its imread list), most common first: annotation readers look for
+#: an image beside an annotation in this order, and ``facemark predict`` collects these from folders.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".dib", ".jpe", ".jp2", ".webp", ".tif", ".tiff", ".pbm", ".pgm",
+                  ".ppm", ".pxm", ".pnm", ".sr", ".ras", ".hdr", ".pic")
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message names the file (``reason`` holds the rest)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to BGR ``uint8`` (EXIF orientation applied, as browsers do).
+
+    Raises ``FileNotFoundError`` when there is no such file and :class:`ImageError` when it is
+    not a complete image in a format OpenCV decodes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image file not found")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageError(path, f"cannot read ({err.strerror})") from None
+    return decode_image(data, path)
+
+
+def decode_image(data: bytes, name: str | os.PathLike = "image") -> np.ndarray:
+    """Decode image bytes like :func:`read_image`; ``name`` goes into the error message."""
+    if data[:2] == b"\xff\xd8" and not jpeg_complete(data):
+        raise ImageError(name, "not a readable image (truncated JPEG: it ends before its end-of-image marker)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise ImageError(name, "not a readable image (corrupt, truncated or an unsupported format)")
+    return image
+
+
+def load_image(image) -> np.ndarray:
+    """A path (:func:`read_image`), a BGR ``ndarray`` (H, W, 3) / BGRA / grey (H, W), or a PIL image
+    -> BGR uint8 ndarray: what :class:`facemark.Landmarker` accepts."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL, without importing it
+        return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or array.size == 0:
+        raise ValueError(f"expected an (H, W, 3) BGR image, got an array of shape {array.shape}")
+    if array.shape[2] == 4:
+        array = cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {array.dtype}")
+    return array
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file as :func:`read_image` would return it, from its header
+    alone (no pixel is decoded); :class:`ImageError` when the header cannot be read."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():  # a huge declared size is not our concern here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                orientation = im.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image file not found") from None
+    except Exception as err:  # PIL raises many kinds on a bad header
+        raise ImageError(path, f"not a readable image ({type(err).__name__})") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # EXIF: rotated by 90 degrees
+
+
+# a marker after entropy-coded data: 0xFF not followed by stuffing (00), a restart marker (D0-D7) or fill (FF)
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def jpeg_complete(data: bytes) -> bool:
+    """Whether a JPEG's segments run through to its end-of-image marker.
+
+    Some libjpeg builds decode a truncated JPEG to a partly grey image instead of failing;
+    walking the segments catches that for the cost of a regex scan.
+    """
+    pos = 2  # after SOI
+    while pos + 2 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xD9:  # EOI
+            return True
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill byte, RSTn, TEM: no length
+            pos += 1 if marker == 0xFF else 2
+            continue
+        if pos + 4 > len(data):
+            return False
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next real marker
+            found = _NEXT_MARKER.search(data, pos)
+            if found is None:
+                return False
+            pos = found.start()
+    return False

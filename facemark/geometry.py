@@ -19,6 +19,7 @@ to the image. Training, evaluation, inference and the HTTP service all call
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -125,8 +126,22 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
 
 
-def grow_box(box: Box, factor: float) -> Box:
-    """Scale a box about its centre by ``factor``."""
-    x0, y0, x1, y1 = box
-    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 * factor, (y1 - y0) / 2 * factor
-    return cx - hw, cy - hh, cx + hw, cy + hh
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes (continuous coordinates)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def best_match(boxes: Sequence[Box], target: Box) -> tuple[int | None, float]:
+    """Index and IoU of the box in ``boxes`` that overlaps ``target`` most (``None, 0`` when none do)."""
+    best, best_iou = None, 0.0
+    for i, box in enumerate(boxes):
+        value = iou(box, target)
+        if value > best_iou:
+            best, best_iou = i, value
+    return best, best_iou

@@ -1,11 +1,13 @@
-"""Head pose (yaw, pitch, roll) from 2D landmarks: ``cv2.solvePnP`` against a generic 3D face.
+"""Head pose (yaw, pitch, roll) from 2D landmarks: ``cv2.solvePnP`` against a 3D mean face.
 
-The 3D model is the widely used six-point generic face (nose tip, chin, outer eye corners, mouth
-corners; arbitrary units, from S. Mallick, "Head Pose Estimation using OpenCV and Dlib",
-LearnOpenCV 2016), rewritten in OpenCV camera axes (x to the image right, y down, z away from the
-camera), so a face looking straight at the camera has the identity rotation. The camera is a
-pinhole with focal length = image width and the principal point at the image centre; for a rough
-pose the true focal length matters little.
+All 68 points are fitted against the 3D mean face in ``facemark/assets/mean_face_68.json``
+(fitted from AFLW2000-3D by ``python -m bench.fit_mean_face``), in OpenCV camera axes: x to the
+image right, y down, z away from the camera, so a face looking straight at the camera has the
+identity rotation. Schemes other than 68 points use the six points they share with it (nose tip,
+chin, outer eye corners, mouth corners). The camera is a pinhole with focal length = image width
+and the principal point at the image centre; for a rough pose the true focal length matters little.
+The iterative solver starts from a frontal face at the distance that matches the face's size, so
+a near-profile or symmetric face does not fall into a mirror solution (roll or pitch near ±180°).
 
 Angles are degrees, with ``R = Rz(roll) @ Ry(-yaw) @ Rx(-pitch)`` (see :func:`rotation_matrix`):
 
@@ -16,33 +18,39 @@ Angles are degrees, with ``R = Rz(roll) @ Ry(-yaw) @ Rx(-pitch)`` (see :func:`ro
 
 from __future__ import annotations
 
+import json
 import math
+from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from facemark.schemes import PointScheme, get_scheme
 
-# nose tip, chin, image-left outer eye corner, image-right outer eye corner, image-left and
-# image-right mouth corners (LearnOpenCV's model with y and z negated: it has y up, z to the camera)
-MODEL_POINTS = np.array(
-    [[0.0, 0.0, 0.0], [0.0, 330.0, 65.0], [-225.0, -170.0, 135.0], [225.0, -170.0, 135.0],
-     [-150.0, 150.0, 125.0], [150.0, 150.0, 125.0]],
-    dtype=np.float64,
-)
+MEAN_FACE_FILE = Path(__file__).with_name("assets") / "mean_face_68.json"
+SIX = [30, 8, 36, 45, 48, 54]  # in the 68-point scheme: nose tip, chin, outer eye corners, mouth corners
 
 # the chin is in no scheme's named groups: the jaw point at the middle of the chin
 _CHIN = {68: 8, 98: 16}
 
 
-def six_points(points: np.ndarray, scheme: PointScheme | None = None) -> np.ndarray:
-    """The image points matching :data:`MODEL_POINTS`, from ``(K, 2)`` points of ``scheme``."""
+@lru_cache(maxsize=1)
+def mean_face() -> np.ndarray:
+    """The ``(68, 3)`` 3D mean face (camera axes, nose tip at the origin; see the module docstring)."""
+    return np.asarray(json.loads(MEAN_FACE_FILE.read_text())["points"], dtype=np.float64)
+
+
+def model_and_image_points(points: np.ndarray, scheme: PointScheme | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Matching ``(N, 3)`` mean-face points and ``(N, 2)`` image points for ``(K, 2)`` points of ``scheme``."""
     points = np.asarray(points, dtype=np.float64)
     scheme = scheme or get_scheme(len(points))
+    if scheme.num_points == 68:
+        return mean_face(), points
     if scheme.num_points not in _CHIN or scheme.nose_tip is None or scheme.mouth_corners is None:
         raise ValueError(f"head pose needs a scheme with a chin point ({sorted(_CHIN)} points), got {scheme.name!r}")
     index = [scheme.nose_tip, _CHIN[scheme.num_points], *scheme.outer_eye_corners, *scheme.mouth_corners]
-    return points[index]
+    return mean_face()[SIX], points[index]
 
 
 def camera_matrix(image_size: tuple[int, int]) -> np.ndarray:
@@ -74,9 +82,17 @@ def head_pose(
 ) -> tuple[float, float, float]:
     """``(yaw, pitch, roll)`` in degrees of the face with ``(K, 2)`` points in an image of
     ``image_size = (width, height)``; see the module docstring for the signs."""
-    image_points = six_points(points, scheme)
+    model_points, image_points = model_and_image_points(points, scheme)
     camera = camera_matrix(image_size)
-    ok, rvec, _ = cv2.solvePnP(MODEL_POINTS, image_points, camera, None, flags=cv2.SOLVEPNP_ITERATIVE)
-    if not ok:
+    # start from a frontal face at the distance that gives it its size in the image, and let the
+    # iterative solver refine: a near-profile or symmetric face then cannot fall into the mirror
+    # solution (roll or pitch near 180 degrees) that a solver without a start point can return
+    depth = camera[0, 0] * np.ptp(model_points[:, 0]) / max(float(np.ptp(image_points[:, 0])), 1.0)
+    centre = image_points.mean(0)
+    start = np.array([(centre[0] - camera[0, 2]) * depth / camera[0, 0], (centre[1] - camera[1, 2]) * depth / camera[1, 1],
+                      depth]) - model_points.mean(0)
+    ok, rvec, tvec = cv2.solvePnP(model_points, image_points, camera, None, rvec=np.zeros((3, 1)),
+                                  tvec=start.reshape(3, 1), useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+    if not ok or tvec[2, 0] <= 0:
         raise ValueError("solvePnP found no head pose for these points")
     return angles_from_rotation(cv2.Rodrigues(rvec)[0])

@@ -20,6 +20,7 @@ checkpoint, so N straight steps and N/2 + kill + resume give the same weights.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -39,7 +40,8 @@ from facemark.checkpoint import CheckpointError, checkpoint_state, load_checkpoi
 from facemark.config import TrainConfig, config_to_dict
 from facemark.data.dataset import LandmarkDataset
 from facemark.data.store import Store
-from facemark.evaluate import mean_shape, predict_dataset
+from facemark.files import remove_stale_temporaries, write_atomic
+from facemark.geometry import from_crop
 from facemark.losses import get_loss
 from facemark.metrics import describe, nme
 from facemark.models import create_model
@@ -67,8 +69,24 @@ def l2_penalty(model: torch.nn.Module) -> torch.Tensor:
     return sum(w.pow(2).sum() for w in weights) / 2
 
 
+@torch.no_grad()
+def predict_dataset(model: torch.nn.Module, dataset: LandmarkDataset, batch_size: int = 64) -> np.ndarray:
+    """Predictions ``(M, K, 2)`` in original-image pixels for every sample, from its landmark box."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outputs = []
+    for start in range(0, len(dataset), batch_size):
+        images = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
+        outputs.append(model.decode(model(images.to(device))).float().cpu().numpy())  # (B, K, 2) in 0..1
+    model.train(was_training)
+    normalised = np.concatenate(outputs)
+    return np.stack([from_crop(p, dataset.crop_box(i)) for i, p in enumerate(normalised)])
+
+
 def validate(model, dataset: LandmarkDataset) -> float:
-    """Mean inter-ocular NME (fraction) on ``dataset``, in original-image pixels."""
+    """Mean inter-ocular NME (fraction) on ``dataset``, in original-image pixels (the stored crops,
+    not the original images: fast, and without the inference API; ``facemark eval`` scores those)."""
     predictions = predict_dataset(model, dataset)
     return float(nme(predictions, np.asarray(dataset.store.points), "inter_ocular").mean())
 
@@ -123,7 +141,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
     torch.manual_seed(config.seed)  # same initial weights in every process and every run
     model = create_model(config.model, **model_args)
     if hasattr(model, "set_mean_shape"):
-        model.set_mean_shape(torch.from_numpy(mean_shape(train_set)))
+        model.set_mean_shape(torch.from_numpy(train_set.mean_shape()))
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     loss_fn = get_loss(config.loss or model.default_loss)
@@ -155,7 +173,9 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         from torch.utils.tensorboard import SummaryWriter
 
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=1))
+        for stale in remove_stale_temporaries(out):  # left by a run killed mid-write (kill -9)
+            tqdm.write(f"removed {stale.name}, a temporary file of an interrupted run")
+        write_atomic(out / "config.json", json.dumps(config_to_dict(config), indent=1))
         writer = SummaryWriter(str(out / "tb"), purge_step=step)
     stopper = _Stop()
     end_step = min(config.steps, max_steps or config.steps)
@@ -213,6 +233,11 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         for buffer in raw_model.buffers():  # batch-norm statistics drift per rank; keep rank 0's
             dist.broadcast(buffer, 0)
         dist.barrier()
+        # drop DDP's reducer while the process group lives on: freed later, at the function's exit,
+        # it destroyed the gloo group with the GIL held while a gloo thread waited for the GIL to
+        # free its last work (a deadlock that hung some runs at exit)
+        del model
+        gc.collect()
         dist.destroy_process_group()
     return {"step": step, "best_nme": best_nme, "out": str(out), "interrupted": stopper.requested, "model": raw_model}
 

@@ -17,8 +17,8 @@ def face_image():
 
 def test_flip_test_averages_with_the_mirrored_face(tiny_checkpoint, face_image):
     image, (x0, y0, x1, y1) = face_image
-    plain = Landmarker(str(tiny_checkpoint), backend="torch")
-    flipped = Landmarker(str(tiny_checkpoint), backend="torch", flip_test=True)
+    plain = Landmarker(str(tiny_checkpoint), backend="torch", flip_test=False)
+    flipped = Landmarker(str(tiny_checkpoint), backend="torch")  # flip test is the default
     width = image.shape[1]
     mirror_box = (width - 1 - x1, y0, width - 1 - x0, y1)
     expected = (plain.predict(image, (x0, y0, x1, y1))
@@ -62,3 +62,45 @@ def test_shipped_default_model_is_accurate_on_held_out_faces(lite_root):
     predictions = lm.predict_batch([s.image_path for s in val], [[box_from_points(s.points)] for s in val])
     errors = nme(np.stack([p[0] for p in predictions]), np.stack([s.points for s in val]))
     assert errors.mean() < 0.06  # measured 3.9 % over all 391 validation faces (bench/compare_baselines.py)
+
+
+@pytest.mark.parametrize("max_faces", [0, -1, 1.5, True, "2"])
+def test_max_faces_must_be_at_least_one(tiny_checkpoint, face_image, max_faces):
+    """0 or -1 used to go straight into a list slice and silently drop faces."""
+    lm = Landmarker(str(tiny_checkpoint), backend="torch")
+    with pytest.raises(ValueError, match="max_faces must be a whole number >= 1"):
+        lm.detect(face_image[0], max_faces=max_faces)
+    with pytest.raises(ValueError, match="max_faces"):
+        lm.detect_batch([face_image[0]], max_faces=max_faces)
+
+
+def test_a_truncated_jpeg_path_is_refused(tmp_path, face_image):
+    import cv2
+
+    jpeg = cv2.imencode(".jpg", face_image[0])[1].tobytes()
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    with pytest.raises(ValueError, match=r"cut.jpg: not a readable image \(truncated JPEG"):
+        load_image(tmp_path / "cut.jpg")
+
+
+def test_detect_mirrors_only_the_final_pass(tiny_checkpoint, face_image):
+    """The first pass only places the crop: one crop per face; the refined pass adds the mirror."""
+    image, box = face_image
+    lm = Landmarker(str(tiny_checkpoint), backend="torch")
+    assert lm.flip_test and lm.refine
+    run, batches = lm._run, []
+
+    def spy(crops):
+        batches.append(len(crops))
+        return run(crops)
+
+    lm._run = spy
+    faces = lm.detect(image, boxes=[box])  # given boxes: no refine, so the only pass is mirrored
+    assert batches == [2] and len(faces) == 1
+    batches.clear()
+    lm.refine = True
+    from facemark.detectors.given import GivenBoxes
+
+    lm._detector = GivenBoxes([box])  # a "detector" that returns the box: detector path, with refine
+    lm.detect(image)
+    assert batches == [1, 2]

@@ -8,6 +8,7 @@ model (with the package's default backend and detector) instead of the untrained
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -17,16 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from facemark.detectors import detector_available
+from facemark.detectors import DEFAULT_DETECTOR
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "facemark" / "assets" / "astronaut.jpg"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DETECTOR = next((name for name in ("haar", "dlib-hog") if detector_available(name)), None)
+DETECTOR = DEFAULT_DETECTOR  # MTCNN ships with facemark: the page is tested everywhere
 
 pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="no system Chromium (never downloaded by the tests)"),
-    pytest.mark.skipif(DETECTOR is None, reason="no fast face detector (haar needs OpenCV 4, dlib-hog needs dlib)"),
 ]
 
 
@@ -45,6 +45,10 @@ def server_url(tiny_checkpoint):
     model = os.environ.get("FACEMARK_SCREENSHOT_MODEL")
     app = create_app(model, detector=None) if model else create_app(str(tiny_checkpoint), backend="torch", detector=DETECTOR)
     port = free_port()
+    # uvicorn configures its loggers (levels, no propagation); put them back afterwards, or later
+    # tests that read the service's log through pytest's caplog see nothing
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")]
+    saved = [(lg.level, lg.propagate, list(lg.handlers), lg.disabled) for lg in loggers]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)  # uvicorn skips signal handlers off the main thread
     thread.start()
@@ -55,6 +59,9 @@ def server_url(tiny_checkpoint):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(15)
+    for lg, (level, propagate, handlers, disabled) in zip(loggers, saved):
+        lg.setLevel(level)
+        lg.propagate, lg.handlers, lg.disabled = propagate, handlers, disabled
 
 
 @pytest.fixture

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from facemark.config import ConfigError, load_config
@@ -23,3 +25,41 @@ def test_nested_unknown_key_and_overrides(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("batch_size=-3", "batch_size = -3: Input should be greater than or equal to 1"),  # used to hang at step 0
+    ("batch_size=0", "batch_size = 0: Input should be greater than or equal to 1"),
+    ("lr=fast", "lr = 'fast': Input should be a valid number"),
+    ("steps=abc", "steps = 'abc': Input should be a valid integer"),
+    ("ckpt_every=0", "ckpt_every = 0: Input should be greater than or equal to 1"),
+    ("model_args.width=foo", "model_args.width = 'foo': Input should be a valid number"),
+    ("schedule=weird", "schedule = 'weird': Input should be 'exponential', 'cosine' or 'step'"),
+    ("augment.rotate=[1]", "augment.rotate = [1]: Input should be a valid number"),
+    ("lr_milestones=[0.5,2]", "lr_milestones.1 = 2: Input should be less than or equal to 1"),
+    ("model=nope", "model = 'nope': unknown model (known: "),
+    ("model_args.depth=3", "'depth': 3}: pipnet_resnet cannot be built with these"),
+    ("loss=fancy", "loss = 'fancy': unknown loss"),
+])
+def test_bad_values_are_one_line_errors_at_load_time(tmp_path, override, words):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: pipnet_resnet\nmodel_args:\n  width: 0.5\n")
+    with pytest.raises(ConfigError, match=re.escape(words)) as err:
+        load_config(path, [override])
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_values_are_converted_to_their_types(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: pipnet_resnet\nlr: 1e-3\nmodel_args:\n  width: 1\naugment:\n  scale: [0.9, 1.1]\n")
+    config = load_config(path)  # YAML reads 1e-3 as a string: it is a valid number all the same
+    assert config.lr == 0.001 and config.model_args == {"width": 1.0} and config.augment.scale == (0.9, 1.1)
+
+
+def test_every_shipped_training_config_loads():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("300w_*.yaml"))
+    assert configs
+    for path in configs:
+        load_config(path)

@@ -12,12 +12,12 @@ import pytest
 
 from facemark.detectors import (
     CALIBRATION_FILE, DEFAULT_DETECTOR, Calibration, Detection, Detector, calibration_for, detector_available,
-    get_detector, iou, list_detectors, load_calibrations,
+    get_detector, list_detectors, load_calibrations,
 )
 from facemark.detectors.base import downscale, unscale_box
-from facemark.detectors.calibrate import face_box, fit_calibration, mean_calibrated_iou, write_calibrations
+from bench.calibration import face_box, fit_calibration, mean_calibrated_iou, write_calibrations
 from facemark.detectors.given import GivenBoxes, face_box_calibration, load_boxes
-from facemark.geometry import box_from_points, crop_box_from_box, CropRule
+from facemark.geometry import CropRule, best_match, box_from_points, crop_box_from_box, iou
 
 HAS_DLIB = importlib.util.find_spec("dlib") is not None
 REAL_FACE = "afw/134212_1"  # a frontal face in 300w-lite's validation split
@@ -109,6 +109,14 @@ def test_fit_recovers_a_known_calibration():
     fitted = fit_calibration(det, lm)
     assert fitted.to_dict() == pytest.approx(truth.to_dict(), abs=1e-9)
     assert mean_calibrated_iou(fitted, det, lm) == pytest.approx(1.0)
+
+
+def test_iou_and_best_match():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+    assert best_match([(0, 0, 1, 1), (4, 0, 14, 10), (1, 0, 11, 10)], (0, 0, 10, 10)) == (2, pytest.approx(0.9 / 1.1))
+    assert best_match([], (0, 0, 10, 10)) == (None, 0.0)
 
 
 def test_shipped_calibration_loads_without_the_dataset(tmp_path):
@@ -239,3 +247,11 @@ def test_mtcnn_patches_from_the_halvings_match_direct_crops():
     assert np.abs(fast - direct).mean() < 0.05
     # zero padding outside the image: the top-left corner of the second box is black (-127.5/128)
     assert fast[1, 0, 0, 0] == pytest.approx(-127.5 * 0.0078125)
+
+
+def test_calibration_invert_undoes_apply():
+    from facemark.detectors import Calibration
+
+    cal = Calibration(0.02, 0.14, 1.03, 0.77)
+    box = (10.0, 20.0, 110.0, 140.0)
+    assert np.allclose(cal.invert(cal.apply(box)), box) and np.allclose(cal.apply(cal.invert(box)), box)

@@ -11,7 +11,9 @@ from facemark import metrics
 from facemark.data.formats import read_dataset
 from facemark.data.record import FaceSample
 from facemark.detectors import Detection
-from facemark.evaluate import MeanShapePredictor, compare, evaluate, load_predictor
+from facemark.baselines import MeanShapePredictor
+from facemark.cli import load_predictor
+from facemark.evaluate import compare, evaluate
 from facemark.geometry import box_from_points
 
 
@@ -128,7 +130,7 @@ def test_cli_eval_and_compare(store, tmp_path, capsys):
 def test_missing_dlib_names_the_extra(monkeypatch):
     import sys
 
-    from facemark.evaluate import DlibPredictor
+    from facemark.baselines import DlibPredictor
 
     monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` fail
     with pytest.raises(ImportError, match=r"pip install facemark\[dlib\]"):

@@ -14,7 +14,7 @@ from facemark.checkpoint import load_checkpoint, model_from_checkpoint
 from facemark.cli import main
 from facemark.data.dataset import images_to_tensor
 from facemark.data.formats.pts import read_pts
-from facemark.export import METADATA_KEY
+from facemark.spec import METADATA_KEY, ModelSpec
 from facemark.geometry import CropRule, box_from_points, crop_box_from_box, crop_image
 
 
@@ -80,6 +80,41 @@ def test_landmarker_torch_and_onnx_agree(tiny_checkpoint, exported):
     image, points = synthetic_face(np.random.default_rng(3), size=200)
     box = box_from_points(points)
     by_torch = Landmarker(tiny_checkpoint, backend="torch").predict(image, box)
-    for model in (exported, tiny_checkpoint):  # the exported file, and the .pt exported on the fly
-        by_onnx = Landmarker(model, backend="onnx").predict(image, box)
-        assert np.abs(by_onnx - by_torch).max() < 0.05
+    by_onnx = Landmarker(exported, backend="onnx").predict(image, box)
+    assert np.abs(by_onnx - by_torch).max() < 0.05
+
+
+def test_pt_and_onnx_carry_one_spec(tiny_checkpoint, exported, tmp_path):
+    pt, onnx_ = Landmarker(tiny_checkpoint), Landmarker(exported)
+    assert (pt.backend, onnx_.backend) == ("torch", "onnx")  # the file decides; nothing exported on the fly
+    assert pt.meta == onnx_.meta and pt.spec == onnx_.spec
+    assert pt.spec.scheme == "68" and pt.spec.mean == (0.5, 0.5, 0.5) and pt.spec.std == (1.0, 1.0, 1.0)
+    assert ModelSpec.from_dict(pt.spec.to_dict()) == pt.spec
+    with pytest.raises(ValueError, match="facemark export"):
+        Landmarker(tiny_checkpoint, backend="onnx")
+    # an inference checkpoint (export --pt) describes the model the same way
+    assert main(["export", str(tiny_checkpoint), "--onnx", str(tmp_path / "m.onnx"), "--pt", str(tmp_path / "m.pt")]) == 0
+    assert Landmarker(tmp_path / "m.pt").meta == pt.meta
+
+
+def test_files_written_before_the_spec_still_load(tiny_checkpoint, exported, tmp_path):
+    """Checkpoints and ONNX files without scheme / mean / std (written before the spec) load with the
+    values those models used, and the shipped default model's two files describe it identically."""
+    import onnx
+
+    from facemark.api import DEFAULT_MODEL_DIR
+
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    for key in ("scheme", "mean", "std", "num_points", "input_size"):
+        state.pop(key, None)
+    torch.save(state, tmp_path / "old.pt")
+    graph = onnx.load(str(exported))
+    meta = json.loads(graph.metadata_props[0].value)
+    for key in ("scheme", "std"):
+        meta.pop(key)
+    graph.metadata_props[0].value = json.dumps(meta)
+    onnx.save(graph, str(tmp_path / "old.onnx"))
+    new = Landmarker(tiny_checkpoint).spec
+    assert Landmarker(tmp_path / "old.pt").spec == Landmarker(tmp_path / "old.onnx").spec == new
+    pt, onnx_ = Landmarker(DEFAULT_MODEL_DIR / "default.pt"), Landmarker(DEFAULT_MODEL_DIR / "default.onnx")
+    assert pt.spec == onnx_.spec and pt.spec.scheme == "68" and pt.spec.input_size == 128

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
@@ -230,8 +231,8 @@ def _cofw_file(path: Path, images: list[np.ndarray], phis: np.ndarray) -> None:
 
 
 def test_cofw(tmp_path):
-    grey = RNG.integers(0, 255, size=(40, 50), dtype=np.uint8)  # h x w
-    rgb = RNG.integers(0, 255, size=(30, 20, 3), dtype=np.uint8)
+    grey = RNG.integers(0, 255, size=(100, 110), dtype=np.uint8)  # h x w; the points lie in 5..95
+    rgb = RNG.integers(0, 255, size=(120, 100, 3), dtype=np.uint8)
     points = [_points(29), _points(29)]
     occluded = np.zeros((2, 29))
     occluded[1, [3, 7]] = 1
@@ -312,3 +313,229 @@ def test_dlib_xml_errors(tmp_path):
     (tmp_path / "set.xml").write_text(DLIB_XML)
     with pytest.raises(DataError, match="set.xml.*image not found"):
         read_dlib_xml(tmp_path / "set.xml")
+
+
+# --- hardening: overflow, far-off points, inconsistent counts, XML safety ---------------------
+
+def test_pts_value_beyond_float32_is_refused_naming_the_line(tmp_path):
+    """1e39 is finite in float64 but inf in float32 (what is stored): the check runs after the cast."""
+    f = tmp_path / "overflow.pts"
+    f.write_text(_pts_text([(10, 10), ("1e39", 20), (30, 30)]))
+    with pytest.raises(DataError, match="float32") as err:
+        read_pts(f)
+    assert err.value.line == 5 and "overflow.pts:5:" in str(err.value)
+
+
+def test_points_far_outside_the_image_are_refused(tmp_path):
+    _image(tmp_path / "face.png", size=100)  # 100 x 100: a point may lie up to 100 px outside it
+    f = tmp_path / "face.pts"
+    f.write_text(_pts_text([(10, 10), (180, 50), (50, -60)]))  # outside, but within the margin
+    assert read_pts_sample(f).points.shape == (3, 2)
+    f.write_text(_pts_text([(10, 10), (50, 50), (1e6, 20)]))
+    with pytest.raises(DataError, match="outside the 100x100 image") as err:
+        read_pts_sample(f)
+    assert "face.pts:6:" in str(err.value)
+    scipy.io.savemat(tmp_path / "face.mat", {"pt2d": np.vstack([np.full(68, 50.0), np.full(68, -500.0)])})
+    with pytest.raises(DataError, match="face.mat.*outside"):
+        read_mat_300wlp(tmp_path / "face.mat")
+
+
+def test_a_67_point_file_among_68_point_ones_is_named(tmp_path):
+    root = _tree(tmp_path)
+    odd = root / "helen" / "trainset" / "1_2.pts"
+    write_pts(odd, _points(67))
+    with pytest.raises(DataError, match="67 points, but the other 2 annotations have 68") as err:
+        read_dataset(root)
+    assert err.value.path == str(odd)
+    samples, skipped = read_dataset(root, skip_bad=True)
+    assert len(samples) == 2 and [Path(p).name for p, _ in skipped] == ["1_2.pts"]
+
+
+@pytest.mark.parametrize("doctype", [
+    "<!DOCTYPE dataset [<!ENTITY n '07'>]>",  # harmless, but an entity: refused
+    "<!DOCTYPE dataset [<!ENTITY a 'aaaaaaaaaa'><!ENTITY b '&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;'>"
+    "<!ENTITY c '&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;'>]>",  # the start of a billion laughs
+    "<!DOCTYPE dataset [<!ENTITY e SYSTEM 'file:///etc/passwd'>]>",  # an external entity
+])
+def test_dlib_xml_refuses_dtds_and_entities(tmp_path, doctype):
+    (tmp_path / "imgs").mkdir()
+    _image(tmp_path / "imgs" / "a.jpg")
+    text = DLIB_XML.replace("<dataset>", doctype + "\n<dataset>", 1)
+    (tmp_path / "evil.xml").write_text(text)
+    with pytest.raises(DataError, match="evil.xml.*refused"):
+        read_dlib_xml(tmp_path / "evil.xml")
+
+
+# --- fuzzing: every reader returns finite float32 faces or raises DataError naming the file ---
+
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+# deterministic (the same inputs on every run, so CI cannot flake) and modest, so the suite stays fast
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("fuzz")
+    _image(folder / "face.png", size=120)  # the image beside the .pts / .mat files
+    (folder / "imgs").mkdir()
+    _image(folder / "imgs" / "a.jpg")
+    return folder
+
+
+def refused_or_read(read, path: Path, *args) -> None:
+    """The property every reader keeps, whatever the bytes."""
+    try:
+        result = read(path, *args)
+    except DataError as err:
+        message = str(err)
+        assert message.startswith(str(path)) and "\n" not in message and len(message) < len(str(path)) + 400, message
+        return
+    for item in result if isinstance(result, list) else [result]:
+        points = item if isinstance(item, np.ndarray) else item.points
+        assert points.dtype == np.float32 and points.ndim == 2 and np.isfinite(points).all()
+
+
+def mutants(base: bytes):
+    """Bytes near a valid file: cut short, overwritten in places, with junk inserted, or random."""
+    def overwrite(edits):
+        data = bytearray(base)
+        for at, value in edits:
+            data[at] = value
+        return bytes(data)
+
+    return st.one_of(
+        st.integers(0, len(base) - 1).map(lambda k: base[:k]),
+        st.lists(st.tuples(st.integers(0, len(base) - 1), st.integers(0, 255)), min_size=1, max_size=10).map(overwrite),
+        st.tuples(st.integers(0, len(base)), st.binary(min_size=1, max_size=100)).map(lambda t: base[: t[0]] + t[1] + base[t[0]:]),
+        st.binary(max_size=600),
+    )
+
+
+_PTS = _pts_text([(x + 1, y + 1) for x, y in _points(68)]).encode()
+_PTS_LINES = st.lists(st.sampled_from([
+    "version: 1", "n_points: 68", "n_points: 3", "n_points: x", "{", "}", "10 20", "1e39 5", "nan 3", "-1e308 2",
+    "12.5 7", "5000 5000", "abc", "1 2 3", "1e-320 0", "\x00\x01", "٣ ٤", "inf -inf",
+]), max_size=12).map(lambda lines: "\n".join(lines).encode())
+
+
+@FUZZ
+@given(st.one_of(mutants(_PTS), _PTS_LINES))
+@example(_PTS.replace(b"\n", b"\n1e39 5\n", 4))
+def test_fuzz_pts(fuzz_dir, data):
+    (fuzz_dir / "face.pts").write_bytes(data)
+    refused_or_read(read_pts, fuzz_dir / "face.pts")
+    refused_or_read(read_pts_sample, fuzz_dir / "face.pts")
+
+
+def _mat(variables: dict) -> bytes:
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, variables)
+    return buffer.getvalue()
+
+
+_MAT = _mat({"pt2d": (_points(68) + 1).T.astype(np.float64)})
+
+
+def _odd_arrays(dtype, shape):  # no subnormals: the test session flushes them to zero (conftest)
+    options = {"allow_subnormal": False} if np.dtype(dtype).kind in "fc" else {}
+    return hnp.arrays(dtype, shape, elements=hnp.from_dtype(np.dtype(dtype), **options))
+
+
+_ODD_ARRAYS = st.tuples(
+    st.sampled_from([np.float64, np.float32, np.int16, np.uint8, np.complex128, np.bool_]),
+    st.sampled_from([(2, 68), (3, 68), (68, 2), (2, 67), (1, 68), (0, 68)]),
+).flatmap(lambda t: _odd_arrays(*t))
+
+
+@FUZZ
+@given(st.one_of(mutants(_MAT), st.builds(lambda key, array: _mat({key: array}), st.sampled_from(["pt2d", "pt3d_68"]),
+                                          _ODD_ARRAYS)))
+@example(_mat({"pt2d": np.array([["x"] * 68] * 2, dtype=object)}))  # strings in pt2d: once a plain ValueError
+def test_fuzz_mat(fuzz_dir, data):
+    (fuzz_dir / "face.mat").write_bytes(data)
+    refused_or_read(read_mat_300wlp, fuzz_dir / "face.mat")
+
+
+def _wflw_fuzz_line(tokens: list[str]) -> str:
+    return " ".join(tokens)
+
+
+_WFLW_TOKEN = st.one_of(st.sampled_from(["1", "0", "12.5", "nan", "inf", "-1e39", "1e39", "x", "0x10", "2"]),
+                        st.floats(allow_nan=True, allow_subnormal=False).map(repr))
+_WFLW_NAME = st.one_of(st.sampled_from(["imgs/a.jpg", "imgs/missing.jpg", "imgs", "", "../../etc/passwd", "a\x00b"]),
+                       st.text(min_size=1, max_size=400))
+
+
+@FUZZ
+@given(st.one_of(
+    st.tuples(st.lists(_WFLW_TOKEN, min_size=190, max_size=210), _WFLW_NAME).map(lambda t: " ".join([*t[0], t[1]])),
+    st.text(max_size=300),
+))
+@example(_wflw_line(_points(98), name="n" * 300))  # a name longer than the file system allows: once an OSError
+@example(_wflw_line(_points(98), box=(1, 2, 1e39, 95)))
+def test_fuzz_wflw(fuzz_dir, line):
+    path = fuzz_dir / "list.txt"
+    path.write_text(_wflw_line(_points(98), name="imgs/a.jpg") + "\n" + line + "\n", encoding="utf-8",
+                    errors="surrogatepass")
+    refused_or_read(read_wflw_list, path, fuzz_dir)
+
+
+_XML = DLIB_XML.encode("latin-1")
+_XML_PIECES = st.lists(st.sampled_from([
+    "<dataset>", "</dataset>", "<images>", "</images>", "<image file='imgs/a.jpg'>", "<image>", "</image>",
+    "<box top='1' left='2' width='30' height='40'>", "<box top='x' left='2' width='3' height='4'>", "</box>",
+    "<part name='00' x='1' y='2'/>", "<part name='01' x='1e39' y='2'/>", "<part name='-1' x='1' y='2'/>",
+    "<part name='00' x='nan' y='2'/>", "<!DOCTYPE d [<!ENTITY a 'b'>]>", "&a;", "<![CDATA[x]]>", "<?pi x?>",
+]), max_size=14).map(lambda pieces: "".join(pieces).encode())
+
+
+@FUZZ
+@given(st.one_of(mutants(_XML), _XML_PIECES))
+@example(_XML.replace(b"imgs/a.jpg", b"n" * 300))  # a name longer than the file system allows: once an OSError
+def test_fuzz_dlib_xml(fuzz_dir, data):
+    (fuzz_dir / "set.xml").write_bytes(data)
+    refused_or_read(read_dlib_xml, fuzz_dir / "set.xml")
+
+
+def _cofw_bytes(folder: Path, images: list[np.ndarray], phis) -> bytes:
+    _cofw_file(folder / "cofw_base.mat", images, np.asarray(phis))
+    return (folder / "cofw_base.mat").read_bytes()
+
+
+_COFW_IMAGES = st.lists(st.one_of(
+    st.sampled_from([(100, 100), (0, 0), (0, 5), (100, 100, 3), (100, 100, 4), (3, 3, 3, 3)]).map(
+        lambda shape: np.zeros(shape, np.uint8)),
+    st.just(np.zeros((50, 50), np.float32)),
+), min_size=1, max_size=2)
+_COFW_PHIS = st.one_of(
+    st.just(np.hstack([np.full(58, 20.0), np.zeros(29)])[None]),
+    st.sampled_from([(1, 86), (1, 87), (2, 87), (87,)]).flatmap(
+        lambda shape: hnp.arrays(np.float64, shape, elements=st.floats(allow_subnormal=False))),
+)
+
+
+@FUZZ
+@given(st.one_of(
+    st.tuples(_COFW_IMAGES, _COFW_PHIS),
+    st.integers(0, 100_000).map(lambda seed: ("mutant", seed)),
+))
+@example(([np.zeros((0, 0), np.uint8)], np.hstack([np.full(58, 20.0), np.zeros(29)])[None]))  # once a cv2.error
+@example(("truncated", 0))  # once an OSError from h5py
+def test_fuzz_cofw(fuzz_dir, case):
+    path = fuzz_dir / "cofw.mat"
+    images, phis = case
+    if isinstance(images, str):  # a valid file, cut short or with bytes overwritten
+        base = _cofw_bytes(fuzz_dir, [np.zeros((100, 100), np.uint8)], np.hstack([np.full(58, 20.0), np.zeros(29)])[None])
+        rng = np.random.default_rng(phis)
+        data = bytearray(base[: len(base) // 2] if images == "truncated" else base)
+        if images == "mutant":
+            for at in rng.integers(0, len(data), size=rng.integers(1, 10)):
+                data[at] = rng.integers(0, 256)
+        path.write_bytes(bytes(data))
+    else:
+        _cofw_file(path, images, phis)
+    refused_or_read(read_cofw_mat, path, fuzz_dir / "cofw_images")

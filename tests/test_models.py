@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from facemark.losses import LOSSES, get_loss
-from facemark.export import PointsOnly
+from facemark.checkpoint import checkpoint_state, save_checkpoint
+from facemark.export import export_onnx
+from facemark.geometry import CropRule
 from facemark.models import create_model, list_models
 
 MODELS = list_models()
@@ -98,24 +100,17 @@ def test_backward_with_default_loss(name):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("name", MODELS)
 def test_onnx_export_parity(name, tmp_path):
+    """The real export (:func:`facemark.export.export_onnx`: BN folded, metadata) of a checkpoint of every model."""
     ort = pytest.importorskip("onnxruntime")
     model = make_model(name)
     calibrate_bn(model, torch.rand(2, 3, 128, 128))
-    path = tmp_path / f"{name}.onnx"
-    # eval() on the wrapper too: the exporter restores the wrapper's train/eval mode afterwards,
-    # recursively, so a fresh (training) wrapper would leave the model in training mode.
-    wrapper = PointsOnly(model).eval()
-    # dynamo=False: the TorchScript exporter (the dynamo one needs onnxscript, not installed here)
-    torch.onnx.export(
-        wrapper, (torch.rand(1, 3, 128, 128),), str(path), dynamo=False, opset_version=17,
-        input_names=["image"], output_names=["points"],
-        dynamic_axes={"image": {0: "batch"}, "points": {0: "batch"}},
-    )
-    assert not model.training
+    checkpoint = tmp_path / f"{name}.pt"
+    save_checkpoint(checkpoint_state(model, name, {"num_points": 68, "input_size": 128}, CropRule(clip=False)), checkpoint)
+    path = export_onnx(checkpoint, tmp_path / f"{name}.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.rand(3, 3, 128, 128, generator=torch.Generator().manual_seed(2))  # batch 3: dynamic axis
     with torch.no_grad():
-        expected = model.predict_points(x).numpy()
+        expected = model.eval().predict_points(x).numpy()
     (got,) = session.run(None, {"image": x.numpy()})
     assert got.shape == (3, 68, 2)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)

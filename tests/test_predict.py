@@ -1,4 +1,4 @@
-"""`facemark predict`: images, folders, videos, given boxes, smoothing, alignment and head pose."""
+"""`facemark predict`: images, folders, videos and given boxes in, drawings and JSON out."""
 
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ import numpy as np
 import pytest
 from conftest import synthetic_face
 
-from facemark.align import ARCFACE_TEMPLATE, align_face
 from facemark.api import Landmarker
 from facemark.cli import main
-from facemark.detectors import detector_available
 from facemark.geometry import box_from_points
-from facemark.pose import MODEL_POINTS, camera_matrix, head_pose, rotation_matrix
-from facemark.predict import OneEuroFilter, Smoothing, predict_paths
-from facemark.schemes import get_scheme
+from facemark.predict import predict_paths
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +32,8 @@ def test_folder_with_corrupt_file_and_given_boxes(tmp_path, tiny_checkpoint, fac
     out = tmp_path / "out"
     argv = ["predict", str(folder), "--out", str(out), "--model", str(tiny_checkpoint), "--backend", "torch",
             "--boxes", str(boxes), "--draw-box", "--indices", "--align", "--pose"]
-    assert main(argv) == 0
+    assert main(argv) == 1  # an input could not be used: an error unless --skip-bad accepts that
+    assert main(argv + ["--skip-bad"]) == 0
 
     result = json.loads((out / "predictions.json").read_text())
     assert [e["path"] for e in result["skipped"]] == [str(folder / "broken.jpg")]
@@ -65,7 +62,7 @@ def test_video_gives_annotated_video_and_frame_json(tmp_path, tiny_checkpoint, f
 
     assert result["skipped"] == [] and result["images"] == []
     (entry,) = result["videos"]
-    assert entry["frames"] == 5 and entry["fps"] == pytest.approx(10.0)
+    assert entry["frames"] == 5 and entry["faces"] == 5 and entry["fps"] == pytest.approx(10.0)
     capture = cv2.VideoCapture(entry["output"])
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5 and capture.read()[1].shape == image.shape
     capture.release()
@@ -75,57 +72,53 @@ def test_video_gives_annotated_video_and_frame_json(tmp_path, tiny_checkpoint, f
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
 
 
-def test_one_euro_filter_cuts_jitter_and_follows_a_step():
-    rng = np.random.default_rng(0)
-    signal = np.r_[np.zeros(60), np.full(30, 0.2)] + rng.normal(0, 0.005, 90)  # face-size units, 30 fps
-    s = Smoothing()
-    f = OneEuroFilter(s.min_cutoff, s.beta, s.d_cutoff)
-    out = np.array([f(v, i / 30) for i, v in enumerate(signal)])
-    assert out[10:60].std() < 0.6 * signal[10:60].std()
-    assert np.all(np.abs(out[65:] - 0.2) < 0.02)  # caught up within 5 frames of the jump
-
-
-def test_align_face_puts_the_five_points_on_the_template():
-    scheme = get_scheme(68)
-    angle, scale, shift = np.radians(25), 2.3, np.array([140.0, 90.0])
-    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    src = ARCFACE_TEMPLATE @ rot.T + shift  # where the five points lie in the photo
-    points = np.zeros((68, 2))
-    ring = 3 * np.stack([np.cos(np.arange(6) / 6 * 2 * np.pi), np.sin(np.arange(6) / 6 * 2 * np.pi)], 1)
-    points[list(scheme.right_eye)] = src[0] + ring  # subject's right eye = image left = template[0]
-    points[list(scheme.left_eye)] = src[1] + ring
-    points[scheme.nose_tip], points[list(scheme.mouth_corners)] = src[2], src[3:]
-    for target, centre in zip(ARCFACE_TEMPLATE, src):
-        blob = np.zeros((400, 400, 3), np.uint8)
-        cv2.circle(blob, tuple(int(round(v * 16)) for v in centre), 5 * 16, (255, 255, 255), -1, cv2.LINE_AA, 4)
-        crop = align_face(blob, points, scheme).astype(np.float64)[..., 0]
-        ys, xs = np.mgrid[: crop.shape[0], : crop.shape[1]]
-        found = np.array([(xs * crop).sum(), (ys * crop).sum()]) / crop.sum()
-        assert np.abs(found - target).max() < 1.0
-
-
-def _project(yaw, pitch, roll, size=(640, 480)):
-    projected = (MODEL_POINTS @ rotation_matrix(yaw, pitch, roll).T + [20.0, -10.0, 1800.0]) @ camera_matrix(size).T
-    points = np.zeros((68, 2))
-    points[[30, 8, 36, 45, 48, 54]] = projected[:, :2] / projected[:, 2:]
-    return points
-
-
-def test_head_pose_frontal_and_rotated():
-    assert np.abs(head_pose(_project(0, 0, 0), (640, 480))).max() < 1.0
-    for angles in [(30, 0, 0), (0, 20, 0), (0, 0, -15), (-25, 15, 10)]:
-        assert head_pose(_project(*angles), (640, 480)) == pytest.approx(angles, abs=3.0)
-    # yaw > 0 turns the face toward the image right: the image-left half of the face looks wider
-    points = _project(30, 0, 0)
-    assert points[30, 0] - points[36, 0] > points[45, 0] - points[30, 0]
-
-
-@pytest.mark.skipif(not detector_available("dlib-hog"), reason="dlib not installed")
-def test_sample_photo_with_detector(tmp_path, tiny_checkpoint):
+def test_sample_photo_with_the_default_detector(tmp_path, tiny_checkpoint):
     out = tmp_path / "facemark-out"
     argv = ["predict", "--sample", "--out", str(out), "--model", str(tiny_checkpoint), "--backend", "torch",
-            "--detector", "dlib-hog", "--max-faces", "1"]
+            "--max-faces", "1"]
     assert main(argv) == 0
     result = json.loads((out / "predictions.json").read_text())
-    assert len(result["images"][0]["faces"]) == 1 and result["detector"] == "dlib-hog"
+    assert len(result["images"][0]["faces"]) == 1 and result["detector"] == "mtcnn"
     assert cv2.imread(str(out / "astronaut.jpg")).shape == (512, 512, 3)
+
+
+def test_skips_go_to_stderr_and_a_truncated_jpeg_is_one(tmp_path, tiny_checkpoint, face, capsys):
+    """stdout stays clean for what a script reads; truncated JPEGs used to be predicted on (rc 0)."""
+    image, points = face
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (tmp_path / "boxes.json").write_text(json.dumps({"cut.jpg": [list(box_from_points(points))]}))
+    argv = ["predict", str(tmp_path / "cut.jpg"), "--out", str(tmp_path / "out"), "--model", str(tiny_checkpoint),
+            "--backend", "torch", "--boxes", str(tmp_path / "boxes.json")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    skip_line = f"skipped {tmp_path / 'cut.jpg'}: "
+    assert skip_line not in captured.out and skip_line in captured.err
+    assert "truncated JPEG" in captured.err and "facemark: error:" in captured.err
+    result = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert result["images"] == [] and "truncated" in result["skipped"][0]["reason"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_max_faces_below_one_is_refused(tmp_path, tiny_checkpoint, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "--sample", "--model", str(tiny_checkpoint), "--max-faces", value])
+    assert exit_.value.code == 2 and "--max-faces" in capsys.readouterr().err
+    lm = Landmarker(tiny_checkpoint, backend="torch")
+    if value != "two":
+        with pytest.raises(ValueError, match="max_faces"):
+            predict_paths([tmp_path], lm, tmp_path / "out", boxes={}, max_faces=int(value), progress=False)
+
+
+def test_marker_size_follows_the_face_not_the_photo(face):
+    """A 40 px face in a 2000 px photo: dots it can hold, not one blob (the radius used to follow the photo)."""
+    from facemark.api import Face
+    from facemark.predict import _Predictor
+
+    image, points = face
+    canvas = np.full((2000, 2000, 3), 60, np.uint8)
+    canvas[1000:1040, 1000:1040] = cv2.resize(image, (40, 40))
+    small = Face((1000.0, 1000.0, 1040.0, 1040.0), 1.0, (points * 0.25 + 1000).astype(np.float32))
+    drawn = _Predictor(None, None, None, False, False, False, False).draw(canvas.copy(), [small])
+    covered = (np.abs(drawn.astype(int) - canvas.astype(int)).sum(-1) > 0)[995:1045, 995:1045].mean()
+    assert covered < 0.25, covered

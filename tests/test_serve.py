@@ -1,7 +1,7 @@
 """The HTTP service: answers, every input-safety rule, backpressure, and the page and docs being served.
 
 Runs the untrained ``tiny_checkpoint`` on the torch backend, so nothing here depends on the
-shipped default model; faces are found by the first available fast detector.
+shipped default model; faces are found by the default detector (MTCNN, shipped with facemark).
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from facemark.detectors import detector_available
-from facemark.serve.app import create_app, jpeg_complete
+from facemark.detectors import DEFAULT_DETECTOR
+from facemark.serve.app import create_app
 
-DETECTOR = next((name for name in ("haar", "dlib-hog") if detector_available(name)), None)
-pytestmark = pytest.mark.skipif(DETECTOR is None, reason="no fast face detector (haar needs OpenCV 4, dlib-hog needs dlib)")
+DETECTOR = DEFAULT_DETECTOR
 FACES = ("afw/134212_1", "afw/1051618982_1")  # 300w-lite photos with one frontal face each
 URL = "/v1/landmarks"
 
@@ -141,14 +140,6 @@ def test_truncated_jpeg_is_415(client, face_jpeg):
     assert client.get("/healthz").status_code == 200
 
 
-def test_jpeg_completeness_check():
-    image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8)
-    for params in ([], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 2]):
-        data = cv2.imencode(".jpg", image, params)[1].tobytes()
-        assert jpeg_complete(data) and jpeg_complete(data + b"trailing bytes")
-        assert not any(jpeg_complete(data[:cut]) for cut in (4, 100, len(data) // 2, len(data) - 2))
-
-
 def test_huge_declared_dimensions_are_413_before_decoding(client, tiny_checkpoint):
     bomb = png_declaring(30000, 30000)
     assert len(bomb) < 1000
@@ -174,6 +165,7 @@ def test_upload_over_the_limit_is_413(tiny_checkpoint):
 
 def test_bad_query_and_unknown_route_are_json(client):
     assert_error(client.post(URL, params={"max_faces": 0}, content=b"x"), 422, "invalid_request")
+    assert_error(client.post(URL, params={"max_faces": -1}, content=b"x"), 422, "invalid_request")
     assert_error(client.get("/nope"), 404, "not_found")
     assert_error(client.get(URL), 405, "method_not_allowed")
 
@@ -212,3 +204,88 @@ def test_healthz_page_and_docs(client):
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "multipart/form-data" in spec["paths"][URL]["post"]["requestBody"]["content"]
+
+
+# -- hardening: memory bounded by the queue, what goes wrong said plainly ----------------------
+
+async def _asgi_post(app, chunks: list[bytes], content_type: str = "image/jpeg", disconnect: bool = False):
+    """POST ``chunks`` straight to the ASGI app; ``(status, JSON body or None, chunks the app read)``."""
+    import json
+
+    pending = list(chunks)
+    read = 0
+
+    async def receive():
+        nonlocal read
+        if pending:
+            read += 1
+            chunk = pending.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(pending) or disconnect}
+        return {"type": "http.disconnect"}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [(b"content-type", content_type.encode()), (b"host", b"testserver")]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": URL, "raw_path": URL.encode(), "query_string": b"", "headers": headers,
+             "client": ("127.0.0.1", 50000), "server": ("testserver", 80), "root_path": "", "app": app}
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body) if body.startswith(b"{") else None, read
+
+
+def test_a_full_queue_is_503_before_the_body_is_read(tiny_checkpoint, face_jpeg):
+    import asyncio
+
+    app = make_app(tiny_checkpoint, workers=1, queue=1)
+    with TestClient(app) as client:
+        slots = app.state.service.slots
+        assert slots.acquire(blocking=False) and slots.acquire(blocking=False)  # both places taken
+        try:
+            status, body, read = asyncio.run(_asgi_post(app, [face_jpeg[i : i + 4096] for i in range(0, len(face_jpeg), 4096)]))
+        finally:
+            slots.release()
+            slots.release()
+        assert (status, body["error"], read) == (503, "busy", 0)  # not one byte of the upload was taken in
+        assert client.post(URL, content=face_jpeg).status_code == 200  # and the places all came back
+        assert slots.acquire(blocking=False) and slots.acquire(blocking=False)
+        slots.release()
+        slots.release()
+
+
+def test_a_multipart_upload_is_cut_off_at_the_limit_while_it_streams(tiny_checkpoint):
+    import asyncio
+
+    import httpx
+
+    request = httpx.Request("POST", "http://x" + URL, files={"file": ("big.jpg", bytes(4 * 2**20), "image/jpeg")})
+    body = request.read()
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    app = make_app(tiny_checkpoint, max_upload_mb=1)
+    with TestClient(app):
+        status, answer, read = asyncio.run(_asgi_post(app, chunks, request.headers["content-type"]))
+    assert (status, answer["error"]) == (413, "upload_too_large")
+    assert read <= 2**20 // 65536 + 1 < len(chunks)  # stopped at the limit, not after the whole 4 MB
+
+
+def test_a_client_that_hangs_up_is_one_info_line(tiny_checkpoint, face_jpeg, caplog):
+    import asyncio
+    import logging
+
+    app = make_app(tiny_checkpoint)
+    with TestClient(app), caplog.at_level(logging.INFO):
+        asyncio.run(_asgi_post(app, [face_jpeg[:1000]], disconnect=True))  # then the client goes away
+    records = [r for r in caplog.records if "hung up" in r.getMessage()]
+    assert len(records) == 1 and records[0].levelno == logging.INFO and records[0].exc_info is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_very_long_upload_file_name_is_named_as_the_problem(client, face_jpeg):
+    response = client.post(URL, files={"file": ("a" * 10_000 + ".jpg", face_jpeg, "image/jpeg")})
+    assert_error(response, 400, "bad_request")
+    assert "file name" in response.json()["detail"] and "Invalid multipart data" not in response.json()["detail"]
+    assert client.post(URL, files={"file": ("a" * 200 + ".jpg", face_jpeg, "image/jpeg")}).status_code == 200

@@ -2,14 +2,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from facemark.cli import main
-from facemark.data.dataset import Augment, LandmarkDataset
 from facemark.data.prepare import is_validation, prepare, split_samples
 from facemark.data.record import DataError, FaceSample
 from facemark.data.store import Store, write_store
-from facemark.geometry import from_crop
 
 
 def test_prepare_split_and_store(synthetic_dataset, tmp_path):
@@ -29,31 +26,6 @@ def test_split_is_stable_and_groups_faces_of_one_photo():
     assert 0.15 < len(val) / len(samples) < 0.25
     assert {s.sample_id for s in val} == {s.sample_id for s in split_samples(samples[::-1])[1]}
     assert is_validation("afw/7_1") == is_validation("afw/7_2")
-
-
-def test_dataset_targets_match_crop_rule(synthetic_dataset, tmp_path):
-    prepare(synthetic_dataset, tmp_path / "out", size=128, progress=False)
-    dataset = LandmarkDataset(Store.open(tmp_path / "out" / "train"), input_size=64)
-    image, target, index = dataset[0]
-    assert image.shape == (3, 64, 64) and image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 1
-    points = dataset.store.points[index]
-    # the normalised target maps back to the original points through the inverse crop transform
-    assert np.abs(from_crop(target.numpy(), dataset.crop_box(index)) - points).max() < 0.01
-
-
-def test_augmentation_is_reproducible_and_flips_points(synthetic_dataset, tmp_path):
-    prepare(synthetic_dataset, tmp_path / "out", size=128, progress=False)
-    store = Store.open(tmp_path / "out" / "train")
-    dataset = LandmarkDataset(store, input_size=64, augment=Augment(), seed=3)
-    a, b = dataset[5], dataset[5]
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    dataset.set_epoch(1)
-    assert not torch.equal(a[1], dataset[5][1])
-    # a pure flip keeps the right eye on the image's left side
-    flip_only = LandmarkDataset(store, 64, augment=Augment(0.0, (1.0, 1.0), 0.0, 0.0, True, 0.0, 0.0, 0.0))
-    for i in range(4):
-        _, target, _ = flip_only[i]
-        assert target[36, 0] < target[45, 0]
 
 
 def test_bad_sample_is_reported_or_raises(synthetic_dataset, tmp_path):
@@ -113,3 +85,57 @@ def test_prepare_train_on_all_keeps_the_validation_store(synthetic_dataset, tmp_
     assert set(manifest["val"]) <= set(manifest["train"]) and "train-on-all" in manifest["rule"]
     ids = [[e["id"] for e in Store.open(tmp_path / name / "val").samples] for name in ("all", "split")]
     assert ids[0] == ids[1]
+
+
+def test_a_truncated_jpeg_is_refused_or_skipped(synthetic_dataset, tmp_path):
+    """cv2.imread decodes a JPEG that stops early to a partly grey image; the one image loader refuses it."""
+    import cv2
+
+    victim = next(synthetic_dataset.rglob("*.png"))
+    jpeg = cv2.imencode(".jpg", cv2.imread(str(victim)))[1].tobytes()
+    victim.unlink()
+    truncated = victim.with_suffix(".jpg")
+    truncated.write_bytes(jpeg[: len(jpeg) // 2])
+    with pytest.raises(DataError, match=f"{truncated.name}: not a readable image \\(truncated JPEG"):
+        prepare(synthetic_dataset, tmp_path / "strict", progress=False)
+    summary = prepare(synthetic_dataset, tmp_path / "lenient", skip_bad=True, progress=False)
+    assert summary["faces"] == 39 and [p for p, _ in summary["skipped"]] == [str(truncated)]
+    assert "truncated" in (tmp_path / "lenient" / "skipped.txt").read_text()
+
+
+def test_a_coordinate_beyond_float32_stops_prepare_naming_file_and_line(synthetic_dataset, tmp_path):
+    """1e39 used to pass (finite in float64), be stored as inf, and turn validation NME into NaN."""
+    pts = next(synthetic_dataset.rglob("*.pts"))
+    lines = pts.read_text().splitlines()
+    lines[5] = "1e39 20.0"
+    pts.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="float32") as err:
+        prepare(synthetic_dataset, tmp_path / "out", progress=False)
+    assert str(err.value).startswith(f"{pts}:6:")
+
+
+def test_the_store_refuses_points_that_would_poison_training(tmp_path):
+    """Whatever a reader let through, the store checks every sample against its decoded image."""
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((80, 80, 3), 100, np.uint8))
+    good = np.random.default_rng(0).uniform(20, 60, (68, 2))
+    for points, words in ((np.where(np.arange(68)[:, None] == 3, np.inf, good), "float32"),
+                          (good + [0, 1000], "outside the 80x80 image")):
+        samples = [FaceSample(str(tmp_path / "a.png"), good), FaceSample(str(tmp_path / "a.png"), points)]
+        with pytest.raises(DataError, match=words):
+            write_store(samples, tmp_path / "store", size=32, progress=False)
+        _, skipped = write_store(samples, tmp_path / "store", size=32, skip_bad=True, progress=False)
+        assert len(skipped) == 1 and len(Store.open(tmp_path / "store")) == 1
+
+
+def test_a_store_left_by_a_killed_prepare_is_removed(synthetic_dataset, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "out" / f".train.tmp-{int(dead.stdout)}"
+    stale.mkdir(parents=True)
+    (stale / "images.npy").write_bytes(bytes(1000))
+    prepare(synthetic_dataset, tmp_path / "out", size=64, progress=False)
+    assert not stale.exists() and Store.open(tmp_path / "out" / "train")

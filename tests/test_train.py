@@ -129,3 +129,35 @@ def test_channels_last_training_matches_the_contiguous_run(small_run, tmp_path):
 
     model, _ = model_from_checkpoint(tmp_path / "nhwc" / "last.pt")
     assert model(torch.zeros(1, 3, 64, 64))["score"].shape[0] == 1
+
+
+def test_a_run_cleans_what_a_killed_run_left_and_writes_its_files_atomically(small_run, tmp_path, monkeypatch):
+    """After kill -9 in the middle of a checkpoint write, the temporary file used to stay forever."""
+    import facemark.files
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "cleaned"
+    out.mkdir()
+    orphan = out / f".last.tmp-{int(dead.stdout)}-140000.pt"
+    orphan.write_bytes(bytes(5000))
+    written, atomic_path = [], facemark.files.atomic_path
+
+    def recording(path):
+        written.append(Path(path).name)
+        return atomic_path(path)
+
+    monkeypatch.setattr(facemark.files, "atomic_path", recording)
+    train(load_config(small_run("cleaned", steps=2, val_every=2, ckpt_every=2)))
+    assert not orphan.exists()
+    assert "config.json" in written
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def test_training_and_evaluation_do_not_import_the_inference_api():
+    """Layers point one way: train -> (dataset, metrics), evaluate -> (metrics, baselines); never -> api."""
+    import subprocess
+    import sys
+
+    code = ("import sys, facemark.train, facemark.evaluate, facemark.baselines; "
+            "assert 'facemark.api' not in sys.modules, sorted(m for m in sys.modules if m.startswith('facemark'))")
+    subprocess.run([sys.executable, "-c", code], check=True)

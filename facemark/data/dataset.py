@@ -154,3 +154,8 @@ class LandmarkDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(i)]) if self.augment is not None else None
         image, target = self.sample(int(i), rng)
         return images_to_tensor(image[None])[0], torch.from_numpy(target), int(i)
+
+    def mean_shape(self) -> np.ndarray:
+        """Average normalised shape ``(K, 2)`` of the un-augmented crops (PIPNet's neighbour tables,
+        the mean-shape baseline)."""
+        return np.mean([self.sample(i)[1] for i in range(len(self))], axis=0).astype(np.float32)

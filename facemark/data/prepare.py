@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from facemark.data.formats import read_dataset
+from facemark.data.formats import FORMATS, detect_format, read_dataset
 from facemark.data.record import FaceSample
 from facemark.data.store import write_store
 from facemark.files import write_atomic
@@ -45,8 +45,14 @@ def prepare(
     skip_bad: bool = False,
     progress: bool = True,
     train_on_all: bool = False,
+    format: str | None = None,
+    images: str | Path | None = None,
 ) -> dict:
     """Prepare ``out/train`` and ``out/val`` stores from the annotations under ``root``.
+
+    ``format`` and ``images``: see :func:`~facemark.data.formats.read_dataset` (the format is
+    detected when unambiguous); COFW's embedded images are extracted to ``images``, by default
+    ``out/images``, where the stores and the evaluation find them.
 
     Returns a summary: counts per split, and every skipped file with its reason (also written to
     ``out/skipped.txt``). Nothing is dropped silently: without ``skip_bad`` a bad file raises.
@@ -55,9 +61,11 @@ def prepare(
     validation split, so its figures then only monitor training (they are not held out).
     """
     root, out = Path(root), Path(out)
-    samples, skipped = read_dataset(root, skip_bad=skip_bad)
+    if images is None and (format == "cofw" or (format is None and detect_format(root) == "cofw")):
+        images = out / "images"
+    samples, skipped = read_dataset(root, skip_bad=skip_bad, format=format, images=images)
     if not samples:
-        raise FileNotFoundError(f"{root}: no annotated faces found (.pts, .mat)")
+        raise FileNotFoundError(f"{root}: no annotated faces found ({', '.join(FORMATS)})")
     train, val = split_samples(samples, val_fraction)
     if train_on_all:
         train = list(samples)

@@ -45,13 +45,39 @@ class FaceSample:
             self.sample_id = Path(self.image_path).stem
 
 
-def check_points(points: np.ndarray, path: str | Path, expected: int | None = None, line: int | None = None) -> np.ndarray:
-    """Validate an ``(N, 2)`` point array, raising :class:`DataError` naming ``path``."""
-    points = np.asarray(points, dtype=np.float64)
+#: how far outside its image a point may lie, as a fraction of the image's width (x) or height (y):
+#: faces cut by the border have points beyond it, but a point further out than this is a typo
+#: or a broken file, not a face
+OUTSIDE_MARGIN = 1.0
+
+
+def check_points(points: np.ndarray, path: str | Path, expected: int | None = None, line: int | None = None,
+                 image_size: tuple[int, int] | None = None, lines: list[int] | None = None) -> np.ndarray:
+    """Validate an ``(N, 2)`` point array and return it as float32, raising :class:`DataError` naming ``path``.
+
+    Values are checked after the cast to float32 (``1e39`` is finite in float64, ``inf`` in
+    float32). With ``image_size = (width, height)`` a point more than :data:`OUTSIDE_MARGIN` of the
+    image's size outside it is refused. ``lines`` (one per point) names the offending point's line.
+    """
+    try:
+        points = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(path, "points are not numbers", line) from None
     if points.ndim != 2 or points.shape[1] != 2:
         raise DataError(path, f"expected points of shape (N, 2), got {points.shape}", line)
     if expected is not None and len(points) != expected:
         raise DataError(path, f"expected {expected} points, found {len(points)}", line)
-    if not np.isfinite(points).all():
-        raise DataError(path, "points contain NaN or infinite values", line)
-    return points.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        points32 = points.astype(np.float32)
+    bad = ~np.isfinite(points32).all(axis=1)
+    if image_size is not None and not bad.any():
+        size = np.asarray(image_size, dtype=np.float64)
+        bad = ((points < -OUTSIDE_MARGIN * size) | (points > (1 + OUTSIDE_MARGIN) * size)).any(axis=1)
+        what = f"lies more than {OUTSIDE_MARGIN:g}x the image size outside the {image_size[0]}x{image_size[1]} image"
+    else:
+        what = "is NaN, infinite or beyond the float32 range"
+    if bad.any():
+        i = int(np.argmax(bad))
+        where = lines[i] if lines is not None else line
+        raise DataError(path, f"point {i} ({points[i, 0]:.6g}, {points[i, 1]:.6g}) {what}", where)
+    return points32

@@ -16,7 +16,10 @@ pixels to draw on. The final crop is always cut later by :mod:`facemark.geometry
 landmark points, so the store never fixes the model's crop rule or input size.
 
 Stores are written into a temporary folder and renamed into place only when complete, so an
-interrupted ``prepare`` never leaves a store that loads.
+interrupted ``prepare`` never leaves a store that loads. Every sample is checked on the way in:
+its image must decode completely (:func:`facemark.files.read_image`: truncated files are refused)
+and its points must be finite in float32 and near the image
+(:func:`facemark.data.record.check_points`), so nothing that would poison training gets stored.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from facemark.data.record import DataError, FaceSample
-from facemark.geometry import CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image
+from facemark.data.record import DataError, FaceSample, check_points
+from facemark.files import ImageError, fsync_directory, read_image as _read_image, remove_stale_temporaries, write_atomic
+from facemark.geometry import CropRule, box_from_points, crop_affine, crop_box_from_box, crop_image
 
 STORE_VERSION = 1
 REGION_RULE = CropRule(clip=False)
@@ -57,14 +60,13 @@ def _checksum(*paths: Path) -> str:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to BGR uint8, raising :class:`DataError` naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "image file not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(path, "image could not be decoded (corrupt or not an image)")
-    return image
+    """Decode an image file to BGR uint8 (:func:`facemark.files.read_image`), raising :class:`DataError` naming it."""
+    try:
+        return _read_image(path)
+    except FileNotFoundError:
+        raise DataError(path, "image file not found") from None
+    except ImageError as err:
+        raise DataError(path, err.reason) from None
 
 
 def write_store(
@@ -90,6 +92,7 @@ def write_store(
     tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
+    remove_stale_temporaries(tmp_dir.parent)  # stores whose writer was killed
     try:
         images = np.lib.format.open_memmap(tmp_dir / "images.npy", "w+", np.uint8, (len(samples), size, size, 3))
         points = np.lib.format.open_memmap(tmp_dir / "points.npy", "w+", np.float32, (len(samples), num_points, 2))
@@ -100,11 +103,14 @@ def write_store(
                 if len(sample.points) != num_points:
                     raise DataError(sample.image_path, f"expected {num_points} points, found {len(sample.points)}")
                 image = read_image(sample.image_path)
+                check_points(sample.points, sample.image_path, image_size=(image.shape[1], image.shape[0]))
                 region = region_box(sample.points, context)
-            except (DataError, ValueError) as err:
+            except ValueError as err:  # DataError, or the crop rule refusing a degenerate face
+                if not isinstance(err, DataError):
+                    err = DataError(sample.image_path, str(err))
                 if not skip_bad:
-                    raise
-                skipped.append((sample.image_path, getattr(err, "reason", str(err))))
+                    raise err from None
+                skipped.append((sample.image_path, err.reason))
                 continue
             row = len(entries)
             images[row] = crop_image(image, region, size)
@@ -138,10 +144,11 @@ def write_store(
             "checksum": _checksum(tmp_dir / "images.npy", tmp_dir / "points.npy"),
             "samples": entries,
         }
-        (tmp_dir / "index.json").write_text(json.dumps(index))
+        write_atomic(tmp_dir / "index.json", json.dumps(index))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp_dir, out_dir)
+        fsync_directory(out_dir.parent)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
@@ -191,6 +198,3 @@ class Store:
     def region_affine(self, i: int) -> np.ndarray:
         """2x3 matrix mapping original pixel centres of sample ``i`` to store-image pixel centres."""
         return crop_affine(tuple(self.samples[i]["region"]), int(self.index["size"]))
-
-    def points_in_store_image(self, i: int) -> np.ndarray:
-        return apply_affine(self.region_affine(i), self.points[i])

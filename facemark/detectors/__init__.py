@@ -23,7 +23,6 @@ from facemark.detectors.base import (
     calibration_for,
     detector_available,
     get_detector,
-    iou,
     list_detectors,
     load_calibrations,
     register_detector,
@@ -40,6 +39,6 @@ DEFAULT_DETECTOR = "mtcnn"
 
 __all__ = [
     "CALIBRATION_FILE", "DEFAULT_DETECTOR", "DEFAULT_MAX_SIDE", "IDENTITY", "Box", "Calibration", "Detection",
-    "Detector", "calibration_for", "detector_available", "get_detector", "iou", "list_detectors",
+    "Detector", "calibration_for", "detector_available", "get_detector", "list_detectors",
     "load_calibrations", "register_detector",
 ]

@@ -7,7 +7,7 @@ carries a per-detector linear calibration of that box relative to its own box ``
 
     lcx = cx + a * w      lcy = cy + b * h      lw = c * w      lh = d * h
 
-The constants are fitted on the training split only (``bench/fit_detector_calibration.py``) and
+The constants are fitted on the training split only (``python -m bench.fit_detector_calibration``) and
 shipped in ``facemark/detectors/calibration.json``; loading them needs no dataset.
 """
 
@@ -26,7 +26,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-Box = tuple[float, float, float, float]
+from facemark.geometry import Box
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
@@ -58,6 +58,14 @@ class Calibration:
         lcx, lcy, lw, lh = cx + self.a * w, cy + self.b * h, self.c * w, self.d * h
         return lcx - lw / 2, lcy - lh / 2, lcx + lw / 2, lcy + lh / 2
 
+    def invert(self, box: Box) -> Box:
+        """The detector box whose calibrated landmark box is ``box`` (the inverse of :meth:`apply`)."""
+        x0, y0, x1, y1 = (float(v) for v in box)
+        lcx, lcy, lw, lh = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+        w, h = lw / self.c, lh / self.d
+        cx, cy = lcx - self.a * w, lcy - self.b * h
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -85,17 +93,6 @@ def calibration_for(name: str) -> Calibration | None:
     if entry is None:
         return None
     return Calibration(*(float(entry[k]) for k in "abcd"))
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes (continuous coordinates)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:
@@ -177,7 +174,7 @@ class Detector(ABC):
             if not self._warned:
                 warnings.warn(
                     f"no calibration for detector {self.calibration_key!r} in {CALIBRATION_FILE.name}; its boxes are used "
-                    "as landmark boxes unchanged (run bench/fit_detector_calibration.py)",
+                    "as landmark boxes unchanged (run python -m bench.fit_detector_calibration)",
                     stacklevel=2,
                 )
                 self._warned = True

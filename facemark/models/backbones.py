@@ -161,12 +161,15 @@ class ResNet(nn.Module):
         return self.features(x)  # (B, out_channels, H / out_stride, W / out_stride)
 
 
-def build_backbone(name: str, width: float = 1.0, out_stride: int = 32, **kw) -> nn.Module:
-    if name == "mbv2":
-        return MobileNetV2(width=width, out_stride=out_stride, **kw)
-    if name == "resnet":
-        return ResNet(width=width, out_stride=out_stride, **kw)
-    raise ValueError(f"unknown backbone {name!r}; known: ['mbv2', 'resnet']")
+#: backbone name -> (class, the constructor arguments that are the backbone's own)
+BACKBONES: dict[str, tuple[type, tuple[str, ...]]] = {"mbv2": (MobileNetV2, ("last_channels",)), "resnet": (ResNet, ("layers",))}
+
+
+def backbone_from_args(name: str, width: float, out_stride: int, model_kw: dict) -> nn.Module:
+    """The backbone of a model constructor: ``width`` and ``out_stride``, and its own keys taken out of
+    ``model_kw`` (the rest goes to the head); the one place the four constructors share."""
+    cls, own = BACKBONES[name]
+    return cls(width=width, out_stride=out_stride, **{k: model_kw.pop(k) for k in own if k in model_kw})
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,14 +205,12 @@ class BackboneRegressor(LandmarkModel):
 @register_model
 def reg_mbv2(num_points: int = 68, input_size: int = 128, width: float = 1.0, stride: int = 32, **kw):
     """MobileNetV2 + FC regression (wing loss by default)."""
-    backbone_kw = {k: kw.pop(k) for k in ("last_channels",) if k in kw}
-    backbone = MobileNetV2(width=width, out_stride=stride, **backbone_kw)
+    backbone = backbone_from_args("mbv2", width, stride, kw)
     return BackboneRegressor(backbone, num_points=num_points, input_size=input_size, **kw)
 
 
 @register_model
 def reg_resnet(num_points: int = 68, input_size: int = 128, width: float = 1.0, stride: int = 32, **kw):
     """ResNet-18-like + FC regression (wing loss by default)."""
-    backbone_kw = {k: kw.pop(k) for k in ("layers",) if k in kw}
-    backbone = ResNet(width=width, out_stride=stride, **backbone_kw)
+    backbone = backbone_from_args("resnet", width, stride, kw)
     return BackboneRegressor(backbone, num_points=num_points, input_size=input_size, **kw)

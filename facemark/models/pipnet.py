@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbones import MobileNetV2, ResNet
+from .backbones import backbone_from_args
 from .registry import LandmarkModel, register_model
 
 
@@ -182,8 +182,7 @@ def _default_stride(input_size: int, stride: int | None) -> int:
 def pipnet_mbv2(num_points: int = 68, input_size: int = 128, width: float = 1.0, num_nb: int = 10,
                 stride: int | None = None, **kw) -> PIPNet:
     """PIPNet head on MobileNetV2 (features up to ``stride`` plus the 1x1 to 1280 channels)."""
-    backbone_kw = {k: kw.pop(k) for k in ("last_channels",) if k in kw}
-    backbone = MobileNetV2(width=width, out_stride=_default_stride(input_size, stride), **backbone_kw)
+    backbone = backbone_from_args("mbv2", width, _default_stride(input_size, stride), kw)
     return PIPNet(backbone, num_points=num_points, input_size=input_size, num_nb=num_nb, **kw)
 
 
@@ -191,6 +190,5 @@ def pipnet_mbv2(num_points: int = 68, input_size: int = 128, width: float = 1.0,
 def pipnet_resnet(num_points: int = 68, input_size: int = 128, width: float = 1.0, num_nb: int = 10,
                   stride: int | None = None, **kw) -> PIPNet:
     """PIPNet head on a ResNet-18-like backbone cut at ``stride`` (layer3 at 16, layer4 at 32)."""
-    backbone_kw = {k: kw.pop(k) for k in ("layers",) if k in kw}
-    backbone = ResNet(width=width, out_stride=_default_stride(input_size, stride), **backbone_kw)
+    backbone = backbone_from_args("resnet", width, _default_stride(input_size, stride), kw)
     return PIPNet(backbone, num_points=num_points, input_size=input_size, num_nb=num_nb, **kw)

@@ -24,17 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .backbones import conv_bn_act
 from .registry import LandmarkModel, register_model
-
-
-def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [
-        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(c_out),
-    ]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
 
 
 class SqueezeExcite(nn.Module):
@@ -59,9 +50,9 @@ class SEBottleneck(nn.Module):
         super().__init__()
         mid = c_out // 4
         self.body = nn.Sequential(
-            conv_bn(c_in, mid, 1),
-            conv_bn(mid, mid, 3, stride=stride),
-            conv_bn(mid, c_out, 1, relu=False),
+            conv_bn_act(c_in, mid, 1),
+            conv_bn_act(mid, mid, 3, stride),
+            conv_bn_act(mid, c_out, 1, act=None),
         )
         self.se = SqueezeExcite(c_out)
         shortcut: list[nn.Module] = []
@@ -69,7 +60,7 @@ class SEBottleneck(nn.Module):
             # ceil_mode matches the 3x3/stride-2/pad-1 body on odd sizes: both give ceil(H / 2)
             shortcut.append(nn.AvgPool2d(stride, stride, ceil_mode=True))
         if c_in != c_out:
-            shortcut.append(conv_bn(c_in, c_out, 1, relu=False))
+            shortcut.append(conv_bn_act(c_in, c_out, 1, act=None))
         self.shortcut = nn.Sequential(*shortcut)  # empty Sequential is the identity
         self.relu = nn.ReLU(inplace=True)
 
@@ -95,7 +86,7 @@ class SeedSENet(LandmarkModel):
     ):
         super().__init__(num_points, input_size, mean)
         self.stem = nn.Sequential(
-            conv_bn(3, stem_channels, 3),
+            conv_bn_act(3, stem_channels, 3),
             nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
         )
         blocks, c_in = [], stem_channels

@@ -4,27 +4,31 @@
     uvicorn --factory facemark.serve.app:create_app
 
 Every request body is treated as hostile: its size is capped while it is read (the
-``Content-Length`` header is checked but not trusted), the image's width and height are read from
-its header before any pixel is decoded (a few-kB PNG can declare a 30000 x 30000 image), and the
-format is sniffed from the bytes, never from a file name or a MIME type. Inference runs in a
-bounded thread pool behind a bounded queue, so overload is answered with 503 instead of piling up.
+``Content-Length`` header is checked but not trusted), a multipart form is parsed as it streams in
+(its file spooled to disk past 1 MB), the image's width and height are read from its header before
+any pixel is decoded (a few-kB PNG can declare a 30000 x 30000 image), and the format is sniffed
+from the bytes, never from a file name or a MIME type. Inference runs in a bounded thread pool
+behind a bounded queue, and a request takes its place in that queue *before* its body is read:
+when the workers and the queue are full it is answered 503 without reading a byte, so at most
+``workers + queue`` uploads (each at most ``max_upload_mb``) are in memory at any time.
 
-Status codes: 200; 400 empty or malformed body; 413 upload over ``max_upload_mb`` or image over
+Status codes: 200; 400 empty or malformed body (a multipart part header over the parser's ~4 kB,
+as a very long file name makes, is named as such); 413 upload over ``max_upload_mb`` or image over
 ``max_pixels``; 415 not a decodable image (garbage, truncated or an unsupported format); 422 bad
 query parameter; 501 ``aligned``/``pose`` asked for but not available in this installation; 503
-busy (with ``Retry-After``); 500 anything else. Every error is JSON ``{"error", "detail"}``.
+busy (with ``Retry-After``); 500 anything else. Every error is JSON ``{"error", "detail"}``. A
+client that hangs up mid-upload is one INFO line in the server log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import hashlib
 import importlib
 import io
+import logging
 import os
-import re
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -33,19 +37,21 @@ from http import HTTPStatus
 from importlib.resources import files
 
 import cv2
-import numpy as np
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import Message
 
 import facemark
-from facemark.api import Landmarker
+from facemark.api import ALIGNED_SIZE, Landmarker
+from facemark.files import ImageError, decode_image, jpeg_complete
 
 #: formats whose header PIL reads and whose pixels OpenCV decodes; anything else is answered 415
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "PPM")
-ALIGNED_SIZE = 112
+log = logging.getLogger("uvicorn.error")  # uvicorn's server log, which shows INFO lines
 
 
 # -- response schemas ----------------------------------------------------------------------
@@ -110,34 +116,49 @@ def _error_response(status: int, error: str, detail: str, headers: dict[str, str
 # -- input checks --------------------------------------------------------------------------
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The image bytes of a raw body or of the ``file`` field of a multipart form, at most ``limit`` bytes."""
-    too_large = ServiceError(413, "upload_too_large", f"the upload is over the {limit / 2**20:g} MB limit")
+    """The image bytes of a raw body or of the ``file`` field of a multipart form, at most ``limit`` bytes.
+
+    Bytes are counted as they arrive (the ``Content-Length`` header may lie or be absent), and a
+    multipart form is parsed while it streams in, so nothing over the limit is ever held.
+    """
+    def too_large() -> ServiceError:
+        return ServiceError(413, "upload_too_large", f"the upload is over the {limit / 2**20:g} MB limit")
+
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
             raise ServiceError(400, "bad_request", f"invalid Content-Length header {length!r}")
         if int(length) > limit:
-            raise too_large
-    body = bytearray()
-    async for chunk in request.stream():  # counted as it arrives: the header may lie or be absent (chunked)
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+            raise too_large()
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise too_large()
+        return message
+
+    counted = Request(request.scope, receive)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        body = await _multipart_file(request, bytes(body))
+        body = await _multipart_file(counted)
+    else:
+        body = bytearray()
+        async for chunk in counted.stream():
+            body += chunk
     if not body:
         raise ServiceError(400, "empty_body", "no image: send the image as the raw body or as the multipart field 'file'")
     return bytes(body)
 
 
-async def _multipart_file(request: Request, body: bytes) -> bytes:
-    async def replay():  # hand the already size-checked body to Starlette's form parser
-        return {"type": "http.request", "body": body, "more_body": False}
-
+async def _multipart_file(request: Request) -> bytes:
     try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=16)
+        form = await request.form(max_files=1, max_fields=16)
+    except (ServiceError, ClientDisconnect):
+        raise
     except Exception as err:
-        raise ServiceError(400, "bad_request", f"malformed multipart body: {getattr(err, 'detail', err)}") from None
+        raise ServiceError(400, "bad_request", _multipart_problem(err)) from None
     try:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -145,6 +166,19 @@ async def _multipart_file(request: Request, body: bytes) -> bytes:
         return await upload.read()
     finally:
         await form.close()
+
+
+def _multipart_problem(err: BaseException) -> str:
+    """What is wrong with a multipart body, from the deepest cause (Starlette says only "Invalid multipart data")."""
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    causes = " ".join(str(getattr(e, "detail", e)) for e in chain)
+    if "header size" in causes.lower():
+        return ("a multipart part header is too long (over the parser's limit of about 4 kB): "
+                "is the file name thousands of characters long? Send a shorter file name")
+    return f"malformed multipart body: {getattr(chain[-1], 'detail', chain[-1])}"
 
 
 def image_header(data: bytes, max_pixels: int) -> tuple[int, int, str]:
@@ -167,37 +201,6 @@ def image_header(data: bytes, max_pixels: int) -> tuple[int, int, str]:
     if fmt == "JPEG" and not jpeg_complete(data):
         raise ServiceError(415, "unsupported_media_type", "the JPEG is truncated (it ends before its end-of-image marker)")
     return width, height, fmt
-
-
-# a marker after entropy-coded data: 0xFF not followed by stuffing (00), a restart marker (D0-D7) or fill (FF)
-_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-
-
-def jpeg_complete(data: bytes) -> bool:
-    """Whether a JPEG's segments run through to its end-of-image marker.
-
-    Some libjpeg builds behind ``cv2.imdecode`` decode a truncated JPEG to a partly grey image
-    instead of failing; walking the segments catches that for the cost of a regex scan.
-    """
-    pos = 2  # after SOI
-    while pos + 2 <= len(data):
-        if data[pos] != 0xFF:
-            return False
-        marker = data[pos + 1]
-        if marker == 0xD9:  # EOI
-            return True
-        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill byte, RSTn, TEM: no length
-            pos += 1 if marker == 0xFF else 2
-            continue
-        if pos + 4 > len(data):
-            return False
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next real marker
-            found = _NEXT_MARKER.search(data, pos)
-            if found is None:
-                return False
-            pos = found.start()
-    return False
 
 
 def _optional(module: str, name: str, flag: str):
@@ -228,17 +231,21 @@ class Service:
                                     backend=landmarker.backend, detector=detector,
                                     facemark_version=facemark.__version__).model_dump()
 
-    async def run(self, fn, *args):
-        """``fn(*args)`` in the pool, or 503 at once when the workers and the queue are full."""
+    def admit(self) -> "_Place":
+        """A place among the workers and the queue, taken before the body is read; 503 at once when none is free."""
         if not self.slots.acquire(blocking=False):
             raise ServiceError(503, "busy", f"all {self.workers} workers are busy and {self.queue} requests are "
                                             "queued; retry shortly", {"Retry-After": "1"})
+        return _Place(self.slots)
+
+    async def run(self, place: "_Place", fn, *args):
+        """``fn(*args)`` in the pool; ``place`` is given back when the job ends (not when the request does)."""
         try:
             future = self.pool.submit(fn, *args)
         except BaseException:
-            self.slots.release()
+            place.release()
             raise
-        future.add_done_callback(lambda _: self.slots.release())
+        future.add_done_callback(lambda _: place.release())
         return await asyncio.wrap_future(future)
 
     def _worker_landmarker(self) -> Landmarker:
@@ -246,30 +253,35 @@ class Service:
         if lm is None:
             # the model is shared (ONNX Runtime sessions and eval-mode torch modules may be called from
             # several threads); detectors keep scratch state (dlib's do), so each worker builds its own
-            lm = copy.copy(self.landmarker)
-            lm._detector = None
-            self._local.lm = lm
+            lm = self._local.lm = self.landmarker.with_own_detector()
         return lm
 
-    def infer(self, data: bytes, max_faces: int | None, align_face=None, head_pose=None) -> dict:
-        """Decode and run one image (in a worker thread)."""
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # applies EXIF orientation, like browsers
-        if image is None:
-            raise ServiceError(415, "unsupported_media_type", "the image could not be decoded (corrupt or truncated)")
+    def infer(self, data: bytes, max_faces: int | None, aligned: bool = False, pose: bool = False) -> dict:
+        """Decode and run one image (in a worker thread); the faces come whole from the Landmarker."""
+        try:
+            image = decode_image(data)  # the one image loader: EXIF orientation applied, truncation refused
+        except ImageError:
+            raise ServiceError(415, "unsupported_media_type", "the image could not be decoded (corrupt or truncated)") from None
         height, width = image.shape[:2]
         faces = []
-        for face in self._worker_landmarker().detect(image, max_faces):
+        for face in self._worker_landmarker().detect(image, max_faces, pose=pose, aligned=aligned):
             item = face.to_dict()
-            if head_pose is not None:
-                try:
-                    item["pose"] = dict(zip(("yaw", "pitch", "roll"), map(float, head_pose(face.points, (width, height)))))
-                except ValueError:  # no solution for these points: this face goes without a pose
-                    pass
-            if align_face is not None:
-                crop = align_face(image, face.points, size=ALIGNED_SIZE)
-                item["aligned_png_base64"] = base64.b64encode(cv2.imencode(".png", crop)[1].tobytes()).decode()
+            if face.aligned is not None:
+                item["aligned_png_base64"] = base64.b64encode(cv2.imencode(".png", face.aligned)[1].tobytes()).decode()
             faces.append(item)
         return {"image": {"width": width, "height": height}, "faces": faces, "model": self.model_info}
+
+
+class _Place:
+    """One of a service's ``workers + queue`` places; :meth:`release` gives it back (once)."""
+
+    def __init__(self, slots: threading.BoundedSemaphore):
+        self._slots, self._held = slots, True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -296,11 +308,18 @@ async def landmarks(
 ) -> dict:
     """Send an image (JPEG, PNG, WebP, BMP, TIFF, PPM) as the raw body or as the multipart field ``file``."""
     service: Service = request.app.state.service
-    align_face = _optional("align", "align_face", "aligned") if aligned else None  # 501 before any work
-    head_pose = _optional("pose", "head_pose", "pose") if pose else None
-    data = await read_body(request, service.max_upload_bytes)
-    image_header(data, service.max_pixels)
-    return await service.run(service.infer, data, max_faces, align_face, head_pose)
+    if aligned:  # 501 before any work
+        _optional("align", "align_face", "aligned")
+    if pose:
+        _optional("pose", "head_pose", "pose")
+    place = service.admit()  # 503 before a byte of the body is read: a full queue costs no memory
+    try:
+        data = await read_body(request, service.max_upload_bytes)
+        image_header(data, service.max_pixels)
+    except BaseException:
+        place.release()
+        raise
+    return await service.run(place, service.infer, data, max_faces, aligned, pose)
 
 
 @router.get("/healthz", response_model=HealthOut, summary="Liveness: the model is loaded")
@@ -361,6 +380,12 @@ def create_app(model: str = "default", backend: str | None = None, detector: str
     async def _validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         return _error_response(422, "invalid_request", detail)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, err: ClientDisconnect) -> Response:
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.info("%s hung up before its upload to %s was complete", client, request.url.path)
+        return Response(status_code=400)  # nobody is left to read it
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, err: Exception) -> JSONResponse:

@@ -14,19 +14,21 @@ import h5py
 import numpy as np
 
 from facemark.files import write_atomic
+from facemark.data.formats.guard import reader
 from facemark.data.record import DataError, FaceSample, check_points
 
 _NUM_POINTS = 29
 _SPLITS = (("IsTr", "phisTr", "train"), ("IsT", "phisT", "test"))
 
 
+@reader
 def read_cofw_mat(path: str | Path, image_dir: str | Path) -> list[FaceSample]:
     """Extract the images to ``image_dir/<subset>_<nnnn>.png`` and return their samples.
 
     Every later stage works from image files, so the embedded images are written out (as PNG,
     lossless). Names depend only on the split and index: use one ``image_dir`` per COFW variant
     (grey / colour). ``phis`` rows hold 29 x, 29 y (1-based MATLAB pixels) and 29 occlusion flags
-    (1 = occluded).
+    (1 = occluded); points far outside their image are refused.
     """
     path, image_dir = Path(path), Path(image_dir)
     if not h5py.is_hdf5(path):
@@ -46,12 +48,14 @@ def read_cofw_mat(path: str | Path, image_dir: str | Path) -> list[FaceSample]:
                 raise DataError(path, f"{images_key} has {len(refs)} images but {phis_key} {len(phis)} rows")
             for i, (ref, phi) in enumerate(zip(refs, phis)):
                 where = f"{images_key}{{{i + 1}}}"
+                png, size = _png(path, f, ref, where)
                 try:
-                    points = check_points(np.stack([phi[:29], phi[29:58]], axis=1) - 1.0, path, _NUM_POINTS)
+                    points = check_points(np.stack([phi[:29], phi[29:58]], axis=1) - 1.0, path, _NUM_POINTS,
+                                          image_size=size)
                 except DataError as e:
                     raise DataError(path, f"{where}: {e.reason}") from None
                 image_path = image_dir / f"{subset}_{i + 1:04d}.png"
-                write_atomic(image_path, _png(path, f, ref, where))
+                write_atomic(image_path, png)
                 samples.append(FaceSample(
                     str(image_path), points, dataset="cofw", subset=subset, sample_id=image_path.stem,
                     visible=phi[58:87] == 0,
@@ -59,15 +63,21 @@ def read_cofw_mat(path: str | Path, image_dir: str | Path) -> list[FaceSample]:
     return samples
 
 
-def _png(path: Path, f: h5py.File, ref, where: str) -> bytes:
+def _png(path: Path, f: h5py.File, ref, where: str) -> tuple[bytes, tuple[int, int]]:
+    """The image behind ``ref`` as PNG bytes, and its ``(width, height)``."""
     if not isinstance(ref, h5py.Reference) or not ref:
         raise DataError(path, f"{where} is not an object reference to an image")
-    image = np.asarray(f[ref]).T
+    target = f[ref]
+    if not isinstance(target, h5py.Dataset):
+        raise DataError(path, f"{where} refers to a {type(target).__name__}, not an image")
+    image = np.asarray(target).T
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         raise DataError(path, f"{where}: expected a uint8 grey or RGB image, got {image.dtype} {image.shape}")
+    if image.size == 0:
+        raise DataError(path, f"{where}: the image is empty ({image.shape[1]}x{image.shape[0]})")
     if image.ndim == 3:
         image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
     ok, png = cv2.imencode(".png", np.ascontiguousarray(image))
     if not ok:
         raise DataError(path, f"{where}: cannot encode as PNG")
-    return png.tobytes()
+    return png.tobytes(), (image.shape[1], image.shape[0])

@@ -1,4 +1,9 @@
-"""dlib imglab XML datasets (the training input of dlib's shape predictor)."""
+"""dlib imglab XML datasets (the training input of dlib's shape predictor).
+
+Files are parsed with ``defusedxml``, which refuses document type declarations, entities and
+external references, so billion-laughs and external-entity files are refused whatever the limits
+of the installed expat; dlib's own files use none of these.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,16 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import defusedxml
+import defusedxml.ElementTree
 import numpy as np
 
 from facemark.files import write_atomic
+from facemark.data.formats.guard import reader
 from facemark.data.record import DataError, FaceSample, check_points
 
 
+@reader
 def read_dlib_xml(path: str | Path) -> list[FaceSample]:
     """One sample per ``<box>`` with parts; boxes marked ``ignore`` or without parts are skipped.
 
@@ -20,9 +29,12 @@ def read_dlib_xml(path: str | Path) -> list[FaceSample]:
     """
     path = Path(path)
     try:
-        root = ET.parse(path).getroot()
+        root = defusedxml.ElementTree.parse(path, forbid_dtd=True).getroot()
     except ET.ParseError as e:
         raise DataError(path, f"malformed XML: {e}", e.position[0]) from None
+    except defusedxml.DefusedXmlException as e:  # DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
+        raise DataError(path, f"refused ({type(e).__name__}): a dlib XML file needs no document type "
+                              "declaration, entities or external references") from None
     except OSError as e:
         raise DataError(path, f"cannot read: {e.strerror}") from None
     if root.tag != "dataset":

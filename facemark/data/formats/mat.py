@@ -21,15 +21,17 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
-from facemark.data.formats.pts import find_image
+from facemark.data.formats.guard import reader
+from facemark.data.formats.pts import find_image, image_size_of
 from facemark.data.record import DataError, FaceSample, check_points
 
 
+@reader
 def read_mat_300wlp(path: str | Path) -> FaceSample:
     """Read ``pt3d_68`` (3x68, rows x, y, z) or else ``pt2d`` when it is 2x68.
 
     ``pt3d_68`` wins because in AFLW2000-3D ``pt2d`` is the 21-point AFLW markup, while 300W-LP
-    files carry only ``pt2d`` (68 points).
+    files carry only ``pt2d`` (68 points). Points far outside the image beside it are refused.
     """
     path = Path(path)
     if h5py.is_hdf5(path):
@@ -44,5 +46,8 @@ def read_mat_300wlp(path: str | Path) -> FaceSample:
         if raw is None or raw.shape != (2, 68):
             shape = "missing" if raw is None else "x".join(map(str, raw.shape))
             raise DataError(path, f"no 68-point landmarks: no 3x68 pt3d_68, and pt2d is {shape}")
-    points = check_points(raw[:2].T.astype(np.float64) - 1.0, path, expected=68)
-    return FaceSample(str(find_image(path)), points)
+    if not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)):
+        raise DataError(path, f"landmarks hold {raw.dtype} values, not real numbers")
+    image = find_image(path)
+    points = check_points(raw[:2].T.astype(np.float64) - 1.0, path, 68, image_size=image_size_of(image))
+    return FaceSample(str(image), points)

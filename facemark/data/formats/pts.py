@@ -9,18 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
-from facemark.files import write_atomic
+from facemark.files import IMAGE_SUFFIXES, ImageError, image_size, write_atomic
+from facemark.data.formats.guard import reader
 from facemark.data.record import DataError, FaceSample, check_points
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def read_pts(path: str | Path, expected_points: int | None = None) -> np.ndarray:
+@reader
+def read_pts(path: str | Path, expected_points: int | None = None,
+             image_size: tuple[int, int] | None = None) -> np.ndarray:
     """Read a ``.pts`` file, with the ``version/n_points/{ }`` header or as bare ``x y`` lines.
 
     Headerless files exist in the wild (exports of other tools), so both are accepted; the header,
     when present, is enforced (``n_points`` must match and ``}`` must close the list) because a
-    mismatch there is how truncated downloads show up.
+    mismatch there is how truncated downloads show up. With the image's ``(width, height)``, points
+    far outside it are refused (:func:`~facemark.data.record.check_points`); errors name the line.
     """
     path = Path(path)
     try:
@@ -35,11 +36,13 @@ def read_pts(path: str | Path, expected_points: int | None = None) -> np.ndarray
     if lines[0][1].lower().startswith("version"):
         points = _points_after_header(path, lines)
     else:
-        points = [_xy(path, s, n) for n, s in lines]
-    return check_points(np.array(points, dtype=np.float64) - 1.0, path, expected_points)
+        points = [(n, *_xy(path, s, n)) for n, s in lines]
+    numbers = [n for n, _, _ in points]
+    xy = np.array([(x, y) for _, x, y in points], dtype=np.float64).reshape(-1, 2) - 1.0
+    return check_points(xy, path, expected_points, image_size=image_size, lines=numbers)
 
 
-def _points_after_header(path: Path, lines: list[tuple[int, str]]) -> list[tuple[float, float]]:
+def _points_after_header(path: Path, lines: list[tuple[int, str]]) -> list[tuple[int, float, float]]:
     rest = iter(lines)
     n_points = None
     for lineno, s in rest:
@@ -61,7 +64,7 @@ def _points_after_header(path: Path, lines: list[tuple[int, str]]) -> list[tuple
     for lineno, s in rest:
         if s == "}":
             break
-        points.append(_xy(path, s, lineno))
+        points.append((lineno, *_xy(path, s, lineno)))
     else:
         raise DataError(path, "truncated file: no closing '}'", lineno)
     if len(points) != n_points:
@@ -92,8 +95,10 @@ def write_pts(path: str | Path, points: np.ndarray) -> None:
     write_atomic(path, f"version: 1\nn_points:  {len(points)}\n{{\n{body}}}\n".encode())
 
 
+@reader
 def find_image(annotation_path: str | Path) -> Path:
-    """The non-empty image with the annotation's stem beside it (.jpg/.jpeg/.png, any case).
+    """The non-empty image with the annotation's stem beside it, in any format OpenCV reads
+    (:data:`facemark.files.IMAGE_SUFFIXES`, in that order of preference; any case).
 
     Only existence and size are checked: decoding every image here would make listing a dataset
     slow, and undecodable files are caught when the store is built.
@@ -106,7 +111,8 @@ def find_image(annotation_path: str | Path) -> Path:
         found = next((Path(p) for p in sorted(glob.glob(pattern))
                       if Path(p).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(p)), None)
     if found is None:
-        raise DataError(path, f"no image beside it ({path.stem} with {'/'.join(IMAGE_SUFFIXES)})")
+        raise DataError(path, f"no image beside it ({path.stem} with {'/'.join(IMAGE_SUFFIXES[:3])}/... "
+                              "or another format OpenCV reads)")
     if found.stat().st_size == 0 or not os.access(found, os.R_OK):
         raise DataError(path, f"image {found.name} is empty or unreadable")
     return found
@@ -127,8 +133,19 @@ def sample_names(path: str | Path, root: str | Path | None) -> tuple[str, str, s
     return Path(os.path.abspath(root)).name, subset, rel.with_suffix("").as_posix()
 
 
+@reader
 def read_pts_sample(path: str | Path, root: str | Path | None = None) -> FaceSample:
-    points = read_pts(path)
+    """The face of one ``.pts`` file and the image beside it; points far outside the image are refused."""
     image = find_image(path)
+    points = read_pts(path, image_size=image_size_of(image))
     dataset, subset, sample_id = sample_names(path, root)
     return FaceSample(str(image), points, dataset=dataset, subset=subset, sample_id=sample_id)
+
+
+def image_size_of(image: Path) -> tuple[int, int] | None:
+    """The ``(width, height)`` of an annotation's image from its header; None when the header cannot
+    be read, because an undecodable image is refused, under its own name, when it is decoded."""
+    try:
+        return image_size(image)
+    except ImageError:
+        return None

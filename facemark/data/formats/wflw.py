@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facemark.data.formats.guard import reader
 from facemark.data.record import DataError, FaceSample, check_points
 
 WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "make_up", "occlusion", "blur")
@@ -14,6 +15,7 @@ _NUM_POINTS = 98
 _NUM_FIELDS = 2 * _NUM_POINTS + 4 + len(WFLW_ATTRIBUTES) + 1
 
 
+@reader
 def read_wflw_list(path: str | Path, image_root: str | Path) -> list[FaceSample]:
     """Read ``list_98pt_rect_attr_*.txt``: 196 coordinates, box x0 y0 x1 y1, 6 flags, image name.
 
@@ -41,8 +43,8 @@ def read_wflw_list(path: str | Path, image_root: str | Path) -> list[FaceSample]
                 raise DataError(path, f"non-numeric value {field!r}", lineno) from None
         points = check_points(np.reshape(values[:196], (_NUM_POINTS, 2)), path, _NUM_POINTS, lineno)
         box = tuple(values[196:200])
-        if not np.isfinite(box).all():
-            raise DataError(path, "box contains NaN or infinite values", lineno)
+        if not (np.abs(box) <= np.finfo(np.float32).max).all():  # False for NaN too
+            raise DataError(path, "box contains NaN, infinite or out-of-range values", lineno)
         flags = values[200:206]
         if any(v not in (0.0, 1.0) for v in flags):
             raise DataError(path, f"attribute flags must be 0 or 1, got {fields[200:206]}", lineno)

@@ -1,4 +1,9 @@
-"""Fitting and storing the detector -> landmark-box calibrations (used by the bench scripts).
+"""Shared by the bench scripts: fitting and storing detector -> landmark-box calibrations, detection runs.
+
+Not part of the package (nothing in ``facemark`` fits a calibration; it only reads
+``facemark/detectors/calibration.json``). Bench scripts that import this module are run from the
+repository root as modules, ``python -m bench.fit_detector_calibration``, so ``bench`` is a package
+and no script edits ``sys.path``.
 
 The fit is robust: with ``cx, cy, w, h`` the detector box and ``lcx, lcy, lw, lh`` the true
 landmark box of the matched face, ``a = median((lcx - cx) / w)``, ``b = median((lcy - cy) / h)``,
@@ -12,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facemark.detectors.base import CALIBRATION_FILE, Box, Calibration, Detection, iou
+from facemark.detectors.base import CALIBRATION_FILE, Calibration, Detection
 from facemark.files import write_atomic
-from facemark.geometry import CropRule, crop_box_from_box
+from facemark.geometry import Box, CropRule, crop_box_from_box, iou
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "300w-lite"
 
 #: The face box of the benchmarks: the crop recipe's box around the landmark box, unclipped.
 FACE_BOX_RULE = CropRule(clip=False)
@@ -23,20 +30,6 @@ FACE_BOX_RULE = CropRule(clip=False)
 def face_box(landmark_box: Box) -> Box:
     """The landmark box grown to a face box by the crop recipe (not clipped to the image)."""
     return crop_box_from_box(landmark_box, None, FACE_BOX_RULE)
-
-
-def best_match(detections: list[Detection], target: Box, boxes=None) -> tuple[int | None, float]:
-    """Index and IoU of the detection that overlaps ``target`` most (``None, 0`` when none do).
-
-    ``boxes`` (same length as ``detections``) overrides the boxes compared, e.g. calibrated ones.
-    """
-    boxes = [d.box for d in detections] if boxes is None else boxes
-    best, best_iou = None, 0.0
-    for i, box in enumerate(boxes):
-        value = iou(box, target)
-        if value > best_iou:
-            best, best_iou = i, value
-    return best, best_iou
 
 
 def _cxcywh(boxes) -> np.ndarray:
@@ -83,18 +76,6 @@ def write_calibrations(entries: dict[str, dict], path: str | Path = CALIBRATION_
     return data
 
 
-def load_split(root: str | Path, split: str):
-    """The fixed ``"train"`` or ``"val"`` split of the annotated faces under ``root``."""
-    from facemark.data.formats import read_dataset
-    from facemark.data.prepare import split_samples
-
-    samples, _ = read_dataset(root, skip_bad=True)
-    train, val = split_samples(samples)
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    return train if split == "train" else val
-
-
 def evenly_spaced(items: list, limit: int | None) -> list:
     """At most ``limit`` items spread evenly over ``items`` (all of them when ``limit`` is None)."""
     if not limit or limit >= len(items):
@@ -113,7 +94,7 @@ def run_detections(detector, samples, cache: str | Path | None = None, progress:
     import sys
     import time
 
-    import cv2
+    from facemark.files import read_image
 
     done: dict[str, dict] = {}
     if cache is not None and Path(cache).is_file():
@@ -124,9 +105,7 @@ def run_detections(detector, samples, cache: str | Path | None = None, progress:
         if sample.sample_id in done:
             out[sample.sample_id] = done[sample.sample_id]
             continue
-        image = cv2.imread(sample.image_path, cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"cannot read image {sample.image_path}")
+        image = read_image(sample.image_path)
         start = time.perf_counter()
         found = detector.detect(image)
         ms = (time.perf_counter() - start) * 1000
@@ -147,3 +126,12 @@ def detections_of(entry: dict) -> list[Detection]:
     """The :class:`Detection` list of one :func:`run_detections` entry."""
     return [Detection(tuple(float(v) for v in d[:4]), float(d[4])) for d in entry["detections"]]
 
+
+
+def cache_file(cache_dir: Path | None, split: str, key: str, kwargs: dict) -> Path | None:
+    """Where :func:`run_detections` caches the raw detections of one detector setting on one split."""
+    if cache_dir is None:
+        return None
+    tag = "_".join(f"{k}-{v}" for k, v in sorted(kwargs.items()))
+    safe = key.replace(":", "-")
+    return cache_dir / f"{split}_{safe}{'_' + tag if tag else ''}.json"

@@ -1,0 +1,43 @@
+"""Checkpoints: crafted or foreign files are one-line errors naming the file and the field."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from facemark.checkpoint import CheckpointError, load_checkpoint
+from facemark.cli import main
+
+
+def _crafted(tiny_checkpoint, tmp_path, edit) -> str:
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    edit(state)
+    path = tmp_path / "crafted.pt"
+    torch.save(state, path)
+    return str(path)
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (lambda s: s.pop("model_args"), "checkpoint field 'model_args' is missing"),
+    (lambda s: s.update(model_args="68 points"), "checkpoint field 'model_args' is a str, expected a dict"),
+    (lambda s: s["model_args"].pop("input_size"), "checkpoint field 'model_args.input_size' is missing"),
+    (lambda s: s["model_args"].update(num_points="many"), "model_args.num_points = 'many': Input should be a valid integer"),
+    (lambda s: s.pop("crop"), "checkpoint field 'crop' is missing"),
+    (lambda s: s["crop"].update(top="high"), "crop.top = 'high': Input should be a valid number"),
+    (lambda s: s.update(model_name="nope"), "checkpoint field 'model_name' = 'nope' is not a known model"),
+    (lambda s: s["model_args"].update(num_points=5), "checkpoint field 'model' does not fit seed_senet"),
+])
+def test_crafted_checkpoints_name_file_and_field(tiny_checkpoint, tmp_path, capsys, edit, words):
+    path = _crafted(tiny_checkpoint, tmp_path, edit)
+    with pytest.raises(CheckpointError, match=words) as err:
+        load_checkpoint(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    # the command line: one line on stderr and a non-zero exit, no traceback
+    assert main(["predict", "--sample", "--model", path, "--backend", "torch", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("facemark: error: ") and path in error and "\n" not in error
+
+
+def test_a_good_checkpoint_still_loads(tiny_checkpoint):
+    state = load_checkpoint(tiny_checkpoint)
+    assert state["model_args"] == {"num_points": 68, "input_size": 64} and state["crop"]["clip"] is False

@@ -1,0 +1,96 @@
+"""Atomic writes (the folder flushed too), stale temporaries, and the one image loader."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from facemark.files import (
+    ImageError, atomic_path, decode_image, image_size, jpeg_complete, read_image, remove_stale_temporaries, write_atomic,
+)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (reused only after the pid space wraps around)."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+
+
+def test_atomic_write_flushes_the_file_and_its_folder(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    write_atomic(tmp_path / "a.json", "{}")
+    assert synced == [False, True]  # the file, then the folder that holds the rename
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
+    dead = _dead_pid()
+    stale_file = tmp_path / f".last.tmp-{dead}-139872.pt"  # what kill -9 during save_checkpoint leaves
+    stale_file.write_bytes(bytes(100))
+    stale_store = tmp_path / f".train.tmp-{dead}"
+    (stale_store / "sub").mkdir(parents=True)
+    mine = tmp_path / f".best.tmp-{os.getpid()}-1.pt"  # a write in progress in this process
+    mine.write_bytes(b"x")
+    keep = [tmp_path / "last.pt", tmp_path / ".hidden", tmp_path / f".x.tmp-{dead}-1.pt.bak-notes"]
+    for path in keep:
+        path.write_bytes(b"x")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(removed) == sorted([stale_file, stale_store])
+    assert sorted(tmp_path.iterdir()) == sorted([mine, *keep])
+
+
+def test_an_interrupted_write_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "x.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_jpeg_completeness_check():
+    image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8)
+    for params in ([], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 2]):
+        data = cv2.imencode(".jpg", image, params)[1].tobytes()
+        assert jpeg_complete(data) and jpeg_complete(data + b"trailing bytes")
+        assert not any(jpeg_complete(data[:cut]) for cut in (4, 100, len(data) // 2, len(data) - 2))
+
+
+def test_the_image_loader_refuses_truncated_files(tmp_path):
+    """cv2.imread returns a partly grey image for a JPEG that stops early; read_image refuses it."""
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), np.uint8)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    (tmp_path / "whole.jpg").write_bytes(jpeg)
+    assert read_image(tmp_path / "whole.jpg").shape == (60, 80, 3)
+    assert image_size(tmp_path / "whole.jpg") == (80, 60)
+    for cut in (len(jpeg) // 2, len(jpeg) - 2):
+        (tmp_path / "cut.jpg").write_bytes(jpeg[:cut])
+        with pytest.raises(ImageError, match=r"cut.jpg: not a readable image \(truncated JPEG"):
+            read_image(tmp_path / "cut.jpg")
+    png = cv2.imencode(".png", image)[1].tobytes()
+    with pytest.raises(ImageError, match="upload: not a readable image"):
+        decode_image(png[: len(png) // 2], "upload")
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        read_image(tmp_path / "missing.jpg")
+
+
+def test_image_size_follows_exif_orientation(tmp_path):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: stored 80 wide, shown 40 wide
+    Image.new("RGB", (80, 40)).save(tmp_path / "rotated.jpg", exif=exif)
+    assert image_size(tmp_path / "rotated.jpg") == (40, 80)
+    assert read_image(tmp_path / "rotated.jpg").shape[:2] == (80, 40)
