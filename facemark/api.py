@@ -9,9 +9,9 @@ batched forms, so the crop rule, the model's input and the point convention live
     points = lm.predict(image_bgr, (x0, y0, x1, y1))   # tight landmark-style box -> (68, 2)
     faces = lm.detect(image, boxes=[box], pose=True, aligned=True)   # given boxes, head pose, chips
 
-The Landmarker owns every per-face output (:class:`Face`: points, and pose and the aligned chip
-when asked; :meth:`Face.to_dict` is their one JSON form): ``facemark predict`` only writes files
-and the HTTP service only speaks HTTP. Points are in original-image pixels, 0-based pixel centres (see :mod:`facemark.geometry`).
+The Landmarker owns every per-face output (:class:`Face`: points, point scores and fit quality
+(:mod:`facemark.quality`), and pose and the aligned chip when asked; :meth:`Face.to_dict` is their
+one JSON form): ``facemark predict`` only writes files and the HTTP service only speaks HTTP. Points are in original-image pixels, 0-based pixel centres (see :mod:`facemark.geometry`).
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ import copy
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from facemark.files import load_image
 from facemark.geometry import Box, CropRule, box_from_points, crop_box_from_box, crop_image, crops_to_input, from_crop
-from facemark.schemes import get_scheme
+from facemark.schemes import five_from_68_box, get_scheme
 
 DEFAULT_MODEL_DIR = Path(str(files("facemark") / "assets" / "models"))
+#: models shipped in DEFAULT_MODEL_DIR: "default" (68 points) and "default-5" (5 points, cuhk-5pt order)
+SHIPPED_MODELS = ("default", "default-5")
 ALIGNED_SIZE = 112  # the ArcFace template's size
 
 
@@ -41,12 +43,14 @@ class Face:
     points: np.ndarray  # (K, 2) original-image pixels
     pose: tuple[float, float, float] | None = None  # (yaw, pitch, roll) degrees, detect(pose=True); see facemark.pose
     aligned: np.ndarray | None = None  # (112, 112, 3) BGR ArcFace-aligned chip, detect(aligned=True)
-    track: int | None = None  # track id on video (facemark.track.FaceTracker)
+    track_id: int | None = None  # stable id of the face on video (Landmarker.track, facemark.track)
+    point_scores: np.ndarray | None = None  # (K,) 0..1 per point (facemark.quality); None without a calibration
+    quality: float | None = None  # 0..1, estimated P(NME <= 8 % of the inter-ocular distance); None likewise
 
     def to_dict(self) -> dict:
         """The one JSON form of a face (the CLI's JSON and the HTTP service's answers): box, score,
-        points (2 decimals), and pose (2 decimals) and track when set. The aligned chip is an image:
-        the CLI writes it to a file and the service base64-encodes it."""
+        points (2 decimals), and pose (2 decimals), track_id, quality and point_scores (3 decimals)
+        when set. The aligned chip is an image: the CLI writes it to a file and the service base64-encodes it."""
         out = {
             "box": [float(v) for v in self.box],
             "score": float(self.score),
@@ -54,9 +58,22 @@ class Face:
         }
         if self.pose is not None:
             out["pose"] = {k: round(float(v), 2) for k, v in zip(("yaw", "pitch", "roll"), self.pose)}
-        if self.track is not None:
-            out["track"] = int(self.track)
+        if self.track_id is not None:
+            out["track_id"] = int(self.track_id)
+        if self.quality is not None:
+            out["quality"] = round(float(self.quality), 3)
+        if self.point_scores is not None:
+            out["point_scores"] = np.asarray(self.point_scores, dtype=np.float64).round(3).tolist()
         return out
+
+    @property
+    def track(self) -> int | None:
+        """The former name of :attr:`track_id`."""
+        return self.track_id
+
+    @track.setter
+    def track(self, value: int | None) -> None:
+        self.track_id = value
 
 
 def check_max_faces(max_faces) -> int | None:
@@ -80,6 +97,15 @@ class _TorchRunner:
             inputs = self.torch.from_numpy(crops_to_input(batch)).to(self.device)
             return self.model.predict_points(inputs).float().cpu().numpy()
 
+    def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Points ``(B, K, 2)`` and the raw point features ``(B, K, 2)`` (None for models without them)."""
+        if not hasattr(self.model, "predict_with_features"):
+            return self(batch), None
+        with self.torch.inference_mode():
+            inputs = self.torch.from_numpy(crops_to_input(batch)).to(self.device)
+            points, features = self.model.predict_with_features(inputs)
+            return points.float().cpu().numpy(), features.float().cpu().numpy()
+
 
 class _OnnxRunner:
     def __init__(self, model_bytes_or_path, num_threads: int | None):
@@ -93,7 +119,14 @@ class _OnnxRunner:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         # numpy, not torch, for the input: torch's thread pool would fight onnxruntime's
-        return self.session.run(None, {"image": crops_to_input(batch)})[0]
+        return self.session.run(["points"], {"image": crops_to_input(batch)})[0]
+
+    def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Points and the ``point_features`` output (None for files exported without it)."""
+        if "point_features" not in {o.name for o in self.session.get_outputs()}:
+            return self(batch), None
+        points, features = self.session.run(["points", "point_features"], {"image": crops_to_input(batch)})
+        return points, features
 
 
 def _onnx_available() -> bool:
@@ -107,7 +140,8 @@ def _onnx_available() -> bool:
 class Landmarker:
     """Facial landmarks from images: a model, its crop rule and a face detector.
 
-    ``model``: ``"default"`` (shipped with the package), a checkpoint ``.pt``, an exported
+    ``model``: ``"default"`` (shipped with the package; ``"default-5"``: the shipped 5-point model,
+    whose :meth:`predict` takes the tight box of the five points), a checkpoint ``.pt``, an exported
     ``.onnx`` or a classical model (:mod:`facemark.classical`: dlib ERT ``.dat``, LBF ``.lbf.npz``;
     they ignore ``backend``). ``backend``: ``"onnx"`` or ``"torch"``; by default the file's own (an
     ``.onnx`` runs on ONNX Runtime, a ``.pt`` on torch, ``"default"`` on ONNX Runtime when installed).
@@ -167,8 +201,8 @@ class Landmarker:
     # -- model files
     @staticmethod
     def _resolve(model: str | Path, backend: str) -> Path:
-        if str(model) == "default":
-            candidates = [DEFAULT_MODEL_DIR / f"default.{ext}" for ext in (("onnx", "pt") if backend == "onnx" else ("pt",))]
+        if str(model) in SHIPPED_MODELS:
+            candidates = [DEFAULT_MODEL_DIR / f"{model}.{ext}" for ext in (("onnx", "pt") if backend == "onnx" else ("pt",))]
             for path in candidates:
                 if path.is_file():
                     return path
@@ -209,30 +243,78 @@ class Landmarker:
         All crops go through the model together, ``batch_size`` at a time. ``flip``: flip-test
         averaging for this call (default: the Landmarker's ``flip_test``).
         """
+        scored = self._predict_scored(images, boxes, batch_size, flip)
+        return [[points for points, _ in image_faces] for image_faces in scored]
+
+    def _predict_scored(self, images: Sequence, boxes: Sequence[Sequence[Box]], batch_size: int = 64,
+                        flip: bool | None = None) -> list[list[tuple[np.ndarray, np.ndarray | None]]]:
+        """:meth:`predict_batch`'s points of each face with its raw point features ``(K, 3)``
+        (:mod:`facemark.quality`; None for models without them)."""
         flip = self.flip_test if flip is None else bool(flip)
         images = [load_image(image) for image in images]
         jobs = []  # (image index, crop box)
         for i, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
             height, width = image.shape[:2]
             jobs += [(i, self.crop_box((width, height), tuple(map(float, box)))) for box in image_boxes]
-        results: list[list[np.ndarray]] = [[] for _ in images]
+        results: list[list[tuple[np.ndarray, np.ndarray | None]]] = [[] for _ in images]
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
             crops = np.stack([crop_image(images[i], crop_box, self.input_size) for i, crop_box in chunk])  # (B, S, S, 3)
-            for (i, crop_box), normalised in zip(chunk, self._normalised_points(crops, flip)):
-                results[i].append(from_crop(normalised, crop_box))
+            normalised, features = self._scored_points(crops, flip)
+            for j, (i, crop_box) in enumerate(chunk):
+                results[i].append((from_crop(normalised[j], crop_box), None if features is None else features[j]))
         return results
 
     def _normalised_points(self, crops: np.ndarray, flip: bool) -> np.ndarray:
         """Model output ``(B, K, 2)`` for uint8 BGR crops, averaged with the mirrored crops' if asked."""
+        return self._scored_points(crops, flip)[0]
+
+    def _scored_points(self, crops: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`_normalised_points` and the raw point features ``(B, K, 3)`` of :mod:`facemark.quality`
+        (peak, neighbour spread, flip spread: NaN without flip test), None for models without them."""
+        from facemark.quality import raw_point_features
+
+        run = getattr(self._run, "run_with_features", None) or (lambda batch: (self._run(batch), None))
         if not flip:
-            return self._run(crops)
-        both = self._run(np.concatenate([crops, crops[:, :, ::-1]]))
-        return (both[: len(crops)] + self.scheme.flip_normalised(both[len(crops) :])) / 2
+            points, features = run(crops)
+            nan = np.full(points.shape[:2], np.nan)
+            return points, None if features is None else raw_point_features(features, nan)
+        both, features = run(np.concatenate([crops, crops[:, :, ::-1]]))
+        n = len(crops)
+        mirrored = self.scheme.flip_normalised(both[n:])
+        points = (both[:n] + mirrored) / 2
+        if features is None:
+            return points, None
+        spread = np.linalg.norm(both[:n].astype(np.float64) - mirrored, axis=-1)  # (B, K) normal vs mirrored
+        features = (features[:n] + features[n:][:, list(self.scheme.flip_perm)]) / 2  # the mirrored crop's, re-indexed
+        return points, raw_point_features(features, spread)
 
     def predict(self, image, box: Box) -> np.ndarray:
         """``(K, 2)`` points for the face in the tight landmark-style ``box = (x0, y0, x1, y1)``."""
         return self.predict_batch([image], [[box]])[0][0]
+
+    def predict_face(self, image, box: Box, score: float = 1.0) -> Face:
+        """:meth:`predict` as a :class:`Face` with ``point_scores`` and ``quality`` (None when the model
+        has no calibration); ``score`` is the detector score of ``box`` (1 for a given box)."""
+        (points, features), = self._predict_scored([image], [[box]])[0]
+        face = Face(tuple(float(v) for v in box), float(score), points)
+        self._score_face(face, features)
+        return face
+
+    @property
+    def quality_calibration(self):
+        """The model's :class:`facemark.quality.QualityCalibration`, None when its file has none."""
+        from facemark.quality import QualityCalibration
+
+        return QualityCalibration.from_dict(self.spec.quality if self.spec is not None else None)
+
+    def _score_face(self, face: Face, features: np.ndarray | None) -> None:
+        """Fill ``face.point_scores`` and ``face.quality`` from its raw point features ``(K, 3)``."""
+        calibration = self.quality_calibration
+        if features is None or calibration is None:
+            return
+        face.point_scores = calibration.point_scores(features[None])[0].astype(np.float32)
+        face.quality = float(calibration.quality(features[None], [face.score])[0])
 
     def detect_batch(self, images: Sequence, max_faces: int | None = None, boxes: Sequence | None = None,
                      pose: bool = False, aligned: bool = False) -> list[list[Face]]:
@@ -249,15 +331,21 @@ class Landmarker:
                 raise ValueError(f"got boxes for {len(detectors)} images and {len(images)} images")
         detections = [detector.detect(image)[:max_faces] for detector, image in zip(detectors, images)]
         landmark_boxes = [[detector.landmark_box(d.box) for d in found] for detector, found in zip(detectors, detections)]
+        if self.spec is not None and self.spec.scheme == "5":  # calibrations and given boxes are 68-point boxes:
+            # the five points' box from them (facemark.schemes.FIVE_FROM_68_BOX)
+            landmark_boxes = [[five_from_68_box(box) for box in image_boxes] for image_boxes in landmark_boxes]
         refine = self.refine and boxes is None
-        points = self.predict_batch(images, landmark_boxes, flip=self.flip_test and not refine)
+        scored = self._predict_scored(images, landmark_boxes, flip=self.flip_test and not refine)
         if refine:  # given boxes are landmark boxes already: no detector convention to undo
-            landmark_boxes = [[box_from_points(p) for p in image_points] for image_points in points]
-            points = self.predict_batch(images, landmark_boxes)
+            landmark_boxes = [[box_from_points(p) for p, _ in image_points] for image_points in scored]
+            scored = self._predict_scored(images, landmark_boxes)
         faces = [
-            [Face(tuple(float(v) for v in d.box), float(d.score), p) for d, p in zip(found, image_points)]
-            for found, image_points in zip(detections, points)
+            [Face(tuple(float(v) for v in d.box), float(d.score), p) for d, (p, _) in zip(found, image_points)]
+            for found, image_points in zip(detections, scored)
         ]
+        for image_faces, image_points in zip(faces, scored):
+            for face, (_, features) in zip(image_faces, image_points):
+                self._score_face(face, features)
         for image, image_faces in zip(images, faces):
             self._add_outputs(image, image_faces, pose, aligned)
         return faces
@@ -272,6 +360,21 @@ class Landmarker:
         with its 112 x 112 ArcFace-aligned chip (:mod:`facemark.align`).
         """
         return self.detect_batch([image], max_faces, None if boxes is None else [boxes], pose, aligned)[0]
+
+    def track(self, frames: Iterable, every: int = 10, smoothing=True, fps: float = 30.0,
+              max_faces: int | None = None, pose: bool = False, aligned: bool = False) -> Iterator[list[Face]]:
+        """Faces of each video frame, with a stable :attr:`Face.track_id`: yields one list per frame.
+
+        ``frames``: any iterable of BGR images (a video reader, a webcam, a list). The detector runs
+        on the first frame, then every ``every`` frames, or at once when a track is lost (its points
+        leave the frame, or its ``quality`` is low); in between each face's crop comes from its
+        points in the previous frame, and new faces are picked up at the next detector frame.
+        ``smoothing``: One-Euro smoothing of the points (``True``: :class:`facemark.track.Smoothing`
+        defaults, a ``Smoothing``, or ``False``); ``fps`` sets the filter's clock. See :mod:`facemark.track`.
+        """
+        from facemark.track import VideoTracker
+
+        return VideoTracker(self, every, smoothing, fps, max_faces, pose, aligned).run(frames)
 
     def _add_outputs(self, image: np.ndarray, faces: list[Face], pose: bool, aligned: bool) -> None:
         if pose:

@@ -21,6 +21,20 @@ def _data_prepare(args) -> int:
     return 0
 
 
+def _data_convert(args) -> int:
+    from facemark.data.store import convert_stores
+    from facemark.schemes import CONVERSIONS
+
+    sources = [Path(p) for p in args.sources]
+    # prepared folders (train/ and val/ stores) convert split by split; store folders into one store
+    splits = ["train", "val"] if all((p / "train" / "index.json").is_file() for p in sources) else [None]
+    for split in splits:
+        out = convert_stores([p / split if split else p for p in sources], Path(args.out) / split if split else args.out,
+                             CONVERSIONS[args.to] if args.to else None, size=args.size)
+        print(f"wrote {out}")
+    return 0
+
+
 def _data_preview(args) -> int:
     from facemark.data.preview import preview_store
 
@@ -55,7 +69,7 @@ def _train(args) -> int:
 
     summary = train(load_config(args.config, args.set), resume=args.resume, max_steps=args.max_steps)
     print(f"stopped at step {summary['step']}; best validation NME {100 * summary['best_nme']:.3f} % "
-          f"(inter-ocular, ground-truth landmark box); checkpoints in {summary['out']}")
+          f"(inter-ocular; eye-centre distance for 5 points; ground-truth landmark box); checkpoints in {summary['out']}")
     return 0
 
 
@@ -83,7 +97,7 @@ def _predict(args) -> int:
         landmarker = Landmarker(args.model, backend=args.backend, detector=args.detector)
         result = predict_paths(paths, landmarker, args.out, json_path=args.json, boxes=args.boxes,
                                draw_box=args.draw_box, draw_indices=args.indices, align=args.align, pose=args.pose,
-                               smooth=args.smooth, max_faces=args.max_faces)
+                               smooth=args.smooth, every=args.every, max_faces=args.max_faces)
     except ImportError as err:  # an optional detector dependency: the message names the pip extra
         raise RuntimeError(str(err)) from None
     faces = sum(len(image["faces"]) for image in result["images"]) + sum(video["faces"] for video in result["videos"])
@@ -199,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the train store holds every face, validation ones too (for a final model; its "
                         "validation figures are then not held out)")
     p.set_defaults(func=_data_prepare)
+    from facemark.schemes import CONVERSIONS
+
+    p = command(data, "convert", "convert prepared data to another point scheme and/or merge several into one")
+    p.add_argument("sources", nargs="+", help="prepared folders (each with train/ and val/, converted split by "
+                   "split) or store folders (merged into one store)")
+    p.add_argument("--to", choices=sorted(CONVERSIONS), default=None,
+                   help="target scheme (5pt: eye centres = means of 68-point 36-41 / 42-47, nose tip 30, mouth "
+                        "corners 48 and 54) (default: none, keep the points and only merge)")
+    p.add_argument("--out", required=True, help="output folder (default: none; required)")
+    p.add_argument("--size", type=int, default=None, help="stored region size (default: the first source's)")
+    p.set_defaults(func=_data_convert)
     p = command(data, "preview", "draw a grid of random samples with their points")
     p.add_argument("store", help="a store folder (e.g. data/300w-lite/train)")
     p.add_argument("--out", default="preview.png", help="image file to write")
@@ -246,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pose", action="store_true", help="estimate head pose (yaw, pitch, roll)")
     p.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
                    help="One-Euro smoothing of video landmarks")
+    p.add_argument("--every", type=_at_least_one, default=10,
+                   help="video: run the face detector every N frames (and when a face is lost); in between each "
+                        "face is followed from its points in the previous frame; 1: detect on every frame (default: 10)")
     p.add_argument("--max-faces", type=_at_least_one, default=None, help="at most this many faces per image "
                    "(default: all)")
     p.add_argument("--skip-bad", action="store_true",

@@ -130,7 +130,12 @@ def _detect_and_match(predictor, detector, image: np.ndarray, truth: Box, cache:
     if key not in cache:  # several annotated faces may share one image: detect once
         own = hasattr(predictor, "detect")
         found = predictor.detect(image) if own else detector.detect(image)
-        cache[key] = [(detector.landmark_box(f.box), getattr(f, "points", None)) for f in found]
+        boxes = [detector.landmark_box(f.box) for f in found]
+        if own and getattr(getattr(predictor, "spec", None), "scheme", None) == "5":
+            # a 5-point model: match on the box of its predicted points (the calibrated 68-point box
+            # mapped to the five points', facemark.schemes.five_from_68_box, is too rough for IoU >= 0.5)
+            boxes = [box_from_points(f.points) for f in found]
+        cache[key] = [(box, getattr(f, "points", None)) for box, f in zip(boxes, found)]
     candidates = cache[key]
     i, overlap = best_match([c[0] for c in candidates], truth)
     if i is None or overlap < MATCH_IOU:

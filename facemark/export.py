@@ -1,7 +1,8 @@
 """ONNX export (the recipe's "freeze"): an inference graph without training-only parts.
 
 The exported graph takes ``(B, 3, S, S)`` RGB floats in ``0..1`` (dynamic batch) and returns
-``(B, K, 2)`` normalised crop coordinates: eval mode (dropout off), batch norm folded into the
+``(B, K, 2)`` normalised crop coordinates (``points``; PIPNet models add ``point_features``
+``(B, K, 2)``, the raw confidence features of :mod:`facemark.quality`): eval mode (dropout off), batch norm folded into the
 convolutions, decoding included. The checkpoint's model spec (:mod:`facemark.spec`) and provenance
 are stored in the file's metadata under the key ``facemark``, the same dict the API reads from the
 ``.pt``.
@@ -48,30 +49,47 @@ class PointsOnly(nn.Module):
         return self.model.predict_points(x)
 
 
-SPEC_KEYS = ("model_name", "model_args", "num_points", "input_size", "crop", "scheme", "mean", "std")
+class PointsAndFeatures(PointsOnly):
+    """``forward = model.predict_with_features``: points and the raw per-point confidence features
+    (:mod:`facemark.quality`) of models that have them (PIPNet), as the outputs ``points`` and ``point_features``."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.predict_with_features(x)
+
+
+SPEC_KEYS = ("model_name", "model_args", "num_points", "input_size", "crop", "scheme", "mean", "std", "quality")
 INFERENCE_KEYS = ("model", *SPEC_KEYS, "step", "best_nme", "config", "facemark_version")
 
 
-def export_inference_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
-    """Copy of ``checkpoint`` without optimizer, scheduler and history: what inference needs."""
+def export_inference_checkpoint(checkpoint: str | Path, out: str | Path, quality: dict | None = None) -> Path:
+    """Copy of ``checkpoint`` without optimizer, scheduler and history: what inference needs.
+    ``quality``: a :mod:`facemark.quality` calibration to store in its spec (``python -m bench.fit_quality``)."""
     state = load_checkpoint(checkpoint)
+    if quality is not None:
+        state["quality"] = quality
     state.update(model_spec(state).to_dict())  # a checkpoint written before the spec gets it whole
     save_checkpoint({k: state[k] for k in INFERENCE_KEYS if k in state}, out)
     return Path(out)
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Path:
-    """Export ``checkpoint`` to ``out`` (written atomically) and return the path."""
+def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, quality: dict | None = None) -> Path:
+    """Export ``checkpoint`` to ``out`` (written atomically) and return the path; ``quality`` as in
+    :func:`export_inference_checkpoint`."""
     import onnx
 
     state = load_checkpoint(checkpoint)
+    if quality is not None:
+        state["quality"] = quality
     model, _ = model_from_checkpoint(state)
-    wrapper = PointsOnly(fold_batch_norm(model)).eval()
+    features = hasattr(model, "predict_with_features")
+    wrapper = (PointsAndFeatures if features else PointsOnly)(fold_batch_norm(model)).eval()
+    outputs = ["points", "point_features"] if features else ["points"]
     size = int(state["model_args"]["input_size"])
     with atomic_path(out) as tmp:
         torch.onnx.export(
-            wrapper, (torch.rand(1, 3, size, size),), str(tmp), input_names=["image"], output_names=["points"],
-            dynamic_axes={"image": {0: "batch"}, "points": {0: "batch"}}, opset_version=opset, dynamo=False,
+            wrapper, (torch.rand(1, 3, size, size),), str(tmp), input_names=["image"], output_names=outputs,
+            dynamic_axes={"image": {0: "batch"}, **{name: {0: "batch"} for name in outputs}}, opset_version=opset,
+            dynamo=False,
         )
         graph = onnx.load(str(tmp))
         meta = model_metadata(state)  # the checkpoint's spec and provenance, as the API reads them from the .pt

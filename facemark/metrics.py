@@ -21,6 +21,11 @@ Conventions:
 
 * a visibility mask ``(B, K)`` (True = visible) restricts the mean to visible points, the COFW
   convention; the normaliser still uses all ground-truth points;
+* NMF (normalised mean flicker, LDEQ, Micaelli et al., CVPR 2023) of one face over a clip of ``T``
+  frames: for each pair of consecutive frames, the change of the prediction minus the true motion,
+  ``(pred[t] - pred[t-1]) - (gt[t] - gt[t-1])`` per point, divided by the normaliser of ``gt[t]``;
+  NMF is the root mean square of those over points and frame pairs, a fraction like NME. A fixed
+  bias scores 0 (it does not move); a prediction that jumps by ``a`` px and back scores ``a / d``;
 * CED at threshold ``t`` is the fraction of faces with error ``<= t``; the failure rate at ``t``
   is the fraction with error ``> t`` (so the two add up to one);
 * AUC follows 300-W: the area under the CED from 0 to ``max_error`` divided by ``max_error``,
@@ -62,6 +67,8 @@ def describe(kind: str, scheme: PointScheme | None = None, box: str | None = Non
     if scheme is not None and kind == "inter_ocular":
         a, b = scheme.outer_eye_corners
         text = f"NME normalised by inter-ocular distance (outer eye corners {a}, {b})"
+        if scheme.name == "5":  # its "eye corners" are the eye centres: say so
+            text = f"NME normalised by the eye-centre distance (points {a}, {b})"
     elif scheme is not None and kind == "inter_pupil":
         text = (
             "NME normalised by inter-pupil distance (means of points "
@@ -145,6 +152,17 @@ def nme(
             raise ValueError(f"face(s) {np.flatnonzero(counts == 0)[:10].tolist()} have no visible point")
         mean = np.where(visible, errors, 0.0).sum(axis=1) / counts
     return mean / norm
+
+
+def nmf(pred: np.ndarray, gt: np.ndarray, kind: str = "inter_ocular", scheme: PointScheme | None = None) -> float:
+    """Normalised mean flicker of one face's ``(T, K, 2)`` points over ``T >= 2`` frames, a fraction
+    (see the module): how much the prediction moves from frame to frame beyond the true motion."""
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if pred.shape != gt.shape or pred.ndim != 3 or len(pred) < 2:
+        raise ValueError(f"nmf needs (T >= 2, K, 2) pred and gt of one shape, got {pred.shape} and {gt.shape}")
+    error = pred - gt  # (T, K, 2)
+    jump = np.linalg.norm(np.diff(error, axis=0), axis=-1)  # (T - 1, K) px
+    return float(np.sqrt(np.mean((jump / normaliser(gt[1:], kind, scheme)[:, None]) ** 2)))
 
 
 def _errors(errors: np.ndarray) -> np.ndarray:

@@ -155,18 +155,28 @@ def _fixed(xy) -> tuple[int, int]:
     return int(round(xy[0] * _SCALE)), int(round(xy[1] * _SCALE))
 
 
+LOW_SCORE = 0.5  # a point scored below this is drawn as a low-confidence point (red ring)
+LOW_COLOR = (0, 0, 255)
+
+
 def draw_points(
     image_bgr: np.ndarray,
     points: np.ndarray,
     color: tuple[int, int, int] = (0, 255, 0),
     radius: float = 2,
     indices: bool = False,
+    scores: np.ndarray | None = None,
 ) -> np.ndarray:
     """Anti-aliased filled circles at ``(K, 2)`` points (NaN points skipped), optionally labelled
-    with their 0-based index."""
+    with their 0-based index. ``scores`` (``(K,)``, :attr:`facemark.Face.point_scores`): points
+    scored below :data:`LOW_SCORE` are drawn as red rings instead."""
     out = _bgr(image_bgr)
+    low = np.zeros(len(np.asarray(points).reshape(-1, 2)), bool) if scores is None else np.asarray(scores) < LOW_SCORE
     for i, p in enumerate(np.asarray(points, dtype=np.float64).reshape(-1, 2)):
         if not np.all(np.isfinite(p)):
+            continue
+        if low[i]:
+            cv2.circle(out, _fixed(p), max(1, int(round(radius * 1.5 * _SCALE))), LOW_COLOR, 1, cv2.LINE_AA, _SHIFT)
             continue
         cv2.circle(out, _fixed(p), max(1, int(round(radius * _SCALE))), color, -1, cv2.LINE_AA, _SHIFT)
         if indices:

@@ -15,8 +15,8 @@ processed (a truncated image included) is reported on stderr and listed under ``
 never stops the run, and the command line exits non-zero for it unless ``--skip-bad`` is given.
 
 This module is file input and output only: the faces (points, pose, aligned chips) come from
-:meth:`Landmarker.detect`, their JSON from :meth:`Face.to_dict`, and video tracking and smoothing
-from :mod:`facemark.track`.
+:meth:`Landmarker.detect` (images) and :meth:`Landmarker.track` (videos: the detector every few
+frames, ids and smoothing, :mod:`facemark.track`), their JSON from :meth:`Face.to_dict`.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class _Predictor:
             radius = max(0.5, min(largest, math.sqrt(max(x1 - x0, 1.0) * max(y1 - y0, 1.0)) / 40))
             if self.draw_box:
                 out = _draw_box(out, face.box, thickness=max(1, round(radius / 2)))
-            out = draw_points(out, face.points, radius=radius, indices=self.draw_indices)
+            out = draw_points(out, face.points, radius=radius, indices=self.draw_indices, scores=face.point_scores)
             if face.pose is not None:
                 text = "yaw {:.0f} pitch {:.0f} roll {:.0f}".format(*face.pose)
                 org = (int(face.box[0]), max(12, int(face.box[1]) - 4))
@@ -151,8 +151,8 @@ def _reason(err: BaseException) -> str:
 # --------------------------------------------------------------------------- video
 
 
-def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothing | None, aligned_stem: Path | None,
-                   progress: bool) -> dict:
+def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothing | None, every: int,
+                   aligned_stem: Path | None, progress: bool) -> dict:
     from tqdm import tqdm
 
     capture = cv2.VideoCapture(str(path))
@@ -166,7 +166,19 @@ def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothi
         if not ok:
             raise ValueError(f"{path}: no video frame could be decoded")
         height, width = frame.shape[:2]
-        tracker = FaceTracker(smooth) if smooth else None
+
+        def read():  # the frames, the first one already read; `frame` stays the last one yielded
+            nonlocal ok, frame
+            while ok:
+                yield frame
+                ok, frame = capture.read()
+
+        if predictor.boxes is None:  # the detector now and then, crops from the points in between
+            found = predictor.lm.track(read(), every, smoothing=smooth or False, fps=fps,
+                                       max_faces=predictor.max_faces, pose=predictor.pose, aligned=predictor.align)
+        else:  # given boxes: the model on them in every frame, ids and smoothing from the FaceTracker
+            tracker = FaceTracker(smooth or Smoothing(), smooth=bool(smooth))
+            found = (tracker.update(predictor.faces(image, path), index / fps) for index, image in enumerate(read()))
         frames = []
         # the temporary file keeps the .mp4 suffix: VideoWriter picks the container by it
         with atomic_path(out) as tmp, tqdm(total=total, desc=path.name, unit="frame", leave=False,
@@ -175,18 +187,12 @@ def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothi
             if not writer.isOpened():
                 raise RuntimeError(f"OpenCV cannot write an mp4v video to {tmp}")
             try:
-                index = 0
-                while ok:
-                    faces = predictor.faces(frame, path)
-                    if tracker is not None:
-                        faces = tracker.update(faces, index / fps)
+                for index, faces in enumerate(found):  # `frame` is still the frame these faces are on
                     stem = aligned_stem.with_name(f"{aligned_stem.name}_frame{index:06d}") if aligned_stem else None
                     writer.write(predictor.draw(frame, faces))
                     frames.append({"frame": index, "time": round(index / fps, 4),
                                    "faces": predictor.face_dicts(faces, stem)})
                     bar.update()
-                    ok, frame = capture.read()
-                    index += 1
             finally:
                 writer.release()
     finally:
@@ -194,7 +200,7 @@ def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothi
     frames_json = out.with_name(f"{out.stem}.frames.json")
     settings = asdict(smooth) if smooth else None
     _write_json(frames_json, {"path": str(path), "size": [width, height], "fps": fps, "smoothing": settings,
-                              "frames": frames})
+                              "detector_every": every if predictor.boxes is None else None, "frames": frames})
     return {"path": str(path), "output": str(out), "frames_json": str(frames_json), "size": [width, height],
             "fps": fps, "frames": len(frames), "faces": sum(len(f["faces"]) for f in frames)}
 
@@ -213,6 +219,7 @@ def predict_paths(
     align: bool = False,
     pose: bool = False,
     smooth: bool | Smoothing = True,
+    every: int = 10,
     max_faces: int | None = None,
     progress: bool = True,
 ) -> dict:
@@ -221,7 +228,8 @@ def predict_paths(
     ``boxes``: a boxes JSON file (``{image file name: [[x0, y0, x1, y1], ...]}``, tight
     landmark-style boxes; format in :mod:`facemark.detectors.given`), a loaded mapping/list or a
     :class:`GivenBoxes`: the model runs on those boxes (:meth:`Landmarker.detect` with ``boxes=``) instead of
-    detecting. ``smooth``: One-Euro smoothing of video points (``True`` = :class:`Smoothing` defaults).
+    detecting. ``smooth``: One-Euro smoothing of video points (``True`` = :class:`Smoothing` defaults);
+    ``every``: on video, the detector runs every ``every`` frames (:meth:`Landmarker.track`).
     Returns what is written to the JSON file (``out_dir/predictions.json`` by default).
     """
     from tqdm import tqdm
@@ -244,7 +252,7 @@ def predict_paths(
         aligned_stem = (out_dir / "aligned" / rel).with_suffix("") if align else None
         try:
             if path.suffix.lower() in VIDEO_SUFFIXES:
-                videos.append(_predict_video(path, out, predictor, smoothing, aligned_stem, progress))
+                videos.append(_predict_video(path, out, predictor, smoothing, every, aligned_stem, progress))
                 continue
             image = load_image(path)
             faces = predictor.faces(image, path)

@@ -106,8 +106,10 @@ def _scheme_29() -> PointScheme:
 
 
 def _scheme_5() -> PointScheme:
-    # CUHK order: subject-left eye, subject-right eye, nose, left mouth corner, right mouth corner
-    # (image-left first, as the CUHK files list them).
+    # The order of the CUHK lists (facemark.data.formats.cuhk): image-left eye centre, image-right eye
+    # centre, nose tip, image-left mouth corner, image-right mouth corner. Image left is the subject's
+    # right, so point 0 is the "right" eye here as in 300-W, and NME is normalised by the eye-centre
+    # distance (points 0 and 1), not by outer eye corners, which this scheme does not have.
     return PointScheme(
         "5", 5, _perm_from_pairs(5, [(0, 1), (3, 4)]), (0, 1), (0,), (1,),
         {"eyes": (0, 1), "nose": (2,), "mouth": (3, 4)}, nose_tip=2, mouth_corners=(3, 4),
@@ -115,6 +117,38 @@ def _scheme_5() -> PointScheme:
 
 
 SCHEMES: dict[int, PointScheme] = {s.num_points: s for s in (_scheme_68(), _scheme_98(), _scheme_29(), _scheme_5())}
+
+#: The 5-point tight box from a 68-point tight box, as fractions of the 68-point box's width and
+#: height: ``(x0, y0, x1, y1)`` of the five points' box = ``x0_68 + f0 * w68`` ... (medians over the
+#: 1621 300w-lite training faces, ``python -m bench.fit_five_box``). Detector calibrations give the
+#: 68-point box; a 5-point model's ``detect`` maps it with this before cropping.
+FIVE_FROM_68_BOX = (0.2645, 0.1730, 0.7419, 0.6857)
+
+
+def five_from_68_box(box) -> tuple[float, float, float, float]:
+    """The expected tight box of the five points of a face whose 68-point tight box is ``box``."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    f = FIVE_FROM_68_BOX
+    return x0 + f[0] * (x1 - x0), y0 + f[1] * (y1 - y0), x0 + f[2] * (x1 - x0), y0 + f[3] * (y1 - y0)
+
+
+def to_five(points: np.ndarray) -> np.ndarray:
+    """``(..., K, 2)`` points of a 68/98/29-point scheme as ``(..., 5, 2)`` points of the 5-point scheme:
+    eye centre = mean of the eye's points (68: 36-41 and 42-47), nose tip (68: 30), mouth corners
+    (68: 48 and 54). Five points are returned as they are. A missing (NaN) eye point makes its centre NaN."""
+    points = np.asarray(points, dtype=np.float32)
+    scheme = get_scheme(points.shape[-2])
+    if scheme.num_points == 5:
+        return points.copy()
+    if scheme.nose_tip is None or scheme.mouth_corners is None:
+        raise ValueError(f"scheme {scheme.name!r} has no nose tip / mouth corners: no 5-point mapping")
+    right, left = scheme.pupils(points)
+    return np.stack([right, left, points[..., scheme.nose_tip, :], points[..., scheme.mouth_corners[0], :],
+                     points[..., scheme.mouth_corners[1], :]], axis=-2).astype(np.float32)
+
+
+#: ``facemark data convert --to`` targets
+CONVERSIONS = {"5pt": to_five}
 
 
 def get_scheme(num_points: int) -> PointScheme:

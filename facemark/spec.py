@@ -11,6 +11,9 @@ the ``.onnx`` exported from it describe their model identically::
     scheme         the point scheme ("68", "98", "29", "5": facemark.schemes)
     mean, std      input normalisation, RGB in 0..1: the model computes (x - mean) / std itself
                    (inside the ONNX graph too), so callers feed plain RGB / 255
+    quality        optional: the point-score and fit-quality calibration (facemark.quality,
+                   fitted by ``python -m bench.fit_quality``); absent in older files, which then
+                   give ``Face.point_scores = Face.quality = None``
 
 Files written before the spec had ``scheme``, ``mean`` and ``std`` load with the values those
 models used (the point count's scheme, the model's ``mean`` buffer, std 1). Torch-free, so the
@@ -40,6 +43,7 @@ class ModelSpec:
     scheme: str
     mean: tuple[float, float, float] = DEFAULT_MEAN
     std: tuple[float, float, float] = DEFAULT_STD
+    quality: dict | None = field(default=None, hash=False, compare=False)  # facemark.quality calibration
 
     @property
     def num_points(self) -> int:
@@ -57,6 +61,7 @@ class ModelSpec:
             "scheme": self.scheme,
             "mean": [float(v) for v in self.mean],
             "std": [float(v) for v in self.std],
+            **({"quality": self.quality} if self.quality else {}),
         }
 
     @classmethod
@@ -72,6 +77,7 @@ class ModelSpec:
             scheme=str(data.get("scheme", args["num_points"])),
             mean=tuple(float(v) for v in data.get("mean", mean if mean is not None else DEFAULT_MEAN)),
             std=tuple(float(v) for v in data.get("std", DEFAULT_STD)),
+            quality=data.get("quality") or None,
         )
 
 

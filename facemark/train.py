@@ -44,10 +44,11 @@ from facemark.files import remove_stale_temporaries, write_atomic
 from facemark.geometry import from_crop
 from facemark.losses import get_loss
 from facemark.metrics import describe, nme
+from facemark.schemes import get_scheme
 from facemark.models import create_model
 
 
-NME_LABEL = describe("inter_ocular", box="ground-truth landmark box")
+NME_BOX = "ground-truth landmark box"  # the figure printed at each validation names the scheme's normaliser
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:
@@ -215,7 +216,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
                 val_nme = validate(raw_model, val_set)
                 writer.add_scalar("val/nme_inter_ocular", val_nme, step)
                 history.append({"step": step, "val_nme": val_nme})
-                tqdm.write(f"step {step}: validation NME {100 * val_nme:.3f} % ({NME_LABEL})")
+                tqdm.write(f"step {step}: validation NME {100 * val_nme:.3f} % "
+                           f"({describe('inter_ocular', get_scheme(val_set.store.num_points), NME_BOX)})")
                 if val_nme < best_nme:
                     best_nme = val_nme
                     checkpoint("best.pt")

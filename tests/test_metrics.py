@@ -198,3 +198,18 @@ def test_drawings():
     np.testing.assert_array_equal(grid[:64, 48:], drawn)
     with pytest.raises(ValueError):
         plots.make_grid([image, np.zeros((10, 10, 3), np.uint8)], cols=2)
+
+
+def test_nmf_known_answers():
+    gt = np.stack([face68() + (2.0 * t, -1.0 * t) for t in range(5)])  # (5, 68, 2): the face moves 2 px right, 1 up
+    assert metrics.nmf(gt, gt) == 0.0
+    assert metrics.nmf(gt + (3.0, -4.0), gt) == pytest.approx(0.0)  # a fixed bias moves with the face: no flicker
+    still = np.stack([face68()] * 5)
+    assert metrics.nmf(still, gt) == pytest.approx(math.hypot(2, 1) / 80)  # frozen points miss the motion
+    jitter = gt.copy()
+    jitter[1::2, :, 0] += 4.0  # every other frame 4 px right, then back: each change is 4 px
+    assert metrics.nmf(jitter, gt) == pytest.approx(4.0 / 80)  # inter-ocular distance 80
+    jitter[1::2, :34, 0] -= 4.0  # only half the points jitter: root mean square over points
+    assert metrics.nmf(jitter, gt) == pytest.approx(math.sqrt(0.5) * 4.0 / 80)
+    with pytest.raises(ValueError, match="T >= 2"):
+        metrics.nmf(gt[:1], gt[:1])

@@ -68,7 +68,7 @@ def test_video_gives_annotated_video_and_frame_json(tmp_path, tiny_checkpoint, f
     capture.release()
     frames = json.loads((tmp_path / "out" / "clip.frames.json").read_text())["frames"]
     assert [f["frame"] for f in frames] == list(range(5))
-    assert all(len(f["faces"]) == 1 and f["faces"][0]["track"] == 0 for f in frames)
+    assert all(len(f["faces"]) == 1 and f["faces"][0]["track_id"] == 0 for f in frames)
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
 
 

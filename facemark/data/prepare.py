@@ -51,7 +51,8 @@ def prepare(
     """Prepare ``out/train`` and ``out/val`` stores from the annotations under ``root``.
 
     ``format`` and ``images``: see :func:`~facemark.data.formats.read_dataset` (the format is
-    detected when unambiguous); COFW's embedded images are extracted to ``images``, by default
+    detected when unambiguous; ``cuhk-5pt`` keeps the lists' own split: the training list becomes
+    ``train``, the testing list ``val``); COFW's embedded images are extracted to ``images``, by default
     ``out/images``, where the stores and the evaluation find them.
 
     Returns a summary: counts per split, and every skipped file with its reason (also written to
@@ -66,13 +67,18 @@ def prepare(
     samples, skipped = read_dataset(root, skip_bad=skip_bad, format=format, images=images)
     if not samples:
         raise FileNotFoundError(f"{root}: no annotated faces found ({', '.join(FORMATS)})")
-    train, val = split_samples(samples, val_fraction)
+    if format == "cuhk-5pt":  # the CUHK release's own split: new_training.txt -> train, new_testing.txt -> val
+        train = [s for s in samples if s.subset == "train"]
+        val = [s for s in samples if s.subset != "train"]
+    else:
+        train, val = split_samples(samples, val_fraction)
     if train_on_all:
         train = list(samples)
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "root": str(root),
-        "rule": f"validation when sha1('{SPLIT_SEED}:<photo id>') < {val_fraction} of the hash range"
+        "rule": ("the CUHK lists' own split: new_training.txt -> train, new_testing.txt -> val" if format == "cuhk-5pt"
+                 else f"validation when sha1('{SPLIT_SEED}:<photo id>') < {val_fraction} of the hash range")
                 + ("; train holds every face (--train-on-all)" if train_on_all else ""),
         "train": [s.sample_id for s in train],
         "val": [s.sample_id for s in val],

@@ -198,3 +198,56 @@ class Store:
     def region_affine(self, i: int) -> np.ndarray:
         """2x3 matrix mapping original pixel centres of sample ``i`` to store-image pixel centres."""
         return crop_affine(tuple(self.samples[i]["region"]), int(self.index["size"]))
+
+
+def convert_stores(sources: list[str | Path], out_dir: str | Path, convert=None, size: int | None = None,
+                   progress: bool = True) -> Path:
+    """One store at ``out_dir`` holding every sample of the stores ``sources``, in their order.
+
+    ``convert`` maps ``(M, K, 2)`` points to another scheme's (:data:`facemark.schemes.CONVERSIONS`;
+    None keeps them), so ``facemark data convert --to 5pt`` turns 68-point stores into 5-point ones
+    and merges datasets (cuhk-5pt + 300w-lite) into one training store. Regions stay as they were
+    (the crop is cut later from the new points); images are resized to ``size`` (default: the first
+    store's) so stores prepared at different sizes can be merged.
+    """
+    stores = [Store.open(path) for path in sources]
+    size = int(size or stores[0].index["size"])
+    converted = [np.asarray(convert(np.asarray(s.points)) if convert else s.points, dtype=np.float32) for s in stores]
+    if len({p.shape[1] for p in converted}) != 1:
+        raise DataError(out_dir, f"stores {[str(s.path) for s in stores]} have different point counts "
+                                 f"{[p.shape[1] for p in converted]}: convert them to one scheme (--to)")
+    out_dir = Path(out_dir)
+    total = sum(len(s) for s in stores)
+    tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    try:
+        import cv2
+
+        images = np.lib.format.open_memmap(tmp_dir / "images.npy", "w+", np.uint8, (total, size, size, 3))
+        row, entries = 0, []
+        for store in stores:
+            for i in tqdm(range(len(store)), desc=f"converting {store.path}", unit="face", disable=not progress):
+                image = store.images[i]
+                images[row] = image if image.shape[0] == size else cv2.resize(
+                    np.ascontiguousarray(image), (size, size), interpolation=cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR)
+                row += 1
+            entries += [dict(e, visible=None) if convert else dict(e) for e in store.samples]
+        images.flush()
+        del images
+        np.save(tmp_dir / "points.npy", np.concatenate(converted))
+        index = {
+            "version": STORE_VERSION, "num_samples": total, "num_points": int(converted[0].shape[1]), "size": size,
+            "context": stores[0].index.get("context"), "sources": [str(s.path) for s in stores],
+            "checksum": _checksum(tmp_dir / "images.npy", tmp_dir / "points.npy"), "samples": entries,
+        }
+        write_atomic(tmp_dir / "index.json", json.dumps(index))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_dir, out_dir)
+        fsync_directory(out_dir.parent)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return out_dir

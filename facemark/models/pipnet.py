@@ -109,8 +109,16 @@ class PIPNet(LandmarkModel):
 
     def decode(self, raw: dict[str, torch.Tensor]) -> torch.Tensor:
         """Arg-max cell + offsets, merged with the neighbours' estimates -> ``(B, K, 2)``."""
+        return self.decode_with_features(raw)[0]
+
+    def decode_with_features(self, raw: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`decode`'s points and, per point, the raw confidence features ``(B, K, 2)``:
+        the score-map peak (trained towards 1 at the point's cell) and the distance, in normalised
+        crop units, between the point's own estimate and the mean of its reverse neighbours'
+        estimates of it (0 for a point no neighbour predicts). :mod:`facemark.quality` calibrates them."""
         k, nb = self.num_points, self.num_nb
         h, w = raw["score"].shape[-2:]
+        peak = raw["score"].flatten(2).amax(dim=2)  # (B, K) the score-map peak
         idx = raw["score"].flatten(2).argmax(dim=2)  # (B, K) flat cell index (first max on ties)
         col = (idx % w).float()
         row = torch.div(idx, w, rounding_mode="floor").float()
@@ -126,10 +134,20 @@ class PIPNet(LandmarkModel):
         nb_py = ((row[:, :, None] + nby) / h).reshape(-1, k * nb)
 
         # reverse-index averaging: own estimate + every neighbour's estimate of this point
-        count = 1.0 + self.nb_merge.sum(dim=1)  # (K,)
-        x = (own_x + nb_px @ self.nb_merge.t()) / count  # (B, K)
-        y = (own_y + nb_py @ self.nb_merge.t()) / count
-        return torch.stack([x, y], dim=-1)  # (B, K, 2)
+        reverse = self.nb_merge.sum(dim=1)  # (K,) how many neighbours predict each point
+        count = 1.0 + reverse
+        sum_x, sum_y = nb_px @ self.nb_merge.t(), nb_py @ self.nb_merge.t()  # (B, K)
+        x = (own_x + sum_x) / count  # (B, K)
+        y = (own_y + sum_y) / count
+        points = torch.stack([x, y], dim=-1)  # (B, K, 2)
+
+        has_nb = reverse.clamp(max=1.0)  # (K,) 0 where no neighbour predicts the point
+        spread = torch.sqrt((own_x - sum_x / reverse.clamp(min=1.0)) ** 2 + (own_y - sum_y / reverse.clamp(min=1.0)) ** 2)
+        return points, torch.stack([peak, spread * has_nb], dim=-1)  # (B, K, 2), (B, K, 2)
+
+    def predict_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``decode_with_features(forward(x))``: points ``(B, K, 2)`` and point features ``(B, K, 2)``."""
+        return self.decode_with_features(self.forward(x))
 
     @torch.no_grad()
     def targets(self, points: torch.Tensor) -> dict[str, torch.Tensor]:

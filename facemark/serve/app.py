@@ -72,6 +72,10 @@ class FaceOut(BaseModel):
     score: float
     points: list[list[float]] = Field(description="(K, 2) points (x, y) in image pixels")
     pose: Pose | None = Field(None, description="with pose=true; left out when it cannot be estimated")
+    quality: float | None = Field(None, description="0..1, estimated probability that the fit is good (NME <= 8 %); "
+                                  "left out for models without a calibration")
+    point_scores: list[float] | None = Field(None, description="(K,) 0..1 per point: probability that the point is "
+                                             "within 8 % of the inter-ocular distance; left out likewise")
     aligned_png_base64: str | None = Field(None, description=f"{ALIGNED_SIZE}x{ALIGNED_SIZE} aligned crop, PNG, base64")
 
 

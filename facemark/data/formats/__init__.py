@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from facemark.data.formats.cofw import read_cofw_mat
+from facemark.data.formats.cuhk import CUHK_LISTS, read_cuhk_list
 from facemark.data.formats.dlib_xml import read_dlib_xml, write_dlib_xml
 from facemark.data.formats.mat import read_mat_300wlp
 from facemark.data.formats.pts import find_image, read_pts, read_pts_sample, sample_names, write_pts
@@ -14,7 +15,7 @@ from facemark.data.formats.wflw import WFLW_ATTRIBUTES, read_wflw_list
 from facemark.data.record import DataError, FaceSample
 
 __all__ = [
-    "FORMATS", "WFLW_ATTRIBUTES", "detect_format", "find_image", "read_cofw_mat", "read_dataset", "read_dlib_xml", "read_mat_300wlp",
+    "CUHK_LISTS", "FORMATS", "WFLW_ATTRIBUTES", "detect_format", "find_image", "read_cofw_mat", "read_cuhk_list", "read_dataset", "read_dlib_xml", "read_mat_300wlp",
     "read_pts", "read_pts_sample", "read_wflw_list", "write_dlib_xml", "write_pts",
 ]
 
@@ -22,7 +23,7 @@ __all__ = [
 # COFW and dlib XML are one file holding every face.
 _READERS = {".pts": read_pts_sample, ".mat": read_mat_300wlp}
 #: ``--format`` names: one face per file (a folder is walked) or one file for the whole dataset
-FORMATS = ("pts", "mat", "wflw", "cofw", "dlib-xml")
+FORMATS = ("pts", "mat", "wflw", "cofw", "dlib-xml", "cuhk-5pt")
 
 
 def detect_format(root: str | Path) -> str | None:
@@ -57,7 +58,10 @@ def read_dataset(root: str | Path, skip_bad: bool = False, format: str | None = 
     ``pts`` / ``mat``: every ``.pts`` / 300W-LP ``.mat`` annotation under the folder ``root``, each
     with its image beside it; ``wflw``: the list file ``root``, image names relative to ``images``
     (default: the list's folder); ``cofw``: the MATLAB file ``root``, its embedded images extracted
-    to ``images`` (needed); ``dlib-xml``: the XML file ``root``, image paths relative to it.
+    to ``images`` (needed); ``dlib-xml``: the XML file ``root``, image paths relative to it;
+    ``cuhk-5pt``: a CUHK list file, or a folder holding ``new_training.txt`` and ``new_testing.txt``
+    (both read; each sample's ``subset`` is its list's split, ``train`` or ``val``), image names
+    relative to ``images`` (default: the list's folder).
     Samples are sorted by sample id.
 
     With ``skip_bad`` a bad file is listed as ``(path, reason)`` instead of stopping the whole
@@ -73,9 +77,10 @@ def read_dataset(root: str | Path, skip_bad: bool = False, format: str | None = 
     if format not in FORMATS:
         raise DataError(root, "cannot tell the annotation format: pass --format "
                               f"({', '.join(FORMATS)})" if format is None else f"unknown format {format!r} ({', '.join(FORMATS)})")
+    cuhk_folder = format == "cuhk-5pt" and root.is_dir()
     if format in ("pts", "mat") and not root.is_dir():
         raise DataError(root, f"a {format} dataset is a folder of .{format} files")
-    if format not in ("pts", "mat") and not root.is_file():
+    if format not in ("pts", "mat") and not root.is_file() and not cuhk_folder:
         raise DataError(root, f"a {format} dataset is one annotation file")
     found, skipped = [], []
 
@@ -90,6 +95,12 @@ def read_dataset(root: str | Path, skip_bad: bool = False, format: str | None = 
         if images is None:
             raise DataError(root, "COFW images are embedded: give a folder to extract them to (--images)")
         found = [(root, s) for s in read_cofw_mat(root, images)]
+    elif format == "cuhk-5pt":
+        lists = [root / name for name in CUHK_LISTS] if cuhk_folder else [root]
+        for path in lists:
+            if not path.is_file():
+                raise DataError(path, "no such CUHK list (a cuhk-5pt folder holds " + " and ".join(CUHK_LISTS) + ")")
+            found += [(path, s) for s in read_cuhk_list(path, images if images is not None else path.parent)]
     elif format == "dlib-xml":
         found = [(root, s) for s in read_dlib_xml(root)]
     for folder, dirs, files in os.walk(root) if format in ("pts", "mat") else ():

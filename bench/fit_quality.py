@@ -1,0 +1,204 @@
+"""Fit and measure the point-score and fit-quality calibration (:mod:`facemark.quality`).
+
+On the faces of the validation split, with the split-trained twin of the shipped model (same
+architecture, it never saw these faces): the default detector finds each face (matched to the
+truth at IoU >= 0.5), and the model predicts (flip test on) from the calibrated detector box and
+from ``--jitters`` copies of it with each edge moved by up to ``±--jitter`` of the box size, so
+that there are failures to predict. Per prediction: the raw point features, the detector score,
+the NME (inter-ocular) and each point's error.
+
+Figures (out of fold: 5 folds grouped by face, so no face scores itself): the AUROC of
+``1 - quality`` for NME > 8 %, and the Spearman correlation of ``point_scores`` with the per-point
+error; then the calibration is refitted on every prediction and written to
+``bench/results/quality_calibration.json`` and ``bench/results/quality.md``. With
+``--write-default``, the shipped model is re-exported from ``--all-checkpoint`` with the
+calibration in its spec (``default.pt`` and ``default.onnx``), and the script checks that the
+new files give bit-identical points to the old ones::
+
+    python -m bench.fit_quality [--checkpoint runs/pipnet_resnet_128_long/last.pt] [--data data/300w-lite/val]
+        [--jitter 0.2] [--jitters 4] [--write-default [--all-checkpoint runs/pipnet_resnet_128_long_all/last.pt]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facemark import metrics
+from facemark.api import DEFAULT_MODEL_DIR, Landmarker
+from facemark.data.dataset import jitter_box
+from facemark.data.store import read_image
+from facemark.evaluate import MATCH_IOU, load_faces
+from facemark.files import write_atomic
+from facemark.geometry import best_match, box_from_points
+from facemark.quality import GOOD_NME, QualityCalibration, face_design, fit_logistic, point_design
+from facemark.schemes import get_scheme
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def collect(checkpoint: str, data: str, jitter: float, jitters: int, seed: int = 0) -> dict:
+    """Predictions from detector boxes and jittered copies: raw features, scores, errors."""
+    lm = Landmarker(checkpoint, backend="torch")
+    detector = lm.detector
+    scheme = get_scheme(lm.num_points)
+    faces, _, _ = load_faces(data)
+    cache, rows, missed = {}, [], 0
+    for i, face in enumerate(faces):
+        image = read_image(face.image_path)
+        if face.image_path not in cache:
+            cache[face.image_path] = detector.detect(image)
+        found = cache[face.image_path]
+        gt = np.asarray(face.points, dtype=np.float64)
+        j, overlap = best_match([detector.landmark_box(d.box) for d in found], box_from_points(gt))
+        if j is None or overlap < MATCH_IOU:
+            missed += 1
+            continue
+        box = detector.landmark_box(found[j].box)
+        rng = np.random.default_rng([seed, i])
+        boxes = [box] + [jitter_box(rng, box, jitter) for _ in range(jitters)]
+        for k, (points, features) in enumerate(lm._predict_scored([image], [boxes])[0]):
+            norm = metrics.normaliser(gt[None], "inter_ocular", scheme)[0]
+            per_point = metrics.point_errors(points[None].astype(np.float64), gt[None])[0] / norm
+            rows.append((i, k, float(found[j].score), features, per_point))
+    return {
+        "face": np.array([r[0] for r in rows]), "jittered": np.array([r[1] > 0 for r in rows]),
+        "detector_score": np.array([r[2] for r in rows]), "raw": np.stack([r[3] for r in rows]),
+        "point_error": np.stack([r[4] for r in rows]), "faces": len(faces), "missed": missed,
+    }
+
+
+def fit(raw: np.ndarray, detector_score: np.ndarray, point_error: np.ndarray, note: str = "") -> QualityCalibration:
+    nme = point_error.mean(1)
+    point = fit_logistic(point_design(raw).reshape(-1, raw.shape[-1]), point_error.reshape(-1) <= GOOD_NME)
+    face = fit_logistic(face_design(raw, detector_score), nme <= GOOD_NME)
+    return QualityCalibration(point, face, flip_test=True, note=note)
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(positive, scores))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def measure(d: dict, folds: int = 5) -> dict:
+    """Out-of-fold quality and point scores (folds grouped by face) and their figures."""
+    nme = d["point_error"].mean(1)
+    fold = d["face"] % folds
+    quality, scores = np.zeros(len(nme)), np.zeros(d["point_error"].shape)
+    for f in range(folds):
+        train, test = fold != f, fold == f
+        cal = fit(d["raw"][train], d["detector_score"][train], d["point_error"][train])
+        quality[test] = cal.quality(d["raw"][test], d["detector_score"][test])
+        scores[test] = cal.point_scores(d["raw"][test])
+    bad = nme > GOOD_NME
+    design = face_design(d["raw"], d["detector_score"])
+    single = {"detector score": d["detector_score"], "mean score-map peak": design[:, 0],
+              "mean neighbour spread": -design[:, 2], "mean flip spread": -design[:, 4]}
+    bins = np.digitize(quality, [0.5, 0.8, 0.95])
+    return {
+        "predictions": len(nme), "bad": int(bad.sum()), "bad_rate": float(bad.mean()),
+        "auroc": auroc(-quality, bad),
+        "auroc_detector_boxes_only": auroc(-quality[~d["jittered"]], bad[~d["jittered"]]) if bad[~d["jittered"]].any() else None,
+        "auroc_single": {name: auroc(-v, bad) for name, v in single.items()},
+        "brier": float(np.mean((quality - ~bad) ** 2)),
+        "point_spearman": spearman(scores.reshape(-1), d["point_error"].reshape(-1)),
+        "point_auroc": auroc(-scores.reshape(-1), d["point_error"].reshape(-1) > GOOD_NME),
+        "point_bad_rate": float((d["point_error"] > GOOD_NME).mean()),
+        "reliability": [{"bin": label, "n": int((bins == b).sum()),
+                         "mean_quality": float(quality[bins == b].mean()) if (bins == b).any() else None,
+                         "good_rate": float((~bad)[bins == b].mean()) if (bins == b).any() else None}
+                        for b, label in enumerate(["< 0.5", "0.5-0.8", "0.8-0.95", ">= 0.95"])],
+    }
+
+
+def write_default(all_checkpoint: str, calibration: dict) -> dict:
+    """Re-export the shipped model with the calibration; check its points did not change."""
+    from facemark.export import export_inference_checkpoint, export_onnx
+
+    import cv2
+
+    from facemark.data.store import Store
+
+    rng = np.random.default_rng(0)
+    faces = Store.open(ROOT / "data" / "300w-lite" / "val", verify=False).images[:24]  # real faces, and noise
+    crops = np.stack([cv2.resize(np.asarray(f), (128, 128), interpolation=cv2.INTER_AREA) for f in faces]
+                     + list(rng.integers(0, 256, size=(8, 128, 128, 3), dtype=np.uint8)))
+    old = {ext: Landmarker(DEFAULT_MODEL_DIR / f"default.{ext}")._run(crops) for ext in ("onnx", "pt")}
+    with tempfile.TemporaryDirectory() as tmp:
+        pt, onnx = Path(tmp) / "default.pt", Path(tmp) / "default.onnx"
+        export_inference_checkpoint(all_checkpoint, pt, quality=calibration)
+        export_onnx(all_checkpoint, onnx, quality=calibration)
+        new = {ext: Landmarker(path)._run(crops) for ext, path in (("onnx", onnx), ("pt", pt))}
+        same = {ext: bool(np.array_equal(old[ext], new[ext])) for ext in old}
+        if not all(same.values()):
+            raise SystemExit(f"re-exported points differ from the shipped model's: {same}; not written")
+        for path in (pt, onnx):
+            (DEFAULT_MODEL_DIR / path.name).write_bytes(path.read_bytes())
+    return same
+
+
+def report(m: dict, d: dict, args, seconds: float) -> str:
+    r = ["# Per-point confidence and fit quality\n",
+         f"`python -m bench.fit_quality {' '.join(shlex.quote(a) for a in sys.argv[1:])}` ({seconds:.0f} s)\n",
+         f"Model `{args.checkpoint}` (split-trained twin of the shipped model); faces of `{args.data}` "
+         f"({d['faces']} faces, {d['missed']} missed by the detector); per found face, the calibrated detector box "
+         f"and {args.jitters} copies with ±{args.jitter * 100:g} % edge jitter: {m['predictions']} predictions "
+         f"(flip test on), {m['bad']} ({m['bad_rate'] * 100:.1f} %) with NME > {GOOD_NME * 100:g} % (inter-ocular). "
+         f"Figures out of fold (5 folds grouped by face).\n",
+         "| signal | AUROC for NME > 8 % |", "|---|---|",
+         f"| **`quality`** (calibrated) | **{m['auroc']:.3f}** |"]
+    r += [f"| {name} alone | {v:.3f} |" for name, v in m["auroc_single"].items()]
+    if m["auroc_detector_boxes_only"] is not None:
+        r.append(f"| `quality`, unjittered detector boxes only | {m['auroc_detector_boxes_only']:.3f} |")
+    r += ["", f"Brier score of `quality`: {m['brier']:.3f}.", "",
+          "| `quality` | predictions | mean quality | share with NME <= 8 % |", "|---|---|---|---|"]
+    r += [f"| {b['bin']} | {b['n']} | {b['mean_quality']:.2f} | {b['good_rate']:.2f} |" if b["n"] else
+          f"| {b['bin']} | 0 | - | - |" for b in m["reliability"]]
+    r += ["", f"`point_scores` vs per-point error ({m['predictions']} x {d['point_error'].shape[1]} points): "
+          f"Spearman correlation **{m['point_spearman']:.3f}**; AUROC for a point error > 8 % "
+          f"{m['point_auroc']:.3f} ({m['point_bad_rate'] * 100:.1f} % of points)."]
+    return "\n".join(r) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default="runs/pipnet_resnet_128_long/last.pt")
+    parser.add_argument("--data", default="data/300w-lite/val")
+    parser.add_argument("--jitter", type=float, default=0.2)
+    parser.add_argument("--jitters", type=int, default=4)
+    parser.add_argument("--write-default", action="store_true")
+    parser.add_argument("--all-checkpoint", default="runs/pipnet_resnet_128_long_all/last.pt")
+    args = parser.parse_args()
+    start = time.time()
+    d = collect(args.checkpoint, args.data, args.jitter, args.jitters)
+    m = measure(d)
+    note = (f"fitted by bench.fit_quality on {m['predictions']} predictions of {args.checkpoint} on {args.data} "
+            f"(detector boxes, ±{args.jitter * 100:g} % jitter); out-of-fold AUROC {m['auroc']:.3f}")
+    calibration = fit(d["raw"], d["detector_score"], d["point_error"], note).to_dict()
+    write_atomic(RESULTS / "quality_calibration.json", json.dumps(calibration, indent=1) + "\n")
+    text = report(m, d, args, time.time() - start)
+    if args.write_default:
+        same = write_default(args.all_checkpoint, calibration)
+        text += (f"\nWritten into `facemark/assets/models/default.pt` and `default.onnx` (re-exported from "
+                 f"`{args.all_checkpoint}`); points bit-identical to the previous files: {same}.\n")
+    write_atomic(RESULTS / "quality.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
