@@ -157,7 +157,7 @@ class VideoTracker:
 
     ``every``: detector period in frames (1 = detect on every frame); ``smoothing``: ``True``
     (:class:`Smoothing` defaults), a :class:`Smoothing`, or ``False``/``None`` for raw points (ids
-    are kept either way). After :meth:`run`, ``frames`` and ``detector_frames`` count the frames
+    are kept either way). After :meth:`run` (or :meth:`push`, one frame at a time), ``frames`` and ``detector_frames`` count the frames
     seen and those the detector ran on (a frame where a track was lost counts as a detector frame).
     """
 
@@ -172,31 +172,40 @@ class VideoTracker:
         settings = Smoothing() if smoothing is True or not smoothing else smoothing
         self.tracker = FaceTracker(settings, smooth=bool(smoothing))
         self.frames = self.detector_frames = 0
+        self._live: list[tuple[Face, Box, Box]] = []
+        self._since = 0  # frames since the last detector frame
 
     def run(self, frames: Iterable) -> Iterator[list[Face]]:
         """Yields each frame's faces (smoothed when asked, each with its ``track_id``)."""
+        for frame in frames:
+            yield self.push(frame)
+
+    def push(self, frame, t: float | None = None) -> list[Face]:
+        """The faces of the next frame (what :meth:`run` yields for it): the step-wise form, for frames
+        that arrive one at a time (a live camera over HTTP). ``t``: the frame's time in seconds for the
+        smoothing filter (increasing); default ``frames / fps``."""
         lm = self.landmarker
-        live: list[tuple[Face, Box, Box]] = []  # previous frame's raw faces, with their detector box and landmark box then
-        since = 0  # frames since the last detector frame
-        for index, frame in enumerate(frames):
-            frame = load_image(frame)
-            height, width = frame.shape[:2]
-            faces = None
-            if live and since < self.every - 1:
-                # as detect()'s refine pass: place the crop from the previous points (no flip), then
-                # predict again from where the face is now, so motion does not lag by a frame
-                placed = lm.predict_batch([frame], [[box_from_points(face.points) for face, _, _ in live]], flip=False)[0]
-                given = [{"box": box_from_points(p), "score": face.score} for p, (face, _, _) in zip(placed, live)]
-                # in `live`'s order: detect() returns faces by score, given boxes keep theirs, the sort is stable
-                found = lm.detect(frame, boxes=given, pose=self.pose, aligned=self.aligned)
-                if not any(track_lost(face, (width, height)) for face in found):
-                    faces = [replace(face, box=_follow_box(det_box, det_lbox, box_from_points(face.points)))
-                             for face, (_, det_box, det_lbox) in zip(found, live)]
-                    live = [(face, det_box, det_lbox) for face, (_, det_box, det_lbox) in zip(faces, live)]
-                    since += 1
-            if faces is None:  # first frame, every `every` frames, a lost track
-                faces = lm.detect(frame, self.max_faces, pose=self.pose, aligned=self.aligned)
-                live = [(face, face.box, box_from_points(face.points)) for face in faces]
-                since, self.detector_frames = 0, self.detector_frames + 1
-            self.frames += 1
-            yield self.tracker.update(faces, index / self.fps)
+        if t is None:
+            t = self.frames / self.fps
+        frame = load_image(frame)
+        height, width = frame.shape[:2]
+        live = self._live  # previous frame's raw faces, with their detector box and landmark box then
+        faces = None
+        if live and self._since < self.every - 1:
+            # as detect()'s refine pass: place the crop from the previous points (no flip), then
+            # predict again from where the face is now, so motion does not lag by a frame
+            placed = lm.predict_batch([frame], [[box_from_points(face.points) for face, _, _ in live]], flip=False)[0]
+            given = [{"box": box_from_points(p), "score": face.score} for p, (face, _, _) in zip(placed, live)]
+            # in `live`'s order: detect() returns faces by score, given boxes keep theirs, the sort is stable
+            found = lm.detect(frame, boxes=given, pose=self.pose, aligned=self.aligned)
+            if not any(track_lost(face, (width, height)) for face in found):
+                faces = [replace(face, box=_follow_box(det_box, det_lbox, box_from_points(face.points)))
+                         for face, (_, det_box, det_lbox) in zip(found, live)]
+                self._live = [(face, det_box, det_lbox) for face, (_, det_box, det_lbox) in zip(faces, live)]
+                self._since += 1
+        if faces is None:  # first frame, every `every` frames, a lost track
+            faces = lm.detect(frame, self.max_faces, pose=self.pose, aligned=self.aligned)
+            self._live = [(face, face.box, box_from_points(face.points)) for face in faces]
+            self._since, self.detector_frames = 0, self.detector_frames + 1
+        self.frames += 1
+        return self.tracker.update(faces, t)

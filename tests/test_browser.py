@@ -104,3 +104,60 @@ def test_page_draws_the_points_of_an_uploaded_photo(server_url, photo, tmp_path)
             assert not errors, errors
         finally:
             browser.close()
+
+
+def write_y4m(photo: Path, out: Path, frames: int = 10) -> Path:
+    """A short Y4M clip (4:2:0) of ``photo``, for Chromium's fake camera (it loops the file)."""
+    import cv2
+
+    image = cv2.imread(str(photo))
+    height, width = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
+    yuv = cv2.cvtColor(image[:height, :width], cv2.COLOR_BGR2YUV_I420).tobytes()
+    with open(out, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            f.write(b"FRAME\n" + yuv)
+    return out
+
+
+def test_live_mode_tracks_a_fake_camera_on_the_server(server_url, photo, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    clip = write_y4m(photo, tmp_path / "camera.y4m")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={clip}",
+            "--use-fake-ui-for-media-stream"])
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 860})
+            context.grant_permissions(["camera"], origin=server_url)
+            page = context.new_page()
+            errors = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(server_url)
+            page.wait_for_function("document.querySelector('#model').textContent.startsWith('model ')")
+            page.click("#live")
+            # several frames of one session: the tracker on the server has followed the face
+            page.wait_for_function("Number(document.body.dataset.liveFrames || 0) >= 3 || document.body.dataset.state === 'error'",
+                                   timeout=60_000)
+            assert page.evaluate("document.body.dataset.state") == "live", page.text_content("#status")
+            result = page.evaluate("window.lastResult")
+            if os.environ.get("FACEMARK_LIVE_SCREENSHOT"):
+                page.screenshot(path=os.environ["FACEMARK_LIVE_SCREENSHOT"], full_page=True)
+            assert result["session"].startswith("live-") and result["frame"] >= 3
+            assert len(result["faces"]) >= 1 and all("track_id" in face for face in result["faces"])
+            drawn = int(page.get_attribute("#view", "data-points-drawn"))
+            assert drawn == sum(len(face["points"]) for face in result["faces"]) >= 68
+            assert int(page.get_attribute("#view", "data-faces")) == len(result["faces"])
+            page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+
+            page.click("#live")  # stops cleanly: the camera is released and no more frames go out
+            page.wait_for_function("!('live' in document.body.dataset)")
+            frames = page.evaluate("document.body.dataset.liveFrames")
+            page.wait_for_timeout(600)
+            assert page.evaluate("document.body.dataset.liveFrames") == frames
+            assert page.evaluate("document.querySelector('#video').srcObject === null || "
+                                 "document.querySelector('#video').srcObject.getTracks().every(t => t.readyState === 'ended')")
+            assert page.text_content("#live") == "Live tracking"
+            assert not errors, errors
+        finally:
+            browser.close()

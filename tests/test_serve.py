@@ -289,3 +289,57 @@ def test_a_very_long_upload_file_name_is_named_as_the_problem(client, face_jpeg)
     assert_error(response, 400, "bad_request")
     assert "file name" in response.json()["detail"] and "Invalid multipart data" not in response.json()["detail"]
     assert client.post(URL, files={"file": ("a" * 200 + ".jpg", face_jpeg, "image/jpeg")}).status_code == 200
+
+
+# -- live tracking sessions (/v1/track/{session}) -------------------------------------------
+
+def test_track_session_keeps_ids_across_frames(client, face_jpeg):
+    ids = []
+    for frame in (1, 2, 3):
+        response = client.post("/v1/track/cam-1", content=face_jpeg, headers={"content-type": "image/jpeg"})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["session"], body["frame"], len(body["faces"])) == ("cam-1", frame, 1)
+        face = body["faces"][0]
+        assert np.array(face["points"]).shape == (68, 2) and body["model"]["num_points"] == 68
+        ids.append(face["track_id"])
+    assert ids == [ids[0]] * 3
+    # another session is its own tracker; ending one starts it afresh
+    other = client.post("/v1/track/cam-2", files={"file": ("f.jpg", face_jpeg, "image/jpeg")}).json()
+    assert other["frame"] == 1 and other["faces"][0]["track_id"] == 0
+    assert client.delete("/v1/track/cam-1").status_code == 204
+    assert client.post("/v1/track/cam-1", content=face_jpeg).json()["frame"] == 1
+    assert client.delete("/v1/track/cam-1").status_code == 204 and client.delete("/v1/track/cam-2").status_code == 204
+
+
+def test_track_sessions_are_bounded_and_expire(tiny_checkpoint, face_jpeg):
+    with TestClient(make_app(tiny_checkpoint, max_sessions=2)) as client:
+        service = client.app.state.service
+        for name in ("a", "b", "a", "c"):  # "a" used again: "b" is the least recently used when "c" comes
+            assert client.post(f"/v1/track/{name}", content=face_jpeg).status_code == 200
+        assert list(service.sessions) == ["a", "c"]
+        assert client.post("/v1/track/b", content=face_jpeg).json()["frame"] == 1  # evicted: starts afresh
+        assert list(service.sessions) == ["c", "b"]
+        service.session_idle_s = 1e-9  # every other session is now idle
+        assert client.post("/v1/track/d", content=face_jpeg).status_code == 200
+        assert list(service.sessions) == ["d"]
+
+
+def test_track_bad_session_name_and_garbage(client):
+    assert_error(client.post("/v1/track/no.dots", content=b"x"), 422, "invalid_request")
+    assert_error(client.post("/v1/track/" + "x" * 65, content=b"x"), 422, "invalid_request")
+    assert_error(client.post("/v1/track/ok", content=b"not an image"), 415)
+    assert_error(client.post("/v1/track/ok"), 400, "empty_body")
+
+
+def test_track_full_queue_is_503_and_makes_no_session(tiny_checkpoint, face_jpeg):
+    with TestClient(make_app(tiny_checkpoint, workers=1, queue=0)) as client:
+        service = client.app.state.service
+        assert service.slots.acquire(blocking=False)  # the one place taken
+        try:
+            response = client.post("/v1/track/busy", content=face_jpeg)
+        finally:
+            service.slots.release()
+        assert_error(response, 503, "busy")
+        assert response.headers["retry-after"] == "1" and "busy" not in service.sessions
+        assert client.post("/v1/track/busy", content=face_jpeg).status_code == 200

@@ -1,4 +1,6 @@
-"""The HTTP service: ``POST /v1/landmarks``, a web page at ``/``, ``GET /healthz`` and docs at ``/docs``.
+"""The HTTP service: ``POST /v1/landmarks``, live tracking sessions at ``POST /v1/track/{session}``
+(one video frame per request, a ``VideoTracker`` per session, at most ``max_sessions`` kept), a web
+page at ``/``, ``GET /healthz`` and docs at ``/docs``.
 
     facemark serve --port 8000                       # or, with any ASGI server:
     uvicorn --factory facemark.serve.app:create_app
@@ -29,7 +31,10 @@ import importlib
 import io
 import logging
 import os
+import re
 import threading
+import time
+from collections import OrderedDict
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -48,6 +53,7 @@ from starlette.types import Message
 import facemark
 from facemark.api import ALIGNED_SIZE, Landmarker
 from facemark.files import ImageError, decode_image, jpeg_complete
+from facemark.track import VideoTracker
 
 #: formats whose header PIL reads and whose pixels OpenCV decodes; anything else is answered 415
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "PPM")
@@ -77,6 +83,7 @@ class FaceOut(BaseModel):
     point_scores: list[float] | None = Field(None, description="(K,) 0..1 per point: probability that the point is "
                                              "within 8 % of the inter-ocular distance; left out likewise")
     aligned_png_base64: str | None = Field(None, description=f"{ALIGNED_SIZE}x{ALIGNED_SIZE} aligned crop, PNG, base64")
+    track_id: int | None = Field(None, description="/v1/track only: the face's id, stable from frame to frame of a session")
 
 
 class ModelInfo(BaseModel):
@@ -92,6 +99,11 @@ class LandmarksOut(BaseModel):
     image: ImageInfo
     faces: list[FaceOut]
     model: ModelInfo
+
+
+class TrackOut(LandmarksOut):
+    session: str
+    frame: int = Field(description="frames this session has seen, this one included")
 
 
 class HealthOut(BaseModel):
@@ -218,12 +230,25 @@ def _optional(module: str, name: str, flag: str):
 
 # -- the service ---------------------------------------------------------------------------
 
+class _Session:
+    """One live-tracking client: its :class:`VideoTracker` (driven a frame at a time) and a lock,
+    so that two frames of one session never run at once."""
+
+    def __init__(self, landmarker: Landmarker, every: int):
+        self.tracker = VideoTracker(landmarker, every=every)
+        self.lock = threading.Lock()
+        self.started = self.used = time.monotonic()
+
+
 class Service:
-    """The loaded model, the bounded inference pool and the request limits of one app."""
+    """The loaded model, the bounded inference pool, the request limits and the tracking sessions of one app."""
 
     def __init__(self, landmarker: Landmarker, detector: str, max_upload_bytes: int, max_pixels: int,
-                 workers: int, queue: int):
+                 workers: int, queue: int, max_sessions: int = 8, session_idle_s: float = 60.0):
         self.landmarker, self.workers, self.queue = landmarker, workers, queue
+        self.max_sessions, self.session_idle_s = max_sessions, session_idle_s
+        self.sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently used first
+        self._sessions_lock = threading.Lock()
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="facemark-infer")
         # `workers` running + `queue` waiting; a slot is freed when its job ends, not when its request
@@ -274,6 +299,44 @@ class Service:
                 item["aligned_png_base64"] = base64.b64encode(cv2.imencode(".png", face.aligned)[1].tobytes()).decode()
             faces.append(item)
         return {"image": {"width": width, "height": height}, "faces": faces, "model": self.model_info}
+
+    def session(self, name: str) -> _Session:
+        """The tracking session ``name``, made when new; idle sessions are dropped, and past
+        ``max_sessions`` the least recently used one is (its client simply starts afresh)."""
+        now = time.monotonic()
+        with self._sessions_lock:
+            for key in [k for k, v in self.sessions.items() if now - v.used > self.session_idle_s]:
+                del self.sessions[key]
+            found = self.sessions.get(name)
+            if found is None:
+                while len(self.sessions) >= self.max_sessions:
+                    self.sessions.popitem(last=False)
+                found = self.sessions[name] = _Session(self.landmarker, TRACK_EVERY)
+            self.sessions.move_to_end(name)
+            found.used = now
+            return found
+
+    def end_session(self, name: str) -> bool:
+        with self._sessions_lock:
+            return self.sessions.pop(name, None) is not None
+
+    def track(self, name: str, session: _Session, data: bytes) -> dict:
+        """One frame of a tracking session (in a worker thread): the same faces as :meth:`infer`, with ``track_id``."""
+        try:
+            image = decode_image(data)
+        except ImageError:
+            raise ServiceError(415, "unsupported_media_type", "the image could not be decoded (corrupt or truncated)") from None
+        height, width = image.shape[:2]
+        with session.lock:
+            session.tracker.landmarker = self._worker_landmarker()  # this worker's detector
+            faces = session.tracker.push(image, time.monotonic() - session.started)
+            frame = session.tracker.frames
+        return {"session": name, "frame": frame, "image": {"width": width, "height": height},
+                "faces": [face.to_dict() for face in faces], "model": self.model_info}
+
+
+TRACK_EVERY = 5  # detector period of a live session, in frames (a webcam page sends a few frames a second)
+SESSION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class _Place:
@@ -326,6 +389,33 @@ async def landmarks(
     return await service.run(place, service.infer, data, max_faces, aligned, pose)
 
 
+@router.post("/v1/track/{session}", response_model=TrackOut, response_model_exclude_none=True, responses=_ERRORS,
+             openapi_extra=_BODY, summary="One frame of a live video: faces followed from frame to frame")
+async def track(request: Request, session: str) -> dict:
+    """Send the frames of one video (a webcam) one at a time, each as in ``/v1/landmarks``, under a
+    session name of your choosing (1-64 of ``A-Z a-z 0-9 _ -``). The server keeps a tracker per
+    session (``Landmarker.track``: the detector every few frames, points followed and smoothed in
+    between, a stable ``track_id`` per face). Sessions are few (8 by default): an idle one (60 s) or,
+    past the bound, the least recently used one is dropped, and its next frame starts afresh."""
+    service: Service = request.app.state.service
+    if not SESSION_NAME.fullmatch(session):
+        raise ServiceError(422, "invalid_request", "session: 1-64 characters of A-Z a-z 0-9 _ -")
+    place = service.admit()
+    try:
+        data = await read_body(request, service.max_upload_bytes)
+        image_header(data, service.max_pixels)
+    except BaseException:
+        place.release()
+        raise
+    return await service.run(place, service.track, session, service.session(session), data)
+
+
+@router.delete("/v1/track/{session}", status_code=204, summary="End a live tracking session")
+async def end_track(request: Request, session: str) -> Response:
+    request.app.state.service.end_session(session)
+    return Response(status_code=204)
+
+
 @router.get("/healthz", response_model=HealthOut, summary="Liveness: the model is loaded")
 async def healthz(request: Request) -> dict:
     service: Service | None = getattr(request.app.state, "service", None)
@@ -341,13 +431,16 @@ async def index() -> HTMLResponse:
 # -- the app -------------------------------------------------------------------------------
 
 def create_app(model: str = "default", backend: str | None = None, detector: str | None = None,
-               max_upload_mb: float = 10, max_pixels: int = 40_000_000, workers: int = 2, queue: int = 8) -> FastAPI:
+               max_upload_mb: float = 10, max_pixels: int = 40_000_000, workers: int = 2, queue: int = 8,
+               max_sessions: int = 8, session_idle_s: float = 60.0) -> FastAPI:
     """The ASGI app; the model loads once, when the server starts (the lifespan handler).
 
-    ``workers``: inference threads; ``queue``: requests allowed to wait for one before 503.
+    ``workers``: inference threads; ``queue``: requests allowed to wait for one before 503;
+    ``max_sessions``, ``session_idle_s``: live tracking sessions kept (``/v1/track``) and how long an idle one lives.
     """
-    if workers < 1 or queue < 0 or max_upload_mb <= 0 or max_pixels < 1:
-        raise ValueError("need workers >= 1, queue >= 0, max_upload_mb > 0 and max_pixels >= 1")
+    if workers < 1 or queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or max_sessions < 1 or session_idle_s <= 0:
+        raise ValueError("need workers >= 1, queue >= 0, max_upload_mb > 0, max_pixels >= 1, max_sessions >= 1 "
+                         "and session_idle_s > 0")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -359,7 +452,7 @@ def create_app(model: str = "default", backend: str | None = None, detector: str
         landmarker = Landmarker(model, backend=backend, detector=detector, num_threads=threads)
         landmarker.detector  # noqa: B018 - load now: a bad detector fails the start, not the first request
         service = Service(landmarker, detector or DEFAULT_DETECTOR, int(max_upload_mb * 2**20), max_pixels,
-                          workers, queue)
+                          workers, queue, max_sessions, session_idle_s)
         app.state.service = service
         try:
             yield
@@ -368,7 +461,8 @@ def create_app(model: str = "default", backend: str | None = None, detector: str
             service.pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="facemark", version=facemark.__version__, lifespan=lifespan,
-                  description="2D facial landmarks: POST an image to /v1/landmarks.")
+                  description="2D facial landmarks: POST an image to /v1/landmarks, "
+                              "or a webcam's frames one at a time to /v1/track/{session}.")
     app.include_router(router)
 
     @app.exception_handler(ServiceError)
