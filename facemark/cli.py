@@ -48,13 +48,13 @@ def _train(args) -> int:
             raise ValueError("--print-config shows the config of --method cnn")
         from facemark.config import describe_config
 
-        print(describe_config(args.config, args.set), end="")
+        print(describe_config(args.config, args.set + ([f"init={args.init}"] if args.init else [])), end="")
         return 0
     if args.config is None:
         raise ValueError("train needs --config (see configs/)")
     if args.method != "cnn":  # classical models: facemark.classical.train
-        if args.resume or args.max_steps:
-            raise ValueError(f"--resume and --max-steps apply to --method cnn, not {args.method}")
+        if args.resume or args.max_steps or args.init:
+            raise ValueError(f"--resume, --max-steps and --init apply to --method cnn, not {args.method}")
         from facemark.classical.train import train_classical
 
         try:
@@ -67,7 +67,8 @@ def _train(args) -> int:
     from facemark.config import load_config
     from facemark.train import train
 
-    summary = train(load_config(args.config, args.set), resume=args.resume, max_steps=args.max_steps)
+    overrides = args.set + ([f"init={args.init}"] if args.init else [])
+    summary = train(load_config(args.config, overrides), resume=args.resume, max_steps=args.max_steps)
     print(f"stopped at step {summary['step']}; best validation NME {100 * summary['best_nme']:.3f} % "
           f"(inter-ocular; eye-centre distance for 5 points; ground-truth landmark box); checkpoints in {summary['out']}")
     return 0
@@ -108,6 +109,23 @@ def _predict(args) -> int:
         print(f"facemark: error: {len(result['skipped'])} of the inputs could not be used (listed above and under "
               f"'skipped' in {json_path}){'' if args.skip_bad else '; --skip-bad accepts that'}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _annotate(args) -> int:
+    from facemark.annotate import annotate
+    from facemark.api import Landmarker
+
+    landmarker = Landmarker(args.model, backend=args.backend)
+    result = annotate(args.images, landmarker, out=args.out, pts=args.pts, overwrite=args.overwrite,
+                      max_faces=args.max_faces)
+    qualities = [q for _, q in result["faces"] if q is not None]
+    print(f"{len(result['faces'])} faces labelled in {len(args.images)} images, lowest quality first"
+          + (f" (quality {min(qualities):.3f} .. {max(qualities):.3f})" if qualities else "")
+          + f"; wrote {len(result['written'])} files" + (f" ({result['written'][0]})" if args.out else "")
+          + (f"; kept {len(result['kept'])} existing .pts (--overwrite replaces them)" if result["kept"] else "")
+          + (f"; {result['extra_faces']} more faces not written (a .pts holds one)" if result["extra_faces"] else "")
+          + (f"; no face in {len(result['no_face'])}: {', '.join(result['no_face'][:5])}" if result["no_face"] else ""))
     return 0
 
 
@@ -237,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("cnn", "ert", "lbf"), default="cnn",
                    help="cnn: a neural model; ert: dlib's regression trees; lbf: local binary features")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="fine-tune: start from these weights, 'default', 'default-5' or a .pt checkpoint; tensors "
+                        "whose name and shape match are copied, the rest (the head for another point count) "
+                        "start fresh (default: the config's init, empty: random weights)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, dotted keys for nested ones (crop.top=0.3); repeatable "
                         "(default: none; --print-config lists every key)")
@@ -279,6 +301,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true",
                    help="exit 0 although some inputs could not be read (they are still listed)")
     p.set_defaults(func=_predict)
+
+    p = command(commands, "annotate", "pre-label images with the model (dlib XML or .pts), lowest quality first, "
+                                      "for a person to correct")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", default=None, help="dlib imglab XML file to write, e.g. labels.xml (default: none; --out or --pts is required)")
+    where.add_argument("--pts", action="store_true", help="write <image>.pts beside each image (its best face) (default: off)")
+    p.add_argument("--overwrite", action="store_true", help="--pts: replace existing .pts files (default: keep them)")
+    p.add_argument("--model", default="default", help="'default', a .pt checkpoint or an .onnx model")
+    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
+    p.add_argument("--max-faces", type=_at_least_one, default=None, help="at most this many faces per image "
+                   "(default: all)")
+    p.set_defaults(func=_annotate)
 
     p = command(commands, "eval", "score a model on annotated faces (NME, CED, AUC), or compare runs")
     p.add_argument("--model", default=None, help="'default', a .pt/.onnx file, a classical .dat/.lbf.npz model, "

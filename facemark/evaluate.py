@@ -216,9 +216,10 @@ def evaluate(
             continue
         if face.visible is not None:
             per_point = np.where(face.visible, per_point, np.nan)
+        points_used = int(metrics.evaluated_points(gt, visible)[0])  # partial labels: missing points are left out
         seconds.append(dt)
         records.append({"id": face.sample_id, "subset": face.subset, "file": str(face.image_path), "nme": error,
-                        "pred": pred, "gt": gt, "per_point": per_point})
+                        "pred": pred, "gt": gt, "per_point": per_point, "points": points_used})
 
     attempted = len(records) + len(missed)
     if not records:
@@ -241,6 +242,9 @@ def evaluate(
         "max_error": float(max_error),
         "faces": len(faces) + sum(1 for s in skipped if s["reason"].startswith("annotation")),
         "evaluated": len(records),
+        # points scored (present and visible) out of all the evaluated faces' points
+        "points_evaluated": int(sum(r["points"] for r in records)),
+        "points_total": int(sum(len(r["gt"]) for r in records)),
         "skipped": skipped,
         "detection": None if box != "detector" else {
             "found": len(records), "attempted": attempted, "rate": len(records) / max(attempted, 1),
@@ -250,7 +254,7 @@ def evaluate(
         "subsets": {s: metrics.summarise(errors[[r["subset"] == s for r in records]], thresholds) for s in subsets},
         "per_point": np.nanmean([r["per_point"] for r in records], axis=0).round(6).tolist(),
         "median_ms_per_face": float(np.median(seconds) * 1000),
-        "per_face": [{"id": r["id"], "subset": r["subset"], "nme": r["nme"]} for r in records],
+        "per_face": [{"id": r["id"], "subset": r["subset"], "nme": r["nme"], "points": r["points"]} for r in records],
     }
     s = result["summary"]
     lo, hi = s["ci95"]
@@ -284,7 +288,9 @@ def _report(result: dict, scheme, worst_k: int) -> str:
     lines = [
         f"# Evaluation: {result['name']}", "",
         f"- data: {result['data']}: {result['faces']} faces, {result['evaluated']} evaluated, "
-        f"{len(result['skipped'])} skipped",
+        f"{len(result['skipped'])} skipped"
+        + (f"; {result['points_evaluated']} of {result['points_total']} points evaluated (the rest missing "
+           "or occluded)" if result.get("points_evaluated", 0) < result.get("points_total", 0) else ""),
         f"- box protocol: {result['box_protocol']}",
         f"- figures: {result['normalisation_text']}; in % (AUC as a fraction)",
     ]

@@ -44,8 +44,11 @@ SEED_CROP = CropRule()
 
 
 def box_from_points(points: np.ndarray) -> Box:
-    """Tight box ``(x0, y0, x1, y1)`` of ``(K, 2)`` points (the landmark box)."""
+    """Tight box ``(x0, y0, x1, y1)`` of ``(K, 2)`` points (the landmark box); missing (NaN) points
+    are left out, so partially labelled faces get the box of their present points."""
     points = np.asarray(points, dtype=np.float64)
+    if np.isnan(points).any():
+        points = points[~np.isnan(points).any(axis=1)]
     x0, y0 = points.min(axis=0)
     x1, y1 = points.max(axis=0)
     return float(x0), float(y0), float(x1), float(y1)

@@ -21,6 +21,9 @@ Conventions:
 
 * a visibility mask ``(B, K)`` (True = visible) restricts the mean to visible points, the COFW
   convention; the normaliser still uses all ground-truth points;
+* partial labels: a ground-truth point that is missing (NaN) counts as not visible, with or without
+  a mask; :func:`evaluated_points` says how many points each face was scored on. A normaliser that
+  needs a missing point (an eye corner) is not finite and raises, like a zero one;
 * NMF (normalised mean flicker, LDEQ, Micaelli et al., CVPR 2023) of one face over a clip of ``T``
   frames: for each pair of consecutive frames, the change of the prediction minus the true motion,
   ``(pred[t] - pred[t-1]) - (gt[t] - gt[t-1])`` per point, divided by the normaliser of ``gt[t]``;
@@ -141,17 +144,27 @@ def nme(
     """
     errors = point_errors(pred, gt)
     norm = normaliser(gt, kind, scheme)
-    if visible is None:
+    present = ~np.isnan(_as_batch(gt, "gt")).any(axis=-1)
+    if visible is None and present.all():
         mean = errors.mean(axis=1)
     else:
-        visible = np.asarray(visible, dtype=bool).reshape(errors.shape[0], -1)
+        visible = present if visible is None else np.asarray(visible, dtype=bool).reshape(errors.shape[0], -1)
         if visible.shape != errors.shape:
             raise ValueError(f"visible {visible.shape} does not match points {errors.shape}")
+        visible = visible & present
         counts = visible.sum(axis=1)
         if np.any(counts == 0):
             raise ValueError(f"face(s) {np.flatnonzero(counts == 0)[:10].tolist()} have no visible point")
         mean = np.where(visible, errors, 0.0).sum(axis=1) / counts
     return mean / norm
+
+
+def evaluated_points(gt: np.ndarray, visible: np.ndarray | None = None) -> np.ndarray:
+    """Number of points ``(B,)`` that :func:`nme` scores on each face: present (not NaN) and visible."""
+    present = ~np.isnan(_as_batch(gt, "gt")).any(axis=-1)
+    if visible is not None:
+        present = present & np.asarray(visible, dtype=bool).reshape(present.shape[0], -1)
+    return present.sum(axis=1)
 
 
 def nmf(pred: np.ndarray, gt: np.ndarray, kind: str = "inter_ocular", scheme: PointScheme | None = None) -> float:

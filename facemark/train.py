@@ -64,6 +64,26 @@ def lr_factor(config: TrainConfig, step: int) -> float:
     raise ValueError(f"config.schedule: unknown schedule '{config.schedule}' (exponential, cosine, step)")
 
 
+def init_path(init: str) -> Path:
+    """The checkpoint named by ``config.init``: a shipped model name ("default", "default-5") or a path."""
+    from facemark.api import DEFAULT_MODEL_DIR
+
+    shipped = DEFAULT_MODEL_DIR / f"{init}.pt"
+    return shipped if "/" not in init and shipped.is_file() else Path(init)
+
+
+def init_from_checkpoint(model: torch.nn.Module, init: str) -> dict:
+    """Copy every tensor of the ``init`` checkpoint whose name and shape match ``model``'s; the
+    rest (the head when the point count differs, or a different model's layers) keep their fresh
+    initialisation. Returns ``{"path", "copied": [names], "reinitialised": [names]}``."""
+    path = init_path(init)
+    source = load_checkpoint(path)["model"]  # weights_only, fields checked
+    own = model.state_dict()
+    copied = {k: v for k, v in source.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    model.load_state_dict({**own, **copied})
+    return {"path": str(path), "copied": sorted(copied), "reinitialised": sorted(k for k in own if k not in copied)}
+
+
 def l2_penalty(model: torch.nn.Module) -> torch.Tensor:
     """sum(w^2)/2 over conv and linear weights (TensorFlow's l2_loss, as the recipe uses)."""
     weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
@@ -89,7 +109,18 @@ def validate(model, dataset: LandmarkDataset) -> float:
     """Mean inter-ocular NME (fraction) on ``dataset``, in original-image pixels (the stored crops,
     not the original images: fast, and without the inference API; ``facemark eval`` scores those)."""
     predictions = predict_dataset(model, dataset)
-    return float(nme(predictions, np.asarray(dataset.store.points), "inter_ocular").mean())
+    gt = np.asarray(dataset.store.points)
+    if not np.isnan(gt).any():
+        return float(nme(predictions, gt, "inter_ocular").mean())
+    # partial labels: missing points are left out of each face's NME (metrics.nme); a face missing
+    # an eye corner (no normaliser) or every point is left out of the mean
+    errors = []
+    for p, g in zip(predictions, gt):
+        try:
+            errors.append(float(nme(p, g, "inter_ocular")[0]))
+        except ValueError:
+            continue
+    return float(np.mean(errors)) if errors else float("nan")
 
 
 class _Stop:
@@ -143,6 +174,12 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
     model = create_model(config.model, **model_args)
     if hasattr(model, "set_mean_shape"):
         model.set_mean_shape(torch.from_numpy(train_set.mean_shape()))
+    if config.init and not resume:
+        report = init_from_checkpoint(model, config.init)
+        if master:
+            tqdm.write(f"init from {report['path']}: copied {len(report['copied'])} tensors, "
+                       f"re-initialised {len(report['reinitialised'])}"
+                       + (f" ({', '.join(report['reinitialised'])})" if report["reinitialised"] else ""))
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     loss_fn = get_loss(config.loss or model.default_loss)

@@ -98,7 +98,11 @@ def _photometric(rng: np.random.Generator, image: np.ndarray, aug: Augment) -> n
 
 
 class LandmarkDataset(Dataset):
-    """Items: ``(image (3, S, S) float RGB 0..1, points (K, 2) normalised, index)``."""
+    """Items: ``(image (3, S, S) float RGB 0..1, points (K, 2) normalised, index)``.
+
+    Partial labels: a missing point (NaN in the store) or one flagged occluded (COFW's ``visible``)
+    is NaN in the target points, which the losses mask out; the crop box comes from the present points.
+    """
 
     def __init__(
         self,
@@ -128,8 +132,10 @@ class LandmarkDataset(Dataset):
         box = box_from_points(self.store.points[i]) if box is None else box
         return crop_box_from_box(box, tuple(entry["image_size"]), self.crop_rule)
 
-    def sample(self, i: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Crop (and augment) sample ``i``: BGR uint8 ``(S, S, 3)`` and normalised points ``(K, 2)``."""
+    def sample(self, i: int, rng: np.random.Generator | None = None,
+               occluded_missing: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Crop (and augment) sample ``i``: BGR uint8 ``(S, S, 3)`` and normalised points ``(K, 2)``;
+        with ``occluded_missing`` points flagged occluded are NaN (missing) in the target."""
         size, aug = self.input_size, self.augment
         points = np.asarray(self.store.points[i], dtype=np.float32)
         box = box_from_points(points)
@@ -144,6 +150,9 @@ class LandmarkDataset(Dataset):
         store_to_input = to_input @ np.vstack([invert_affine(self.store.region_affine(i)), [0, 0, 1]])
         image = warp(np.asarray(self.store.images[i]), store_to_input, size)
         target = (apply_affine(to_input, points) + 0.5) / size
+        visible = entry.get("visible")
+        if occluded_missing and visible is not None and not all(visible):  # occluded (COFW): a missing point for the losses
+            target[~np.asarray(visible, dtype=bool)] = np.nan
         if flip:
             target = target[list(self.scheme.flip_perm)]
         if aug is not None and rng is not None:
@@ -158,4 +167,7 @@ class LandmarkDataset(Dataset):
     def mean_shape(self) -> np.ndarray:
         """Average normalised shape ``(K, 2)`` of the un-augmented crops (PIPNet's neighbour tables,
         the mean-shape baseline)."""
-        return np.mean([self.sample(i)[1] for i in range(len(self))], axis=0).astype(np.float32)
+        shapes = np.array([self.sample(i, occluded_missing=False)[1] for i in range(len(self))])
+        if not np.isnan(shapes).any():
+            return shapes.mean(axis=0).astype(np.float32)
+        return np.nanmean(shapes, axis=0).astype(np.float32)  # partial labels: over the faces that have each point

@@ -58,6 +58,10 @@ def check_points(points: np.ndarray, path: str | Path, expected: int | None = No
     Values are checked after the cast to float32 (``1e39`` is finite in float64, ``inf`` in
     float32). With ``image_size = (width, height)`` a point more than :data:`OUTSIDE_MARGIN` of the
     image's size outside it is refused. ``lines`` (one per point) names the offending point's line.
+
+    A point whose x and y are both NaN is *missing* (partial labels): it is kept as NaN, its loss is
+    masked in training and it is left out of NME. A single NaN coordinate, infinity, values beyond
+    float32 and a face with every point missing are refused.
     """
     try:
         points = np.asarray(points, dtype=np.float64)
@@ -69,15 +73,26 @@ def check_points(points: np.ndarray, path: str | Path, expected: int | None = No
         raise DataError(path, f"expected {expected} points, found {len(points)}", line)
     with np.errstate(over="ignore", invalid="ignore"):
         points32 = points.astype(np.float32)
-    bad = ~np.isfinite(points32).all(axis=1)
+    missing = np.isnan(points).all(axis=1)  # a missing point: both coordinates NaN (see missing_points)
+    if len(points) and missing.all():
+        raise DataError(path, "every point is missing (NaN)", line)
+    bad = ~np.isfinite(points32).all(axis=1) & ~missing
     if image_size is not None and not bad.any():
         size = np.asarray(image_size, dtype=np.float64)
-        bad = ((points < -OUTSIDE_MARGIN * size) | (points > (1 + OUTSIDE_MARGIN) * size)).any(axis=1)
+        with np.errstate(invalid="ignore"):
+            bad = ((points < -OUTSIDE_MARGIN * size) | (points > (1 + OUTSIDE_MARGIN) * size)).any(axis=1)
         what = f"lies more than {OUTSIDE_MARGIN:g}x the image size outside the {image_size[0]}x{image_size[1]} image"
     else:
-        what = "is NaN, infinite or beyond the float32 range"
+        what = "is NaN (in one coordinate only), infinite or beyond the float32 range"
     if bad.any():
         i = int(np.argmax(bad))
         where = lines[i] if lines is not None else line
         raise DataError(path, f"point {i} ({points[i, 0]:.6g}, {points[i, 1]:.6g}) {what}", where)
     return points32
+
+
+def missing_points(points) -> np.ndarray:
+    """Bool ``(..., K)``: True where a point is missing (NaN), for numpy arrays or torch tensors."""
+    if hasattr(points, "isnan") and not isinstance(points, np.ndarray):  # torch
+        return points.isnan().any(dim=-1)
+    return np.isnan(np.asarray(points, dtype=np.float64)).any(axis=-1)

@@ -83,6 +83,8 @@ def _xy(path: Path, s: str, lineno: int) -> tuple[float, float]:
         x, y = float(fields[0]), float(fields[1])
     except ValueError:
         raise DataError(path, f"non-numeric value in {s!r}", lineno) from None
+    if math.isnan(x) and math.isnan(y):  # a missing point (partial labels), kept as NaN
+        return x, y
     if not (math.isfinite(x) and math.isfinite(y)):
         raise DataError(path, f"NaN or infinite value in {s!r}", lineno)
     return x, y
