@@ -365,6 +365,19 @@ _BODY = {  # the body is read by hand (to cap its size), so describe it to OpenA
 }
 
 
+async def _admit_and_read(request: Request, service: "Service"):
+    """A queue place, then the checked body: 503 before a byte of the body is read (a full queue
+    costs no memory); the place is given back if the body is refused."""
+    place = service.admit()
+    try:
+        data = await read_body(request, service.max_upload_bytes)
+        image_header(data, service.max_pixels)
+    except BaseException:
+        place.release()
+        raise
+    return place, data
+
+
 @router.post("/v1/landmarks", response_model=LandmarksOut, response_model_exclude_none=True, responses=_ERRORS,
              openapi_extra=_BODY, summary="Faces and their landmarks in an image")
 async def landmarks(
@@ -379,13 +392,7 @@ async def landmarks(
         _optional("align", "align_face", "aligned")
     if pose:
         _optional("pose", "head_pose", "pose")
-    place = service.admit()  # 503 before a byte of the body is read: a full queue costs no memory
-    try:
-        data = await read_body(request, service.max_upload_bytes)
-        image_header(data, service.max_pixels)
-    except BaseException:
-        place.release()
-        raise
+    place, data = await _admit_and_read(request, service)
     return await service.run(place, service.infer, data, max_faces, aligned, pose)
 
 
@@ -400,13 +407,7 @@ async def track(request: Request, session: str) -> dict:
     service: Service = request.app.state.service
     if not SESSION_NAME.fullmatch(session):
         raise ServiceError(422, "invalid_request", "session: 1-64 characters of A-Z a-z 0-9 _ -")
-    place = service.admit()
-    try:
-        data = await read_body(request, service.max_upload_bytes)
-        image_header(data, service.max_pixels)
-    except BaseException:
-        place.release()
-        raise
+    place, data = await _admit_and_read(request, service)
     return await service.run(place, service.track, session, service.session(session), data)
 
 
