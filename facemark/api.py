@@ -26,7 +26,7 @@ import numpy as np
 
 from facemark.files import load_image
 from facemark.geometry import Box, CropRule, box_from_points, crop_box_from_box, crop_image, crops_to_input, from_crop
-from facemark.schemes import five_from_68_box, get_scheme
+from facemark.schemes import five_from_68_box, get_scheme, resolve_scheme
 
 DEFAULT_MODEL_DIR = Path(str(files("facemark") / "assets" / "models"))
 #: models shipped in DEFAULT_MODEL_DIR: "default" (68 points) and "default-5" (5 points, cuhk-5pt order)
@@ -157,7 +157,7 @@ class Landmarker:
 
     def __init__(self, model: str | Path = "default", backend: str | None = None, device: str = "cpu",
                  detector: str | None = None, refine: bool = True, flip_test: bool = True,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, scheme=None):
         if backend not in (None, "onnx", "torch"):
             raise ValueError(f"backend must be 'onnx' or 'torch', got {backend!r}")
         path = self._resolve(model, backend or ("onnx" if _onnx_available() else "torch"))
@@ -195,7 +195,14 @@ class Landmarker:
         self.num_points = int(self.meta["num_points"])
         self.input_size = int(self.meta["input_size"])
         self.crop_rule = CropRule(**self.meta["crop"])
-        self.scheme = get_scheme(self.num_points)
+        # the point scheme (flip test, pose, alignment): ``scheme`` (a YAML path or PointScheme) overrides
+        # the one the model was trained with (its spec); classical models: the point count's
+        if scheme is not None:
+            self.scheme = resolve_scheme(scheme, self.num_points)
+        elif self.spec is not None:
+            self.scheme = self.spec.point_scheme
+        else:
+            self.scheme = get_scheme(self.num_points)
         self.name = f"{self.meta['model_name']}@{path.stem}"
 
     # -- model files

@@ -58,12 +58,17 @@ def check_model_args(model_name: str, model_args: dict) -> dict:
     return args
 
 
-def checkpoint_state(model: torch.nn.Module, model_name: str, model_args: dict, crop: CropRule, **extra) -> dict:
+def checkpoint_state(model: torch.nn.Module, model_name: str, model_args: dict, crop: CropRule, scheme=None,
+                     **extra) -> dict:
     """The self-describing checkpoint dict: weights, the model spec (:class:`~facemark.spec.ModelSpec`:
-    how to rebuild the model and prepare its input) at the top level, and ``extra`` (training state)."""
+    how to rebuild the model and prepare its input) at the top level, and ``extra`` (training state).
+    ``scheme``: the :class:`~facemark.schemes.PointScheme` (default: the built-in one of the point count)."""
     from facemark import __version__
 
-    spec = ModelSpec(model_name, dict(model_args), int(model_args["input_size"]), crop, str(model_args["num_points"]),
+    from facemark.schemes import spec_value
+
+    scheme_value = str(model_args["num_points"]) if scheme is None else spec_value(scheme)
+    spec = ModelSpec(model_name, dict(model_args), int(model_args["input_size"]), crop, scheme_value,
                      mean=tuple(model.mean.flatten().tolist()) if hasattr(model, "mean") else DEFAULT_MEAN)
     return {"model": model.state_dict(), **spec.to_dict(), "facemark_version": __version__, **extra}
 

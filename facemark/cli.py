@@ -11,7 +11,8 @@ def _data_prepare(args) -> int:
     from facemark.data.prepare import prepare
 
     summary = prepare(args.root, args.out, size=args.size, context=args.context, skip_bad=args.skip_bad,
-                      train_on_all=args.train_on_all, format=args.format, images=args.images)
+                      train_on_all=args.train_on_all, format=args.format, images=args.images,
+                      scheme=_scheme_arg(args))
     print(f"{summary['faces']} faces prepared ({summary['train']} train, {summary['val']} val) "
           f"into {args.out}; {len(summary['skipped'])} skipped")
     for path, reason in summary["skipped"]:
@@ -19,6 +20,15 @@ def _data_prepare(args) -> int:
     if summary["skipped"]:
         print(f"  (list written to {Path(args.out) / 'skipped.txt'})", file=sys.stderr)
     return 0
+
+
+def _scheme_arg(args):
+    """``--scheme my.yaml`` loaded and validated (None when not given)."""
+    if not getattr(args, "scheme", None):
+        return None
+    from facemark.schemes import load_scheme
+
+    return load_scheme(args.scheme)
 
 
 def _data_convert(args) -> int:
@@ -42,19 +52,28 @@ def _data_preview(args) -> int:
     return 0
 
 
+def _train_flags(args) -> list[str]:
+    """``--init`` and ``--scheme`` as config overrides (``--scheme`` validated first)."""
+    flags = [f"init={args.init}"] if args.init else []
+    if args.scheme:
+        _scheme_arg(args)
+        flags.append(f"scheme={args.scheme}")
+    return flags
+
+
 def _train(args) -> int:
     if args.print_config:
         if args.method != "cnn":
             raise ValueError("--print-config shows the config of --method cnn")
         from facemark.config import describe_config
 
-        print(describe_config(args.config, args.set + ([f"init={args.init}"] if args.init else [])), end="")
+        print(describe_config(args.config, args.set + _train_flags(args)), end="")
         return 0
     if args.config is None:
         raise ValueError("train needs --config (see configs/)")
     if args.method != "cnn":  # classical models: facemark.classical.train
-        if args.resume or args.max_steps or args.init:
-            raise ValueError(f"--resume, --max-steps and --init apply to --method cnn, not {args.method}")
+        if args.resume or args.max_steps or args.init or args.scheme:
+            raise ValueError(f"--resume, --max-steps, --init and --scheme apply to --method cnn, not {args.method}")
         from facemark.classical.train import train_classical
 
         try:
@@ -67,7 +86,7 @@ def _train(args) -> int:
     from facemark.config import load_config
     from facemark.train import train
 
-    overrides = args.set + ([f"init={args.init}"] if args.init else [])
+    overrides = args.set + _train_flags(args)
     summary = train(load_config(args.config, overrides), resume=args.resume, max_steps=args.max_steps)
     print(f"stopped at step {summary['step']}; best validation NME {100 * summary['best_nme']:.3f} % "
           f"(inter-ocular; eye-centre distance for 5 points; ground-truth landmark box); checkpoints in {summary['out']}")
@@ -95,7 +114,7 @@ def _predict(args) -> int:
     if not paths:
         raise ValueError("give image files, folders or videos to predict on (or --sample for the bundled photo)")
     try:
-        landmarker = Landmarker(args.model, backend=args.backend, detector=args.detector)
+        landmarker = Landmarker(args.model, backend=args.backend, detector=args.detector, scheme=_scheme_arg(args))
         result = predict_paths(paths, landmarker, args.out, json_path=args.json, boxes=args.boxes,
                                draw_box=args.draw_box, draw_indices=args.indices, align=args.align, pose=args.pose,
                                smooth=args.smooth, every=args.every, max_faces=args.max_faces)
@@ -172,7 +191,7 @@ def _eval(args) -> int:
         raise RuntimeError(str(err)) from None
     result = evaluate(predictor, args.data, split=args.split, box=args.box, normalisation=args.norm,
                       max_error=args.max_error, jitter=args.jitter, out=args.out, worst_k=args.worst_k,
-                      detector=args.detector)
+                      detector=args.detector, scheme=_scheme_arg(args))
     print(result["headline"])
     print(f"wrote metrics.json, report.md, ced.png, worst.png to {args.out}")
     return 0
@@ -230,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-on-all", action="store_true",
                    help="the train store holds every face, validation ones too (for a final model; its "
                         "validation figures are then not held out)")
+    p.add_argument("--scheme", default=None, metavar="YAML", help="a point-scheme file (name, point names, flip permutation, NME pair, lines; see facemark/assets/schemes/) recorded in the stores (default: the built-in scheme of the point count)")
     p.set_defaults(func=_data_prepare)
     from facemark.schemes import CONVERSIONS
 
@@ -238,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "split) or store folders (merged into one store)")
     p.add_argument("--to", choices=sorted(CONVERSIONS), default=None,
                    help="target scheme (5pt: eye centres = means of 68-point 36-41 / 42-47, nose tip 30, mouth "
-                        "corners 48 and 54) (default: none, keep the points and only merge)")
+                        "corners 48 and 54; 68pt: WFLW 98 -> iBUG 68 by the usual index map) "
+                        "(default: none, keep the points and only merge)")
     p.add_argument("--out", required=True, help="output folder (default: none; required)")
     p.add_argument("--size", type=int, default=None, help="stored region size (default: the first source's)")
     p.set_defaults(func=_data_convert)
@@ -264,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: none; --print-config lists every key)")
     p.add_argument("--max-steps", type=_at_least_one, default=None,
                    help="stop after this step, schedule unchanged (default: the config's steps)")
+    p.add_argument("--scheme", default=None, metavar="YAML", help="a point-scheme file (name, point names, flip permutation, NME pair, lines; see facemark/assets/schemes/) as config key scheme (default: the data's, else the point count's)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved configuration (config file + --set) with every key --set accepts, and exit")
     p.set_defaults(func=_train)
@@ -291,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--indices", action="store_true", help="label the points with their indices")
     p.add_argument("--align", action="store_true", help="write 112x112 ArcFace-aligned crops to <out>/aligned/")
     p.add_argument("--pose", action="store_true", help="estimate head pose (yaw, pitch, roll)")
+    p.add_argument("--scheme", default=None, metavar="YAML", help="a point-scheme file (name, point names, flip permutation, NME pair, lines; see facemark/assets/schemes/) for flip test, pose and alignment (default: the one the model was trained with)")
     p.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
                    help="One-Euro smoothing of video landmarks")
     p.add_argument("--every", type=_at_least_one, default=10,
@@ -326,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", choices=detectors, default=None, metavar="NAME",
                    help=f"face detector for --box detector, one of {', '.join(detectors)} (default: the model's, "
                         f"{DEFAULT_DETECTOR})")
+    p.add_argument("--scheme", default=None, metavar="YAML", help="a point-scheme file (name, point names, flip permutation, NME pair, lines; see facemark/assets/schemes/) for NME normalisation and per-group errors (default: the model's, else the data's, else the point count's)")
     p.add_argument("--norm", choices=("inter_ocular", "inter_pupil", "box_diagonal", "box_area"), default="inter_ocular",
                    help="NME normalisation")
     p.add_argument("--max-error", type=float, default=0.10, help="CED/AUC cut-off as a fraction (0.10 = 10 %%)")

@@ -63,6 +63,7 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast (GPU only)
     channels_last: bool = False  # NHWC model and input: ~25 % faster steps on CPU
     time_limit_min: NonNegativeFloat = 0.0  # stop cleanly (with a checkpoint) after this many minutes; 0: no limit
+    scheme: str = ""  # a point-scheme YAML file (--scheme); empty: the data's (prepare --scheme) or the point count's
     init: str = ""  # start from these weights: "default", "default-5" (shipped models) or a .pt; empty: random
 
 

@@ -37,7 +37,7 @@ from facemark.data.record import DataError, FaceSample
 from facemark.data.store import Store, read_image, region_box
 from facemark.files import write_atomic
 from facemark.geometry import Box, apply_affine, best_match, box_from_points, crop_affine, crop_image
-from facemark.schemes import SCHEMES
+from facemark.schemes import SCHEMES, resolve_scheme
 
 BOX_PROTOCOLS = ("gt", "detector")
 MATCH_IOU = 0.5  # a detection is the annotated face when its landmark box overlaps the true one this much
@@ -146,6 +146,22 @@ def _detect_and_match(predictor, detector, image: np.ndarray, truth: Box, cache:
     return np.asarray(points, dtype=np.float64), time.perf_counter() - start
 
 
+def _store_scheme(data, split: str, num_points: int):
+    """The scheme recorded in the evaluated store (``prepare --scheme``), else the built-in one of
+    ``num_points`` (None when there is none)."""
+    if isinstance(data, (str, Path)):
+        for path in (Path(data), Path(data) / split):
+            index = path / "index.json"
+            if index.is_file():
+                import json
+
+                recorded = json.loads(index.read_text()).get("scheme")
+                if recorded is not None:
+                    return resolve_scheme(recorded, num_points)
+                break
+    return SCHEMES.get(num_points)
+
+
 def evaluate(
     predictor: Predictor,
     data,
@@ -160,6 +176,7 @@ def evaluate(
     seed: int = 0,
     name: str | None = None,
     progress: bool = True,
+    scheme=None,
 ) -> dict:
     """Score ``predictor`` on the faces of ``data`` (see :func:`load_faces`); returns the metrics dict.
 
@@ -175,7 +192,15 @@ def evaluate(
     if not faces:
         raise ValueError(f"{data_text}: no faces to evaluate")
     name = name or getattr(predictor, "name", type(predictor).__name__)
-    scheme = SCHEMES.get(len(faces[0].points))
+    # the scheme for NME normalisation and per-group errors: ``scheme`` (--scheme), else the model's
+    # (its spec), else the data store's (prepare --scheme), else the point count's built-in one
+    num_points = len(faces[0].points)
+    if scheme is not None:
+        scheme = resolve_scheme(scheme, num_points)
+    elif getattr(predictor, "scheme", None) is not None and predictor.scheme.num_points == num_points:
+        scheme = predictor.scheme
+    else:
+        scheme = _store_scheme(data, split, num_points)
     detector_name = ""
     if box == "detector":
         from facemark.detectors import DEFAULT_DETECTOR, get_detector

@@ -7,15 +7,10 @@ point that point ``i`` becomes after a horizontal flip of the image.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-
-
-def _perm_from_pairs(num_points: int, pairs: list[tuple[int, int]]) -> tuple[int, ...]:
-    perm = list(range(num_points))
-    for a, b in pairs:
-        perm[a], perm[b] = b, a
-    return tuple(perm)
+import yaml
 
 
 @dataclass(frozen=True)
@@ -30,6 +25,8 @@ class PointScheme:
     # five points (eye centres, nose tip, mouth corners) used for face alignment and pose
     nose_tip: int | None = None
     mouth_corners: tuple[int, int] | None = None
+    # point names (from a scheme file; compare=False so schemes equal by geometry alone)
+    point_names: tuple[str, ...] = field(default=(), compare=False)
 
     def flip(self, points: np.ndarray, width: float) -> np.ndarray:
         """Mirror ``(..., K, 2)`` pixel points of an image of ``width`` pixels (pixel centres)."""
@@ -48,75 +45,166 @@ class PointScheme:
         return points[..., self.right_eye, :].mean(axis=-2), points[..., self.left_eye, :].mean(axis=-2)
 
 
-def _scheme_68() -> PointScheme:
-    pairs = [(i, 16 - i) for i in range(8)]  # jaw
-    pairs += [(17 + i, 26 - i) for i in range(5)]  # brows
-    pairs += [(31, 35), (32, 34)]  # nostrils
-    pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
-    pairs += [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]  # outer lips
-    pairs += [(60, 64), (61, 63), (65, 67)]  # inner lips
-    groups = {
-        "jaw": tuple(range(0, 17)),
-        "right_brow": tuple(range(17, 22)),
-        "left_brow": tuple(range(22, 27)),
-        "nose_bridge": tuple(range(27, 31)),
-        "nostrils": tuple(range(31, 36)),
-        "right_eye": tuple(range(36, 42)),
-        "left_eye": tuple(range(42, 48)),
-        "outer_lips": tuple(range(48, 60)),
-        "inner_lips": tuple(range(60, 68)),
+class SchemeError(ValueError):
+    """A scheme file that does not describe a valid point scheme (one line: file, key, problem)."""
+
+
+#: the shipped scheme files (facemark/assets/schemes/*.yaml)
+SCHEME_DIR = Path(__file__).parent / "assets" / "schemes"
+
+
+def _index(where: str, key: str, value, k: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SchemeError(f"{where}: {key}: {value!r} is not a point index")
+    if not 0 <= value < k:
+        raise SchemeError(f"{where}: {key}: index {value} out of range 0..{k - 1}")
+    return value
+
+
+def _indices(where: str, key: str, value, k: int, length: int | None = None, min_len: int = 1) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise SchemeError(f"{where}: {key}: expected a list of point indices, got {value!r}")
+    if length is not None and len(value) != length:
+        raise SchemeError(f"{where}: {key}: expected {length} point indices, got {len(value)}")
+    if len(value) < min_len:
+        raise SchemeError(f"{where}: {key}: expected at least {min_len} point index(es)")
+    return tuple(_index(where, key, v, k) for v in value)
+
+
+_KEYS = {"name", "points", "flip", "normalise", "nose_tip", "mouth_corners", "lines"}
+
+
+def scheme_from_dict(data, where: str = "<scheme>") -> PointScheme:
+    """A :class:`PointScheme` from the mapping of a scheme file, validated; ``where`` names it in errors.
+
+    Keys: ``name``; ``points`` (unique point names, K of them); ``flip`` (the left-right flip
+    permutation, K indices, an involution); ``normalise`` with ``outer_eye_corners`` (the NME point
+    pair) and optionally ``right_eye`` / ``left_eye`` (groups whose means are the pupils; default the
+    two corner points); optional ``nose_tip`` and ``mouth_corners`` (for alignment and 5-point
+    conversion); ``lines`` (name -> point indices drawn as a polyline; also the per-group NME groups).
+    """
+    if not isinstance(data, dict):
+        raise SchemeError(f"{where}: expected a mapping of scheme keys, got {type(data).__name__}")
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise SchemeError(f"{where}: {unknown[0]}: unknown key (known: {', '.join(sorted(_KEYS))})")
+    for key in ("name", "points", "flip", "normalise"):
+        if key not in data:
+            raise SchemeError(f"{where}: {key}: missing")
+    name = data["name"]
+    if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name):
+        raise SchemeError(f"{where}: name: expected a non-empty string, got {name!r}")
+    names = data["points"]
+    if not isinstance(names, list) or not names:
+        raise SchemeError(f"{where}: points: expected a non-empty list of point names")
+    names = [str(n) for n in names]
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise SchemeError(f"{where}: points: name {n!r} is not unique")
+        seen.add(n)
+    k = len(names)
+    flip = _indices(where, "flip", data["flip"], k, length=k)
+    for i, j in enumerate(flip):
+        if flip[j] != i:
+            raise SchemeError(f"{where}: flip: not an involution of 0..{k - 1}: {i} -> {j} but {j} -> {flip[j]}")
+    norm = data["normalise"]
+    if not isinstance(norm, dict):
+        raise SchemeError(f"{where}: normalise: expected a mapping with outer_eye_corners (and right_eye, left_eye)")
+    extra = sorted(set(norm) - {"outer_eye_corners", "right_eye", "left_eye"})
+    if extra:
+        raise SchemeError(f"{where}: normalise.{extra[0]}: unknown key (known: outer_eye_corners, right_eye, left_eye)")
+    if "outer_eye_corners" not in norm:
+        raise SchemeError(f"{where}: normalise.outer_eye_corners: missing")
+    corners = _indices(where, "normalise.outer_eye_corners", norm["outer_eye_corners"], k, length=2)
+    if corners[0] == corners[1]:
+        raise SchemeError(f"{where}: normalise.outer_eye_corners: the two points must differ, got {list(corners)}")
+    right = _indices(where, "normalise.right_eye", norm.get("right_eye", [corners[0]]), k)
+    left = _indices(where, "normalise.left_eye", norm.get("left_eye", [corners[1]]), k)
+    nose = data.get("nose_tip")
+    nose = None if nose is None else _index(where, "nose_tip", nose, k)
+    mouth = data.get("mouth_corners")
+    mouth = None if mouth is None else _indices(where, "mouth_corners", mouth, k, length=2)
+    lines = data.get("lines") or {}
+    if not isinstance(lines, dict):
+        raise SchemeError(f"{where}: lines: expected a mapping of name -> point indices")
+    groups = {str(g): _indices(where, f"lines.{g}", idx, k) for g, idx in lines.items()}
+    return PointScheme(str(name), k, flip, corners, right, left, groups, nose_tip=nose, mouth_corners=mouth,
+                       point_names=tuple(names))
+
+
+def load_scheme(path) -> PointScheme:
+    """Read and validate a scheme YAML file; raises :class:`SchemeError` with a one-line message naming
+    the file and the key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SchemeError(f"{path}: cannot read: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        raise SchemeError(f"{path}: not valid YAML{at}") from None
+    return scheme_from_dict(data, str(path))
+
+
+def scheme_to_dict(scheme: PointScheme) -> dict:
+    """The mapping of a scheme file for ``scheme`` (inverse of :func:`scheme_from_dict`)."""
+    names = list(scheme.point_names) or [f"p{i}" for i in range(scheme.num_points)]
+    data = {
+        "name": scheme.name,
+        "points": names,
+        "flip": list(scheme.flip_perm),
+        "normalise": {"outer_eye_corners": list(scheme.outer_eye_corners),
+                      "right_eye": list(scheme.right_eye), "left_eye": list(scheme.left_eye)},
     }
-    return PointScheme(
-        "68", 68, _perm_from_pairs(68, pairs), (36, 45), groups["right_eye"], groups["left_eye"], groups,
-        nose_tip=30, mouth_corners=(48, 54),
-    )
+    if scheme.nose_tip is not None:
+        data["nose_tip"] = scheme.nose_tip
+    if scheme.mouth_corners is not None:
+        data["mouth_corners"] = list(scheme.mouth_corners)
+    data["lines"] = {g: list(idx) for g, idx in scheme.groups.items()}
+    return data
 
 
-def _scheme_98() -> PointScheme:
-    pairs = [(i, 32 - i) for i in range(16)]  # jaw
-    pairs += [(33, 46), (34, 45), (35, 44), (36, 43), (37, 42), (38, 50), (39, 49), (40, 48), (41, 47)]
-    pairs += [(55, 59), (56, 58)]
-    pairs += [(60, 72), (61, 71), (62, 70), (63, 69), (64, 68), (65, 75), (66, 74), (67, 73)]
-    pairs += [(76, 82), (77, 81), (78, 80), (83, 87), (84, 86), (88, 92), (89, 91), (93, 95), (96, 97)]
-    groups = {
-        "jaw": tuple(range(0, 33)),
-        "right_brow": tuple(range(33, 42)),
-        "left_brow": tuple(range(42, 51)),
-        "nose": tuple(range(51, 60)),
-        "right_eye": tuple(range(60, 68)),
-        "left_eye": tuple(range(68, 76)),
-        "outer_lips": tuple(range(76, 88)),
-        "inner_lips": tuple(range(88, 96)),
-        "pupils": (96, 97),
-    }
-    return PointScheme(
-        "98", 98, _perm_from_pairs(98, pairs), (60, 72), groups["right_eye"], groups["left_eye"], groups,
-        nose_tip=54, mouth_corners=(76, 82),
-    )
+def _builtin_schemes() -> dict[int, PointScheme]:
+    order = ["ibug68.yaml", "wflw98.yaml", "cofw29.yaml", "five.yaml"]
+    files = sorted(SCHEME_DIR.glob("*.yaml"), key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
+    schemes = [load_scheme(p) for p in files]
+    return {s.num_points: s for s in schemes}
 
 
-def _scheme_29() -> PointScheme:
-    # COFW: pairs as in the COFW release (1-based: 1-2, 3-4, 5-7, 6-8, 9-10, 11-12, 13-15, 14-16,
-    # 17-18, 19-20, 23-24); the normaliser is points 9 and 10 (1-based), as HRNet evaluates COFW.
-    pairs = [(0, 1), (2, 3), (4, 6), (5, 7), (8, 9), (10, 11), (12, 14), (13, 15), (16, 17), (18, 19), (22, 23)]
-    return PointScheme(
-        "29", 29, _perm_from_pairs(29, pairs), (8, 9), (8, 10, 12, 13, 16), (9, 11, 14, 15, 17),
-        {"all": tuple(range(29))}, nose_tip=20, mouth_corners=(22, 23),
-    )
+SCHEMES: dict[int, PointScheme] = _builtin_schemes()
 
 
-def _scheme_5() -> PointScheme:
-    # The order of the CUHK lists (facemark.data.formats.cuhk): image-left eye centre, image-right eye
-    # centre, nose tip, image-left mouth corner, image-right mouth corner. Image left is the subject's
-    # right, so point 0 is the "right" eye here as in 300-W, and NME is normalised by the eye-centre
-    # distance (points 0 and 1), not by outer eye corners, which this scheme does not have.
-    return PointScheme(
-        "5", 5, _perm_from_pairs(5, [(0, 1), (3, 4)]), (0, 1), (0,), (1,),
-        {"eyes": (0, 1), "nose": (2,), "mouth": (3, 4)}, nose_tip=2, mouth_corners=(3, 4),
-    )
+def spec_value(scheme: PointScheme) -> str | dict:
+    """How a model spec or a store index records ``scheme``: a built-in one by its name (``"68"``),
+    any other as its full mapping (:func:`scheme_to_dict`), so the file describes it by itself."""
+    builtin = SCHEMES.get(scheme.num_points)
+    if builtin is not None and builtin == scheme and builtin.name == scheme.name:
+        return builtin.name
+    return scheme_to_dict(scheme)
 
 
-SCHEMES: dict[int, PointScheme] = {s.num_points: s for s in (_scheme_68(), _scheme_98(), _scheme_29(), _scheme_5())}
+def resolve_scheme(scheme, num_points: int | None = None) -> PointScheme:
+    """A scheme from what a user or a spec gives: a :class:`PointScheme`, a built-in name/point count
+    (``"68"``, ``5``), a path to a YAML file, or a scheme mapping (as stored in a model spec); ``None``
+    means the built-in scheme of ``num_points``. Checks the point count when ``num_points`` is given."""
+    if scheme is None:
+        if num_points is None:
+            raise ValueError("no scheme and no point count")
+        return get_scheme(num_points)
+    if isinstance(scheme, PointScheme):
+        out = scheme
+    elif isinstance(scheme, dict):
+        out = scheme_from_dict(scheme, "spec scheme")
+    elif isinstance(scheme, int) or (isinstance(scheme, str) and scheme.isdigit()):
+        out = get_scheme(int(scheme))
+    else:
+        out = load_scheme(scheme)
+    if num_points is not None and out.num_points != int(num_points):
+        raise SchemeError(f"scheme {out.name!r} has {out.num_points} points, the data/model has {num_points}")
+    return out
+
 
 #: The 5-point tight box from a 68-point tight box, as fractions of the 68-point box's width and
 #: height: ``(x0, y0, x1, y1)`` of the five points' box = ``x0_68 + f0 * w68`` ... (medians over the
@@ -147,8 +235,25 @@ def to_five(points: np.ndarray) -> np.ndarray:
                      points[..., scheme.mouth_corners[1], :]], axis=-2).astype(np.float32)
 
 
+#: WFLW's 98 points that correspond to the iBUG 68 (the mapping the literature uses: every second
+#: jaw point, the upper brow contours, the nose, the eye contours without their midpoints, the mouth)
+WFLW98_TO_68 = (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 33, 34, 35, 36, 37, 42, 43, 44,
+                45, 46, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 63, 64, 65, 67, 68, 69, 71, 72, 73, 75, 76, 77,
+                78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95)
+
+
+def to_68(points: np.ndarray) -> np.ndarray:
+    """``(..., 98, 2)`` WFLW points as ``(..., 68, 2)`` iBUG points (:data:`WFLW98_TO_68`); 68 stay as they are."""
+    points = np.asarray(points, dtype=np.float32)
+    if points.shape[-2] == 68:
+        return points.copy()
+    if points.shape[-2] != 98:
+        raise ValueError(f"no 68-point mapping for {points.shape[-2]}-point data (only WFLW's 98)")
+    return points[..., list(WFLW98_TO_68), :].copy()
+
+
 #: ``facemark data convert --to`` targets
-CONVERSIONS = {"5pt": to_five}
+CONVERSIONS = {"5pt": to_five, "68pt": to_68}
 
 
 def get_scheme(num_points: int) -> PointScheme:

@@ -8,7 +8,8 @@ the ``.onnx`` exported from it describe their model identically::
     architecture   model_name + model_args: create_model(model_name, **model_args) rebuilds it
     input_size     the square crop's side in pixels
     crop           the crop rule (facemark.geometry.CropRule) that cut the training crops
-    scheme         the point scheme ("68", "98", "29", "5": facemark.schemes)
+    scheme         the point scheme: a built-in one's name ("68", "98", "29", "5": facemark.schemes),
+                   or a custom scheme (``--scheme my.yaml``) as its full mapping
     mean, std      input normalisation, RGB in 0..1: the model computes (x - mean) / std itself
                    (inside the ONNX graph too), so callers feed plain RGB / 255
     quality        optional: the point-score and fit-quality calibration (facemark.quality,
@@ -40,7 +41,7 @@ class ModelSpec:
     model_args: dict = field(hash=False)
     input_size: int
     crop: CropRule
-    scheme: str
+    scheme: str | dict = field(hash=False)  # a built-in scheme's name, or a custom scheme's mapping
     mean: tuple[float, float, float] = DEFAULT_MEAN
     std: tuple[float, float, float] = DEFAULT_STD
     quality: dict | None = field(default=None, hash=False, compare=False)  # facemark.quality calibration
@@ -48,6 +49,13 @@ class ModelSpec:
     @property
     def num_points(self) -> int:
         return int(self.model_args["num_points"])
+
+    @property
+    def point_scheme(self):
+        """The :class:`~facemark.schemes.PointScheme` the model was trained with."""
+        from facemark.schemes import resolve_scheme
+
+        return resolve_scheme(self.scheme, self.num_points)
 
     def to_dict(self) -> dict:
         """The JSON-ready dict stored in checkpoints and ONNX metadata (``num_points`` included for readers
@@ -74,11 +82,15 @@ class ModelSpec:
             model_args=args,
             input_size=int(data.get("input_size", args["input_size"])),
             crop=CropRule(**data["crop"]),
-            scheme=str(data.get("scheme", args["num_points"])),
+            scheme=_scheme_value(data.get("scheme", args["num_points"])),
             mean=tuple(float(v) for v in data.get("mean", mean if mean is not None else DEFAULT_MEAN)),
             std=tuple(float(v) for v in data.get("std", DEFAULT_STD)),
             quality=data.get("quality") or None,
         )
+
+
+def _scheme_value(value) -> str | dict:
+    return dict(value) if isinstance(value, dict) else str(value)
 
 
 def read_onnx_metadata(path: str | Path) -> dict:

@@ -44,7 +44,7 @@ from facemark.files import remove_stale_temporaries, write_atomic
 from facemark.geometry import from_crop
 from facemark.losses import get_loss
 from facemark.metrics import describe, nme
-from facemark.schemes import get_scheme
+from facemark.schemes import resolve_scheme
 from facemark.models import create_model
 
 
@@ -111,13 +111,13 @@ def validate(model, dataset: LandmarkDataset) -> float:
     predictions = predict_dataset(model, dataset)
     gt = np.asarray(dataset.store.points)
     if not np.isnan(gt).any():
-        return float(nme(predictions, gt, "inter_ocular").mean())
+        return float(nme(predictions, gt, "inter_ocular", dataset.scheme).mean())
     # partial labels: missing points are left out of each face's NME (metrics.nme); a face missing
     # an eye corner (no normaliser) or every point is left out of the mean
     errors = []
     for p, g in zip(predictions, gt):
         try:
-            errors.append(float(nme(p, g, "inter_ocular")[0]))
+            errors.append(float(nme(p, g, "inter_ocular", dataset.scheme)[0]))
         except ValueError:
             continue
     return float(np.mean(errors)) if errors else float("nan")
@@ -160,6 +160,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
     train_set = LandmarkDataset(Store.open(data / "train"), config.input_size, config.crop, config.augment, config.seed)
     val_set = LandmarkDataset(Store.open(data / "val"), config.input_size, config.crop)
     num_points = train_set.store.num_points
+    scheme = resolve_scheme(config.scheme, num_points) if config.scheme else train_set.store.scheme
+    train_set.scheme = val_set.scheme = scheme  # flips in augmentation, NME normalisation
     if config.batch_size % world:
         raise ValueError(f"config.batch_size {config.batch_size} is not divisible by {world} processes")
     per_rank_batch = config.batch_size // world
@@ -201,7 +203,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
 
     def checkpoint(name: str) -> None:
         save_checkpoint(checkpoint_state(
-            raw_model, config.model, model_args, config.crop,
+            raw_model, config.model, model_args, config.crop, scheme=scheme,
             config=config_to_dict(config), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
             step=step, best_nme=best_nme, history=history,
         ), out / name)
@@ -254,7 +256,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
                 writer.add_scalar("val/nme_inter_ocular", val_nme, step)
                 history.append({"step": step, "val_nme": val_nme})
                 tqdm.write(f"step {step}: validation NME {100 * val_nme:.3f} % "
-                           f"({describe('inter_ocular', get_scheme(val_set.store.num_points), NME_BOX)})")
+                           f"({describe('inter_ocular', scheme, NME_BOX)})")
                 if val_nme < best_nme:
                     best_nme = val_nme
                     checkpoint("best.pt")

@@ -34,3 +34,20 @@ def test_98_corners_and_unknown_scheme():
     assert get_scheme(98).flip_perm[96] == 97
     with pytest.raises(ValueError, match="no point scheme with 12 points"):
         get_scheme(12)
+
+
+def test_wflw_98_to_68_keeps_the_corresponding_points():
+    from facemark.schemes import WFLW98_TO_68, get_scheme, to_68
+
+    assert len(WFLW98_TO_68) == 68 and len(set(WFLW98_TO_68)) == 68 and max(WFLW98_TO_68) < 96
+    points = np.arange(98 * 2, dtype=np.float32).reshape(98, 2)
+    converted = to_68(points)
+    assert converted.shape == (68, 2)
+    # jaw ends, outer eye corners (WFLW 60, 72 -> iBUG 36, 45), nose tip (54 -> 30), mouth corners (76, 82 -> 48, 54)
+    for ibug, wflw in ((0, 0), (16, 32), (36, 60), (45, 72), (30, 54), (48, 76), (54, 82)):
+        assert np.array_equal(converted[ibug], points[wflw]), (ibug, wflw)
+    # mirror-consistent: flipping then converting equals converting then flipping
+    width = 500.0
+    assert np.allclose(to_68(get_scheme(98).flip(points, width)), get_scheme(68).flip(converted, width))
+    with pytest.raises(ValueError, match="29-point"):
+        to_68(np.zeros((29, 2)))

@@ -27,7 +27,6 @@ from facemark.geometry import (
     invert_affine,
     warp,
 )
-from facemark.schemes import get_scheme
 
 
 @dataclass
@@ -118,7 +117,7 @@ class LandmarkDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch = 0
-        self.scheme = get_scheme(store.num_points)
+        self.scheme = store.scheme
 
     def __len__(self) -> int:
         return len(self.store)

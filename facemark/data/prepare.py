@@ -47,6 +47,7 @@ def prepare(
     train_on_all: bool = False,
     format: str | None = None,
     images: str | Path | None = None,
+    scheme=None,
 ) -> dict:
     """Prepare ``out/train`` and ``out/val`` stores from the annotations under ``root``.
 
@@ -54,6 +55,9 @@ def prepare(
     detected when unambiguous; ``cuhk-5pt`` keeps the lists' own split: the training list becomes
     ``train``, the testing list ``val``); COFW's embedded images are extracted to ``images``, by default
     ``out/images``, where the stores and the evaluation find them.
+
+    ``scheme``: a custom point scheme (a :class:`~facemark.schemes.PointScheme` or a YAML path),
+    checked against the point count and recorded in both stores.
 
     Returns a summary: counts per split, and every skipped file with its reason (also written to
     ``out/skipped.txt``). Nothing is dropped silently: without ``skip_bad`` a bad file raises.
@@ -88,7 +92,8 @@ def prepare(
     for name, subset in (("train", train), ("val", val)):
         if not subset:
             raise ValueError(f"{root}: the {name} split is empty ({len(samples)} faces in all)")
-        _, bad = write_store(subset, out / name, size=size, context=context, skip_bad=skip_bad, progress=progress)
+        _, bad = write_store(subset, out / name, size=size, context=context, skip_bad=skip_bad, progress=progress,
+                                 scheme=scheme)
         skipped += bad
         counts[name] = len(subset) - len(bad)
     write_atomic(out / "skipped.txt", "".join(f"{path}\t{reason}\n" for path, reason in skipped))

@@ -77,9 +77,12 @@ def write_store(
     skip_bad: bool = False,
     seed: int = 0,
     progress: bool = True,
+    scheme=None,
 ) -> tuple[Path, list[tuple[str, str]]]:
     """Decode, crop and pack ``samples`` into a store at ``out_dir``.
 
+    ``scheme``: a custom :class:`~facemark.schemes.PointScheme` (``--scheme my.yaml``), recorded in the
+    index; without one the store's scheme is the built-in one of its point count.
     Samples are written in a seeded shuffled order. Returns the store path and the list of
     ``(path, reason)`` for samples that were skipped (only with ``skip_bad``; otherwise the first
     bad sample raises :class:`DataError`).
@@ -88,6 +91,8 @@ def write_store(
     if not samples:
         raise ValueError(f"no samples to write to {out_dir}")
     num_points = len(samples[0].points)
+    if scheme is not None and scheme.num_points != num_points:
+        raise DataError(samples[0].image_path, f"scheme {scheme.name!r} has {scheme.num_points} points, the data {num_points}")
     order = np.random.default_rng(seed).permutation(len(samples))
     tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -144,6 +149,10 @@ def write_store(
             "checksum": _checksum(tmp_dir / "images.npy", tmp_dir / "points.npy"),
             "samples": entries,
         }
+        if scheme is not None:
+            from facemark.schemes import spec_value
+
+            index["scheme"] = spec_value(scheme)
         write_atomic(tmp_dir / "index.json", json.dumps(index))
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -190,6 +199,14 @@ class Store:
     @property
     def num_points(self) -> int:
         return int(self.index["num_points"])
+
+    @property
+    def scheme(self):
+        """The store's :class:`~facemark.schemes.PointScheme`: the one recorded by ``prepare --scheme``,
+        else the built-in one of its point count."""
+        from facemark.schemes import resolve_scheme
+
+        return resolve_scheme(self.index.get("scheme"), self.num_points)
 
     @property
     def samples(self) -> list[dict]:
@@ -241,6 +258,9 @@ def convert_stores(sources: list[str | Path], out_dir: str | Path, convert=None,
             "context": stores[0].index.get("context"), "sources": [str(s.path) for s in stores],
             "checksum": _checksum(tmp_dir / "images.npy", tmp_dir / "points.npy"), "samples": entries,
         }
+        recorded = [s.index.get("scheme") for s in stores]
+        if not convert and recorded[0] is not None and all(r == recorded[0] for r in recorded):
+            index["scheme"] = recorded[0]  # the sources' custom scheme, unchanged
         write_atomic(tmp_dir / "index.json", json.dumps(index))
         if out_dir.exists():
             shutil.rmtree(out_dir)
