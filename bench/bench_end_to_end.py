@@ -42,6 +42,7 @@ from facemark.api import Landmarker
 from facemark.data.store import read_image
 from facemark.baselines import dlib_shape_model_path
 from facemark.evaluate import evaluate, load_faces
+from facemark.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "end_to_end.md"
@@ -170,9 +171,6 @@ def main(argv=None) -> int:
               f"| dlib HOG detector + 68-point shape predictor | {np.median(theirs_ms):.1f} | {found_dlib}/{len(photos)} |",
               "", f"**Ratio facemark / dlib: {ratio:.2f}** (median of per-photo ratios: {np.median(per_photo):.2f}).", ""]
     text = "\n".join(lines)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    from facemark.files import write_atomic
-
     write_atomic(args.out, text)
     print(text)
     return 0
