@@ -272,12 +272,9 @@ class Landmarker:
                 results[i].append((from_crop(normalised[j], crop_box), None if features is None else features[j]))
         return results
 
-    def _normalised_points(self, crops: np.ndarray, flip: bool) -> np.ndarray:
-        """Model output ``(B, K, 2)`` for uint8 BGR crops, averaged with the mirrored crops' if asked."""
-        return self._scored_points(crops, flip)[0]
-
     def _scored_points(self, crops: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """:meth:`_normalised_points` and the raw point features ``(B, K, 3)`` of :mod:`facemark.quality`
+        """Model output ``(B, K, 2)`` for uint8 BGR crops (averaged with the mirrored crops' when ``flip``)
+        and the raw point features ``(B, K, 3)`` of :mod:`facemark.quality`
         (peak, neighbour spread, flip spread: NaN without flip test), None for models without them."""
         from facemark.quality import raw_point_features
 
