@@ -7,9 +7,10 @@ landmark box (inter-ocular NME, outer eye corners), with or without flip-test av
     python -m bench.ablation [--data data/300w-lite] [--out bench/results/ablation.md]
 
 The models: the Step-5 default (``runs/old_default.onnx``: ``git show e00778a:facemark/assets/
-models/default.onnx``), the 12k-step split-trained twin of the shipped model
-(``configs/300w_pipnet_resnet_128_long.yaml``, exported from ``last.pt``) and the shipped default
-(trained on all faces, validation ones included: its row is not a held-out score).
+models/default.onnx``), the Step-7a 12k-step twin (``configs/300w_pipnet_resnet_128_long.yaml``),
+the two Step-7b candidates (``configs/300w_pipnet_resnet_160.yaml``, ``configs/300w_pipnet_resnet075_128.yaml``),
+each exported from its ``last.pt`` to ``twin.onnx`` beside it, and the shipped default (trained on all
+faces, validation ones included: its row is not a held-out score).
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ ROWS = [
     ("+ flip-test averaging at inference", "runs/old_default.onnx", True, ""),
     ("12,000-step cosine schedule, channels-last (split-trained twin)", "runs/pipnet_resnet_128_long/twin.onnx",
      False, ""),
-    ("+ flip-test averaging at inference", "runs/pipnet_resnet_128_long/twin.onnx", True, "the shipped pipeline"),
+    ("+ flip-test averaging at inference", "runs/pipnet_resnet_128_long/twin.onnx", True, "the Step-7a pipeline"),
+    ("160 px input (10 x 10 map), 8,000 steps", "runs/pipnet_resnet_160/twin.onnx", False, ""),
+    ("+ flip-test averaging at inference", "runs/pipnet_resnet_160/twin.onnx", True, ""),
+    ("ResNet-0.75 (1.9 M parameters), 128 px, 8,000 steps", "runs/pipnet_resnet075_128/twin.onnx", False, ""),
+    ("+ flip-test averaging at inference", "runs/pipnet_resnet075_128/twin.onnx", True, "the shipped pipeline"),
     ("+ all 2012 faces, validation ones included (the shipped default)", "facemark/assets/models/default.onnx",
      True, "not held out: these faces were trained on"),
 ]

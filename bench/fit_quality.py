@@ -4,8 +4,9 @@ On the faces of the validation split, with the split-trained twin of the shipped
 architecture, it never saw these faces): the default detector finds each face (matched to the
 truth at IoU >= 0.5), and the model predicts (flip test on) from the calibrated detector box and
 from ``--jitters`` copies of it with each edge moved by up to ``±--jitter`` of the box size, so
-that there are failures to predict. Per prediction: the raw point features, the detector score,
-the NME (inter-ocular) and each point's error.
+that there are failures to predict. Per prediction: the raw point features, the detector score
+(reported alone for comparison; not a feature since Step 7b), the NME (inter-ocular) and each
+point's error.
 
 Figures (out of fold: 5 folds grouped by face, so no face scores itself): the AUROC of
 ``1 - quality`` for NME > 8 %, and the Spearman correlation of ``point_scores`` with the per-point
@@ -15,8 +16,8 @@ error; then the calibration is refitted on every prediction and written to
 calibration in its spec (``default.pt`` and ``default.onnx``), and the script checks that the
 new files give bit-identical points to the old ones::
 
-    python -m bench.fit_quality [--checkpoint runs/pipnet_resnet_128_long/last.pt] [--data data/300w-lite/val]
-        [--jitter 0.2] [--jitters 4] [--write-default [--all-checkpoint runs/pipnet_resnet_128_long_all/last.pt]]
+    python -m bench.fit_quality [--checkpoint runs/pipnet_resnet075_128/last.pt] [--data data/300w-lite/val]
+        [--jitter 0.2] [--jitters 4] [--write-default [--all-checkpoint runs/pipnet_resnet075_128_all/last.pt]]
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ def collect(checkpoint: str, data: str, jitter: float, jitters: int, seed: int =
     }
 
 
-def fit(raw: np.ndarray, detector_score: np.ndarray, point_error: np.ndarray, note: str = "") -> QualityCalibration:
+def fit(raw: np.ndarray, point_error: np.ndarray, note: str = "") -> QualityCalibration:
+    """Point and face regressions on raw point features (the detector score is reported, not used)."""
     nme = point_error.mean(1)
     point = fit_logistic(point_design(raw).reshape(-1, raw.shape[-1]), point_error.reshape(-1) <= GOOD_NME)
-    face = fit_logistic(face_design(raw, detector_score), nme <= GOOD_NME)
+    face = fit_logistic(face_design(raw), nme <= GOOD_NME)
     return QualityCalibration(point, face, flip_test=True, note=note)
 
 
@@ -102,12 +104,12 @@ def measure(d: dict, folds: int = 5) -> dict:
     quality, scores = np.zeros(len(nme)), np.zeros(d["point_error"].shape)
     for f in range(folds):
         train, test = fold != f, fold == f
-        cal = fit(d["raw"][train], d["detector_score"][train], d["point_error"][train])
-        quality[test] = cal.quality(d["raw"][test], d["detector_score"][test])
+        cal = fit(d["raw"][train], d["point_error"][train])
+        quality[test] = cal.quality(d["raw"][test])
         scores[test] = cal.point_scores(d["raw"][test])
     bad = nme > GOOD_NME
-    design = face_design(d["raw"], d["detector_score"])
-    single = {"detector score": d["detector_score"], "mean score-map peak": design[:, 0],
+    design = face_design(d["raw"])
+    single = {"detector score (reported, not a feature)": d["detector_score"], "mean score-map peak": design[:, 0],
               "mean neighbour spread": -design[:, 2], "mean flip spread": -design[:, 4]}
     bins = np.digitize(quality, [0.5, 0.8, 0.95])
     return {
@@ -148,7 +150,7 @@ def write_default(all_checkpoint: str, calibration: dict) -> dict:
         if not all(same.values()):
             raise SystemExit(f"re-exported points differ from the shipped model's: {same}; not written")
         for path in (pt, onnx):
-            (DEFAULT_MODEL_DIR / path.name).write_bytes(path.read_bytes())
+            write_atomic(DEFAULT_MODEL_DIR / path.name, path.read_bytes())
     return same
 
 
@@ -177,19 +179,19 @@ def report(m: dict, d: dict, args, seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default="runs/pipnet_resnet_128_long/last.pt")
+    parser.add_argument("--checkpoint", default="runs/pipnet_resnet075_128/last.pt")
     parser.add_argument("--data", default="data/300w-lite/val")
     parser.add_argument("--jitter", type=float, default=0.2)
     parser.add_argument("--jitters", type=int, default=4)
     parser.add_argument("--write-default", action="store_true")
-    parser.add_argument("--all-checkpoint", default="runs/pipnet_resnet_128_long_all/last.pt")
+    parser.add_argument("--all-checkpoint", default="runs/pipnet_resnet075_128_all/last.pt")
     args = parser.parse_args()
     start = time.time()
     d = collect(args.checkpoint, args.data, args.jitter, args.jitters)
     m = measure(d)
     note = (f"fitted by bench.fit_quality on {m['predictions']} predictions of {args.checkpoint} on {args.data} "
             f"(detector boxes, ±{args.jitter * 100:g} % jitter); out-of-fold AUROC {m['auroc']:.3f}")
-    calibration = fit(d["raw"], d["detector_score"], d["point_error"], note).to_dict()
+    calibration = fit(d["raw"], d["point_error"], note).to_dict()
     write_atomic(RESULTS / "quality_calibration.json", json.dumps(calibration, indent=1) + "\n")
     text = report(m, d, args, time.time() - start)
     if args.write_default:

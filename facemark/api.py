@@ -176,7 +176,7 @@ class Landmarker:
             from facemark.spec import ModelSpec, read_onnx_metadata
 
             raw = read_onnx_metadata(path)
-            self.spec = ModelSpec.from_dict(raw)  # files exported before the spec had scheme and std: filled in
+            self.spec = ModelSpec.from_dict(raw, source=path)  # checked; files exported before scheme and std: filled in
             self.meta = {**raw, **self.spec.to_dict()}
             self._run = _OnnxRunner(str(path), num_threads)
         else:

@@ -116,7 +116,8 @@ def _predict(args) -> int:
     try:
         landmarker = Landmarker(args.model, backend=args.backend, detector=args.detector, scheme=_scheme_arg(args))
         result = predict_paths(paths, landmarker, args.out, json_path=args.json, boxes=args.boxes,
-                               draw_box=args.draw_box, draw_indices=args.indices, align=args.align, pose=args.pose,
+                               draw_box=args.draw_box, draw_indices=args.indices, draw_lines=args.lines,
+                               align=args.align, pose=args.pose,
                                smooth=args.smooth, every=args.every, max_faces=args.max_faces)
     except ImportError as err:  # an optional detector dependency: the message names the pip extra
         raise RuntimeError(str(err)) from None
@@ -311,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "landmark-style boxes, used instead of detection (default: detect)")
     p.add_argument("--draw-box", action="store_true", help="draw the face boxes")
     p.add_argument("--indices", action="store_true", help="label the points with their indices")
+    p.add_argument("--lines", action="store_true", help="join the points by the scheme's lines (jaw, brows, eyes, "
+                   "nose, lips for 68 points)")
     p.add_argument("--align", action="store_true", help="write 112x112 ArcFace-aligned crops to <out>/aligned/")
     p.add_argument("--pose", action="store_true", help="estimate head pose (yaw, pitch, roll)")
     p.add_argument("--scheme", default=None, metavar="YAML", help="a point-scheme file (name, point names, flip permutation, NME pair, lines; see facemark/assets/schemes/) for flip test, pose and alignment (default: the one the model was trained with)")
@@ -372,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="inference threads (one process)")
     p.add_argument("--queue", type=int, default=8, help="requests that may wait for a worker before 503")
     p.add_argument("--max-upload-mb", type=float, default=10, help="larger uploads are answered 413")
+    p.add_argument("--upload-timeout", type=float, default=30, metavar="SECONDS",
+                   help="an upload still arriving after this long is answered 408 (frees its queue place)")
     p.set_defaults(func=_serve)
     return parser
 
@@ -382,7 +387,7 @@ def _serve(args) -> int:
     from facemark.serve.app import create_app
 
     app = create_app(args.model, backend=args.backend, detector=args.detector, max_upload_mb=args.max_upload_mb,
-                     workers=args.workers, queue=args.queue)
+                     workers=args.workers, queue=args.queue, upload_timeout_s=args.upload_timeout)
     uvicorn.run(app, host=args.host, port=args.port)  # the model loads in the app's lifespan, at start
     return 0
 

@@ -131,6 +131,7 @@ def plot_loss_curve(
         ax2.plot(val_steps, values, color="tab:red", marker="o", markersize=3, linewidth=1.5, label=val_label)
         ax2.set_ylabel(f"{val_label} (%)", color="tab:red")
         ax2.yaxis.set_major_formatter(PercentFormatter(decimals=1))
+        ax2.margins(y=0.15)  # room for the "best" label under the lowest point
         best = int(np.argmin(values))
         ax2.annotate(
             f"best {values[best]:.2f}%", (val_steps[best], values[best]), textcoords="offset points",
@@ -182,6 +183,26 @@ def draw_points(
         if indices:
             org = (int(round(p[0] + radius + 1)), int(round(p[1] - radius - 1)))
             cv2.putText(out, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, 0.3, color, 1, cv2.LINE_AA)
+    return out
+
+
+def draw_lines(
+    image_bgr: np.ndarray,
+    points: np.ndarray,
+    lines: dict[str, tuple[int, ...]],
+    closed: tuple[str, ...] = (),
+    color: tuple[int, int, int] = (255, 255, 0),
+    thickness: int = 1,
+) -> np.ndarray:
+    """Anti-aliased polylines through the ``(K, 2)`` points of each scheme line (``PointScheme.groups``),
+    the ``closed`` ones as closed outlines; segments with a missing (NaN) end are left out."""
+    out = _bgr(image_bgr)
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    for name, idx in lines.items():
+        idx = list(idx) + ([idx[0]] if name in closed and len(idx) > 2 else [])
+        for a, b in zip(idx[:-1], idx[1:]):
+            if np.all(np.isfinite(pts[a])) and np.all(np.isfinite(pts[b])):
+                cv2.line(out, _fixed(pts[a]), _fixed(pts[b]), color, thickness, cv2.LINE_AA, _SHIFT)
     return out
 
 

@@ -38,6 +38,7 @@ from facemark.detectors.given import GivenBoxes
 from facemark.files import IMAGE_SUFFIXES, atomic_path, load_image, write_atomic
 from facemark.geometry import box_from_points
 from facemark.plots import draw_box as _draw_box
+from facemark.plots import draw_lines as _draw_lines
 from facemark.plots import draw_points, write_image
 from facemark.track import FaceTracker, Smoothing
 
@@ -96,9 +97,10 @@ class _Predictor:
     how they are drawn and written: the faces themselves come whole from :meth:`Landmarker.detect`."""
 
     def __init__(self, landmarker: Landmarker, boxes: GivenBoxes | None, max_faces: int | None,
-                 draw_box: bool, draw_indices: bool, align: bool, pose: bool):
+                 draw_box: bool, draw_indices: bool, align: bool, pose: bool, draw_lines: bool = False):
         self.lm, self.boxes, self.max_faces = landmarker, boxes, max_faces
         self.draw_box, self.draw_indices, self.align, self.pose = draw_box, draw_indices, align, pose
+        self.draw_lines = draw_lines
 
     def faces(self, image: np.ndarray, key: Path) -> list[Face]:
         given = None
@@ -127,6 +129,9 @@ class _Predictor:
             radius = max(0.5, min(largest, math.sqrt(max(x1 - x0, 1.0) * max(y1 - y0, 1.0)) / 40))
             if self.draw_box:
                 out = _draw_box(out, face.box, thickness=max(1, round(radius / 2)))
+            if self.draw_lines:
+                out = _draw_lines(out, face.points, self.lm.scheme.groups, self.lm.scheme.closed,
+                                  thickness=max(1, round(radius / 2)))
             out = draw_points(out, face.points, radius=radius, indices=self.draw_indices, scores=face.point_scores)
             if face.pose is not None:
                 text = "yaw {:.0f} pitch {:.0f} roll {:.0f}".format(*face.pose)
@@ -216,6 +221,7 @@ def predict_paths(
     boxes: str | Path | GivenBoxes | Mapping | Sequence | None = None,
     draw_box: bool = False,
     draw_indices: bool = False,
+    draw_lines: bool = False,
     align: bool = False,
     pose: bool = False,
     smooth: bool | Smoothing = True,
@@ -240,7 +246,7 @@ def predict_paths(
     if boxes is not None and not isinstance(boxes, GivenBoxes):
         boxes = GivenBoxes.from_json(boxes) if isinstance(boxes, (str, Path)) else GivenBoxes(boxes)
     smoothing = (Smoothing() if smooth is True else smooth) or None
-    predictor = _Predictor(landmarker, boxes, max_faces, draw_box, draw_indices, align, pose)
+    predictor = _Predictor(landmarker, boxes, max_faces, draw_box, draw_indices, align, pose, draw_lines)
     # build the detector now, so a missing optional dependency stops the run before any file
     detector = "given boxes" if boxes is not None else landmarker.detector.name
     jobs, skipped = collect_inputs(paths, exclude=out_dir)

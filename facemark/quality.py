@@ -12,8 +12,10 @@ spec's ``quality`` field, so in the checkpoint and in the ONNX metadata) maps th
 * ``point_scores`` ``(K,)``: the probability that each point lies within 8 % of the inter-ocular
   distance of the truth (one logistic regression shared by all points, on :func:`point_design`);
 * ``quality``: the probability that the whole fit is good, NME (inter-ocular) <= 8 %
-  (a logistic regression on face-level aggregates, :func:`face_design`, which include the
-  detector score).
+  (a logistic regression on face-level aggregates of the point features, :func:`face_design`).
+  The detector score is not among them since Step 7b: it added nothing out of fold and, its
+  values being bunched near 1, made the fit unstable (one fold's AUROC 0.74); calibrations
+  written before (``face_features`` ending in ``detector_score``) still load and use it.
 
 A model file without a calibration (files exported before it existed, or non-PIPNet and
 classical models) gives ``point_scores = None`` and ``quality = None``: no uncalibrated guess.
@@ -29,8 +31,10 @@ import numpy as np
 #: What ``quality`` predicts and what a "good" point is: error <= 8 % of the inter-ocular distance.
 GOOD_NME = 0.08
 POINT_FEATURES = ("log_peak", "log_nb_spread", "log_flip_spread")
-FACE_FEATURES = ("mean_log_peak", "min_log_peak", "mean_log_nb_spread", "max_log_nb_spread",
-                 "mean_log_flip_spread", "max_log_flip_spread", "detector_score")
+#: every face-level feature :func:`face_design` can compute; ``FACE_FEATURES`` are those new fits use
+ALL_FACE_FEATURES = ("mean_log_peak", "min_log_peak", "mean_log_nb_spread", "max_log_nb_spread",
+                     "mean_log_flip_spread", "max_log_flip_spread", "detector_score")
+FACE_FEATURES = ALL_FACE_FEATURES[:6]
 _EPS = 1e-4
 
 
@@ -49,14 +53,15 @@ def point_design(raw: np.ndarray) -> np.ndarray:
                      np.log(raw[..., 2] + _EPS)], axis=-1)
 
 
-def face_design(raw: np.ndarray, detector_score) -> np.ndarray:
-    """``(B, K, 3)`` raw point features and ``(B,)`` detector scores -> ``(B, 7)`` face features.
-    The score is clipped to 0..1: the calibration is fitted with the default detector's (MTCNN)
-    probabilities; a given box counts as 1, and detectors with other scales (dlib's margins) saturate."""
+def face_design(raw: np.ndarray, detector_score=1.0, names: tuple[str, ...] = FACE_FEATURES) -> np.ndarray:
+    """``(B, K, 3)`` raw point features -> ``(B, len(names))`` face features (:data:`ALL_FACE_FEATURES`).
+    ``detector_score`` ``(B,)`` is used only by calibrations that name it (written before Step 7b);
+    it is clipped to 0..1 (MTCNN probabilities; a given box counts as 1)."""
     d = point_design(raw)
     score = np.clip(np.broadcast_to(np.asarray(detector_score, dtype=np.float64), d.shape[:1]), 0.0, 1.0)
-    return np.stack([d[..., 0].mean(1), d[..., 0].min(1), d[..., 1].mean(1), d[..., 1].max(1),
-                     d[..., 2].mean(1), d[..., 2].max(1), score], axis=-1)
+    columns = dict(zip(ALL_FACE_FEATURES, (d[..., 0].mean(1), d[..., 0].min(1), d[..., 1].mean(1), d[..., 1].max(1),
+                                           d[..., 2].mean(1), d[..., 2].max(1), score)))
+    return np.stack([columns[n] for n in names], axis=-1)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -94,26 +99,32 @@ class QualityCalibration:
     face: Logistic
     flip_test: bool = True  # fitted on flip-test predictions (the flip spread is 0 without them)
     note: str = ""
+    face_features: tuple[str, ...] = FACE_FEATURES  # the columns of face_design the face regression takes
 
     def point_scores(self, raw: np.ndarray) -> np.ndarray:
         """``(B, K, 3)`` raw point features -> ``(B, K)`` probabilities that each point is good."""
         return self.point(point_design(raw))
 
-    def quality(self, raw: np.ndarray, detector_score) -> np.ndarray:
-        """``(B, K, 3)`` raw point features, ``(B,)`` detector scores -> ``(B,)`` P(NME <= 8 %)."""
-        return self.face(face_design(raw, detector_score))
+    def quality(self, raw: np.ndarray, detector_score=1.0) -> np.ndarray:
+        """``(B, K, 3)`` raw point features (and ``(B,)`` detector scores, for calibrations that use
+        them) -> ``(B,)`` P(NME <= 8 %)."""
+        return self.face(face_design(raw, detector_score, self.face_features))
 
     def to_dict(self) -> dict:
-        return {"version": 1, "target": f"nme_io <= {GOOD_NME}", "point_features": list(POINT_FEATURES),
-                "face_features": list(FACE_FEATURES), "point": self.point.to_dict(), "face": self.face.to_dict(),
+        return {"version": 2, "target": f"nme_io <= {GOOD_NME}", "point_features": list(POINT_FEATURES),
+                "face_features": list(self.face_features), "point": self.point.to_dict(), "face": self.face.to_dict(),
                 "flip_test": self.flip_test, "note": self.note}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "QualityCalibration | None":
         if not d:
             return None
+        names = tuple(str(n) for n in d.get("face_features", ALL_FACE_FEATURES))
+        unknown = [n for n in names if n not in ALL_FACE_FEATURES]
+        if unknown:
+            raise ValueError(f"face_features: unknown feature {unknown[0]!r}")
         return cls(Logistic.from_dict(d["point"]), Logistic.from_dict(d["face"]), bool(d.get("flip_test", True)),
-                   str(d.get("note", "")))
+                   str(d.get("note", "")), names)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> Logistic:

@@ -27,6 +27,8 @@ class PointScheme:
     mouth_corners: tuple[int, int] | None = None
     # point names (from a scheme file; compare=False so schemes equal by geometry alone)
     point_names: tuple[str, ...] = field(default=(), compare=False)
+    # names of the ``groups`` drawn as closed outlines (eyes, lips); the others are open polylines
+    closed: tuple[str, ...] = field(default=(), compare=False)
 
     def flip(self, points: np.ndarray, width: float) -> np.ndarray:
         """Mirror ``(..., K, 2)`` pixel points of an image of ``width`` pixels (pixel centres)."""
@@ -71,7 +73,7 @@ def _indices(where: str, key: str, value, k: int, length: int | None = None, min
     return tuple(_index(where, key, v, k) for v in value)
 
 
-_KEYS = {"name", "points", "flip", "normalise", "nose_tip", "mouth_corners", "lines"}
+_KEYS = {"name", "points", "flip", "normalise", "nose_tip", "mouth_corners", "lines", "closed_lines"}
 
 
 def scheme_from_dict(data, where: str = "<scheme>") -> PointScheme:
@@ -81,7 +83,8 @@ def scheme_from_dict(data, where: str = "<scheme>") -> PointScheme:
     permutation, K indices, an involution); ``normalise`` with ``outer_eye_corners`` (the NME point
     pair) and optionally ``right_eye`` / ``left_eye`` (groups whose means are the pupils; default the
     two corner points); optional ``nose_tip`` and ``mouth_corners`` (for alignment and 5-point
-    conversion); ``lines`` (name -> point indices drawn as a polyline; also the per-group NME groups).
+    conversion); ``lines`` (name -> point indices drawn as a polyline; also the per-group NME groups);
+    ``closed_lines`` (names of ``lines`` drawn as closed outlines, such as the eyes and lips).
     """
     if not isinstance(data, dict):
         raise SchemeError(f"{where}: expected a mapping of scheme keys, got {type(data).__name__}")
@@ -129,8 +132,14 @@ def scheme_from_dict(data, where: str = "<scheme>") -> PointScheme:
     if not isinstance(lines, dict):
         raise SchemeError(f"{where}: lines: expected a mapping of name -> point indices")
     groups = {str(g): _indices(where, f"lines.{g}", idx, k) for g, idx in lines.items()}
+    closed = data.get("closed_lines") or []
+    if not isinstance(closed, list):
+        raise SchemeError(f"{where}: closed_lines: expected a list of line names")
+    for g in closed:
+        if str(g) not in groups:
+            raise SchemeError(f"{where}: closed_lines: {g!r} is not one of the lines ({', '.join(groups) or 'none'})")
     return PointScheme(str(name), k, flip, corners, right, left, groups, nose_tip=nose, mouth_corners=mouth,
-                       point_names=tuple(names))
+                       point_names=tuple(names), closed=tuple(str(g) for g in closed))
 
 
 def load_scheme(path) -> PointScheme:
@@ -163,6 +172,8 @@ def scheme_to_dict(scheme: PointScheme) -> dict:
     if scheme.mouth_corners is not None:
         data["mouth_corners"] = list(scheme.mouth_corners)
     data["lines"] = {g: list(idx) for g, idx in scheme.groups.items()}
+    if scheme.closed:
+        data["closed_lines"] = list(scheme.closed)
     return data
 
 

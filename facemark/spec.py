@@ -24,7 +24,8 @@ ONNX path of the API never imports torch.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from facemark.geometry import CropRule
@@ -73,9 +74,13 @@ class ModelSpec:
         }
 
     @classmethod
-    def from_dict(cls, data: dict, mean=None) -> "ModelSpec":
+    def from_dict(cls, data: dict, mean=None, source: str | Path | None = None) -> "ModelSpec":
         """The spec in a checkpoint or ONNX metadata dict; ``mean`` fills it in for files written
-        before the spec carried one (a checkpoint's ``mean`` buffer)."""
+        before the spec carried one (a checkpoint's ``mean`` buffer). With ``source`` (the file it came
+        from) every field is type- and range-checked first: ``ValueError("<file>: model spec field
+        '<key>' = <value>: <why>")``, so a crafted or damaged file fails in one line, not deep inside."""
+        if source is not None:
+            check_spec_dict(data, source)
         args = dict(data["model_args"])
         return cls(
             model_name=data["model_name"],
@@ -87,6 +92,78 @@ class ModelSpec:
             std=tuple(float(v) for v in data.get("std", DEFAULT_STD)),
             quality=data.get("quality") or None,
         )
+
+
+#: the largest crop side a spec may ask for, and the range of each crop margin (fractions of the box)
+MAX_INPUT_SIZE = 1024
+CROP_MARGIN_RANGE = (-0.5, 2.0)
+
+
+def check_spec_dict(data, source: str | Path) -> None:
+    """Raise ``ValueError`` naming ``source`` and the field unless ``data`` is a usable spec dict."""
+
+    def bad(key: str, value, why: str) -> ValueError:
+        return ValueError(f"{source}: model spec field '{key}' = {value!r}: {why}")
+
+    def count(key: str, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INPUT_SIZE * 4:
+            raise bad(key, value, f"expected a whole number in 1..{MAX_INPUT_SIZE * 4}")
+
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: model spec is a {type(data).__name__}, expected a mapping")
+    for key in ("model_name", "model_args", "crop"):
+        if key not in data:
+            raise ValueError(f"{source}: model spec field '{key}' is missing")
+    if not isinstance(data["model_name"], str) or not data["model_name"]:
+        raise bad("model_name", data["model_name"], "expected a model name")
+    args = data["model_args"]
+    if not isinstance(args, dict):
+        raise bad("model_args", args, "expected a mapping")
+    for key in ("num_points", "input_size"):
+        if key not in args:
+            raise ValueError(f"{source}: model spec field 'model_args.{key}' is missing")
+        count(f"model_args.{key}", args[key])
+    size = data.get("input_size", args["input_size"])
+    count("input_size", size)
+    if size > MAX_INPUT_SIZE:
+        raise bad("input_size", size, f"larger than {MAX_INPUT_SIZE}")
+    crop = data["crop"]
+    if not isinstance(crop, dict):
+        raise bad("crop", crop, "expected a mapping")
+    known = {f.name for f in fields(CropRule)}
+    for key, value in crop.items():
+        if key not in known:
+            raise bad(f"crop.{key}", value, f"unknown key (known: {', '.join(sorted(known))})")
+        if key == "clip":
+            if not isinstance(value, bool):
+                raise bad("crop.clip", value, "expected true or false")
+        elif (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+              or not CROP_MARGIN_RANGE[0] <= value <= CROP_MARGIN_RANGE[1]):
+            raise bad(f"crop.{key}", value, f"expected a number in {CROP_MARGIN_RANGE[0]}..{CROP_MARGIN_RANGE[1]}")
+    for key in ("mean", "std"):
+        if key in data:
+            value = data[key]
+            if (not isinstance(value, (list, tuple)) or len(value) != 3
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+                raise bad(key, value, "expected three finite numbers (R, G, B)")
+            if key == "std" and not all(v > 0 for v in value):
+                raise bad(key, value, "every value must be above 0")
+    if "scheme" in data and not isinstance(data["scheme"], (str, int, dict)):
+        raise bad("scheme", data["scheme"], "expected a scheme name or a scheme mapping")
+    quality = data.get("quality")
+    if quality:
+        try:
+            from facemark.quality import POINT_FEATURES, QualityCalibration
+
+            calibration = QualityCalibration.from_dict(quality)
+        except (KeyError, TypeError, ValueError) as err:
+            raise bad("quality", "...", f"not a facemark quality calibration ({err.__class__.__name__}: {err})") from None
+        for name, part, n in (("point", calibration.point, len(POINT_FEATURES)),
+                              ("face", calibration.face, len(calibration.face_features))):
+            if not all(math.isfinite(v) for v in (*part.mean, *part.scale, *part.coef, part.intercept)):
+                raise bad(f"quality.{name}", "...", "a coefficient is not a finite number")
+            if {len(part.mean), len(part.scale), len(part.coef)} != {n} or not all(v > 0 for v in part.scale):
+                raise bad(f"quality.{name}", "...", f"expected {n} features with positive scales")
 
 
 def _scheme_value(value) -> str | dict:

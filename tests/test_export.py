@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import synthetic_face
 
+import facemark.api
 from facemark.api import Landmarker
 from facemark.checkpoint import load_checkpoint, model_from_checkpoint
 from facemark.cli import main
@@ -118,3 +120,48 @@ def test_files_written_before_the_spec_still_load(tiny_checkpoint, exported, tmp
     assert Landmarker(tmp_path / "old.pt").spec == Landmarker(tmp_path / "old.onnx").spec == new
     pt, onnx_ = Landmarker(DEFAULT_MODEL_DIR / "default.pt"), Landmarker(DEFAULT_MODEL_DIR / "default.onnx")
     assert pt.spec == onnx_.spec and pt.spec.scheme == "68" and pt.spec.input_size == 128
+
+
+@pytest.mark.parametrize("field, value, message", [
+    (("crop", "top"), float("nan"), "'crop.top' = nan: expected a number in -0.5..2.0"),
+    (("crop", "clip"), "yes", "'crop.clip' = 'yes': expected true or false"),
+    (("input_size",), 0, "'input_size' = 0: expected a whole number"),
+    (("input_size",), 100000, "'input_size' = 100000: expected a whole number"),
+    (("model_args", "num_points"), "68", "'model_args.num_points' = '68'"),
+    (("std",), [0, 1, 1], "'std' = [0, 1, 1]: every value must be above 0"),
+    (("mean",), [0.5, 0.5], "'mean' = [0.5, 0.5]: expected three finite numbers"),
+    (("model_args",), None, "'model_args' = None: expected a mapping"),
+])
+def test_crafted_onnx_metadata_fails_in_one_line(exported, tmp_path, field, value, message):
+    """Every spec field read from an ONNX file is type- and range-checked; the error names the file and field."""
+    import onnx
+
+    graph = onnx.load(str(exported))
+    meta = json.loads(graph.metadata_props[0].value)
+    target = meta
+    for key in field[:-1]:
+        target = target[key]
+    target[field[-1]] = value
+    graph.metadata_props[0].value = json.dumps(meta)
+    path = tmp_path / "crafted.onnx"
+    onnx.save(graph, str(path))
+    with pytest.raises(ValueError) as err:
+        Landmarker(path)
+    assert str(err.value).startswith(f"{path}: model spec field ") and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_crafted_quality_calibration_is_refused(tmp_path):
+    """A calibration with the wrong feature count or a non-finite coefficient is refused at load."""
+    from facemark.spec import read_onnx_metadata
+
+    meta = read_onnx_metadata(Path(facemark.api.DEFAULT_MODEL_DIR) / "default.onnx")
+    ModelSpec.from_dict(meta, source="default.onnx")  # the shipped calibration passes
+    short = json.loads(json.dumps(meta))
+    short["quality"]["face"]["coef"] = short["quality"]["face"]["coef"][:3]
+    with pytest.raises(ValueError, match=r"x\.onnx: model spec field 'quality\.face'.*expected 6 features"):
+        ModelSpec.from_dict(short, source="x.onnx")
+    inf = json.loads(json.dumps(meta))
+    inf["quality"]["point"]["intercept"] = float("inf")
+    with pytest.raises(ValueError, match=r"'quality\.point'.*not a finite number"):
+        ModelSpec.from_dict(inf, source="x.onnx")

@@ -47,8 +47,10 @@ def test_init_is_type_checked():
 
 
 def _pipnet(small_run, out, tmp_path, **extra):
-    return load_config(small_run(out, model="pipnet_resnet", model_args={"width": 0.5, "num_nb": 10},
-                                 input_size=128, steps=2, val_every=2, ckpt_every=2, **extra))
+    shipped = {k: DEFAULT["model_args"][k] for k in ("width", "num_nb")}  # the shipped model's architecture
+    return load_config(small_run(out, model="pipnet_resnet", model_args=shipped,
+                                 input_size=DEFAULT["model_args"]["input_size"], steps=2, val_every=2, ckpt_every=2,
+                                 **extra))
 
 
 def test_fine_tune_runs_and_starts_from_the_shipped_weights(small_run, tmp_path, capsys):

@@ -213,3 +213,19 @@ def test_nmf_known_answers():
     assert metrics.nmf(jitter, gt) == pytest.approx(math.sqrt(0.5) * 4.0 / 80)
     with pytest.raises(ValueError, match="T >= 2"):
         metrics.nmf(gt[:1], gt[:1])
+
+
+def test_draw_lines_joins_the_scheme_lines_and_closes_only_closed_ones():
+    """A square of four points: an open line draws three sides, a closed one all four; NaN ends are skipped."""
+    square = np.array([[10, 10], [50, 10], [50, 50], [10, 50]], dtype=np.float64)
+    blank = np.zeros((60, 60, 3), np.uint8)
+    open_ = plots.draw_lines(blank, square, {"s": (0, 1, 2, 3)})
+    closed = plots.draw_lines(blank, square, {"s": (0, 1, 2, 3)}, closed=("s",))
+    left_side = (slice(20, 40), 10)  # the side from point 3 back to point 0
+    assert open_[20:40, 30].sum() == 0 and open_[10, 20:40].sum() > 0  # not through the middle; top side drawn
+    assert open_[left_side].sum() == 0 and closed[left_side].sum() > 0
+    missing = square.copy()
+    missing[1] = np.nan
+    gappy = plots.draw_lines(blank, missing, {"s": (0, 1, 2, 3)})
+    assert gappy[10, 20:40].sum() == 0 and gappy[50, 20:40].sum() > 0  # segments to the missing point left out
+    assert blank.sum() == 0  # the input is not drawn on

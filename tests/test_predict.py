@@ -122,3 +122,19 @@ def test_marker_size_follows_the_face_not_the_photo(face):
     drawn = _Predictor(None, None, None, False, False, False, False).draw(canvas.copy(), [small])
     covered = (np.abs(drawn.astype(int) - canvas.astype(int)).sum(-1) > 0)[995:1045, 995:1045].mean()
     assert covered < 0.25, covered
+
+
+def test_lines_draws_the_scheme_lines_between_the_points(tmp_path, tiny_checkpoint, face):
+    """`--lines` joins the points along the scheme's lines: the drawing gains the line colour between points."""
+    image, points = face
+    cv2.imwrite(str(tmp_path / "face.png"), image)
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"face.png": [list(box_from_points(points))]}))
+    drawings = {}
+    for flag in ([], ["--lines"]):
+        out = tmp_path / ("lines" if flag else "plain")
+        assert main(["predict", str(tmp_path / "face.png"), "--out", str(out), "--model", str(tiny_checkpoint),
+                     "--backend", "torch", "--boxes", str(boxes), *flag]) == 0
+        drawings[bool(flag)] = cv2.imread(str(out / "face.png")).astype(int)
+    cyan = lambda im: (im[..., 0] > 150) & (im[..., 1] > 150) & (im[..., 2] < 100)  # noqa: E731 - BGR (255, 255, 0)
+    assert cyan(drawings[True]).sum() > cyan(drawings[False]).sum() + 20

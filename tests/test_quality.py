@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from facemark.quality import Logistic, QualityCalibration, face_design, point_design
+from facemark.quality import ALL_FACE_FEATURES, Logistic, QualityCalibration, face_design, point_design
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,23 @@ def test_logistic_fills_a_missing_feature_with_its_mean():
     logistic = Logistic((1.0, 2.0), (1.0, 1.0), (1.0, -1.0), 0.5)
     assert logistic(np.array([[1.0, np.nan]]))[0] == pytest.approx(1 / (1 + np.exp(-0.5)))
     raw = np.full((2, 68, 3), 0.01)
-    assert point_design(raw).shape == (2, 68, 3) and face_design(raw, [1.0, 0.5]).shape == (2, 7)
+    assert point_design(raw).shape == (2, 68, 3) and face_design(raw).shape == (2, 6)
+    assert face_design(raw, [1.0, 0.5], ALL_FACE_FEATURES)[:, -1].tolist() == [1.0, 0.5]
+
+
+def test_calibrations_with_the_detector_score_still_load():
+    """A calibration written before Step 7b (version 1: seven face features, the detector score last)
+    loads and uses the score; an unknown feature name is refused."""
+    rng = np.random.default_rng(1)
+    old = {"version": 1, "point": Logistic((0.0,) * 3, (1.0,) * 3, (1.0, -1.0, -1.0), 0.0).to_dict(),
+           "face": Logistic((0.0,) * 7, (1.0,) * 7, (0.0,) * 6 + (5.0,), 0.0).to_dict()}
+    cal = QualityCalibration.from_dict(old)
+    assert cal.face_features == ALL_FACE_FEATURES
+    raw = rng.uniform(0.01, 0.5, size=(2, 68, 3))
+    low, high = cal.quality(raw, [0.0, 1.0])
+    assert high > low  # only the detector score differs
+    with pytest.raises(ValueError, match="unknown feature 'colour'"):
+        QualityCalibration.from_dict({**old, "face_features": ["colour"]})
 
 
 def _real_face(lite_root):

@@ -96,7 +96,9 @@ def test_shipped_files_equal_the_old_tables():
 
 def test_round_trip(tmp_path):
     for k, scheme in SCHEMES.items():
-        assert load_scheme_from(tmp_path, scheme_to_dict(scheme)) == scheme
+        loaded = load_scheme_from(tmp_path, scheme_to_dict(scheme))
+        assert loaded == scheme and loaded.closed == scheme.closed
+    assert get_scheme(68).closed == ("right_eye", "left_eye", "outer_lips", "inner_lips")
 
 
 def load_scheme_from(tmp_path, data, name="my.yaml"):
@@ -136,6 +138,8 @@ def test_minimal_user_scheme(tmp_path):
     (lambda d: d.update(mouth_corners=[0]), "mouth_corners", "expected 2"),
     (lambda d: d.pop("flip"), "flip", "missing"),
     (lambda d: d.update(colour="red"), "colour", "unknown key"),
+    (lambda d: d.update(closed_lines=["eyes"]), "closed_lines", "'eyes' is not one of the lines (all)"),
+    (lambda d: d.update(closed_lines="all"), "closed_lines", "expected a list"),
 ])
 def test_invalid_files_fail_in_one_line(tmp_path, edit, key, words):
     data = _tri()

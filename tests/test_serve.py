@@ -208,8 +208,11 @@ def test_healthz_page_and_docs(client):
 
 # -- hardening: memory bounded by the queue, what goes wrong said plainly ----------------------
 
-async def _asgi_post(app, chunks: list[bytes], content_type: str = "image/jpeg", disconnect: bool = False):
-    """POST ``chunks`` straight to the ASGI app; ``(status, JSON body or None, chunks the app read)``."""
+async def _asgi_post(app, chunks: list[bytes], content_type: str = "image/jpeg", disconnect: bool = False,
+                     delay: float = 0.0):
+    """POST ``chunks`` straight to the ASGI app, ``delay`` seconds before each; ``(status, JSON body or
+    None, chunks the app read)``."""
+    import asyncio
     import json
 
     pending = list(chunks)
@@ -217,6 +220,7 @@ async def _asgi_post(app, chunks: list[bytes], content_type: str = "image/jpeg",
 
     async def receive():
         nonlocal read
+        await asyncio.sleep(delay)
         if pending:
             read += 1
             chunk = pending.pop(0)
@@ -270,6 +274,20 @@ def test_a_multipart_upload_is_cut_off_at_the_limit_while_it_streams(tiny_checkp
         status, answer, read = asyncio.run(_asgi_post(app, chunks, request.headers["content-type"]))
     assert (status, answer["error"]) == (413, "upload_too_large")
     assert read <= 2**20 // 65536 + 1 < len(chunks)  # stopped at the limit, not after the whole 4 MB
+
+
+def test_a_slow_upload_is_408_and_gives_its_place_back(tiny_checkpoint, face_jpeg):
+    """An upload still arriving after ``upload_timeout_s`` is cut off: 408, and its queue place is free again."""
+    import asyncio
+
+    app = make_app(tiny_checkpoint, workers=1, queue=0, upload_timeout_s=0.3)
+    chunks = [face_jpeg[i : i + 1024] for i in range(0, len(face_jpeg), 1024)]
+    assert len(chunks) > 10
+    with TestClient(app) as client:
+        status, body, read = asyncio.run(_asgi_post(app, chunks, delay=0.1))  # would take over a second
+        assert (status, body["error"]) == (408, "upload_timeout") and "0.3 s" in body["detail"]
+        assert read < len(chunks)
+        assert client.post(URL, content=face_jpeg).status_code == 200  # the only place came back
 
 
 def test_a_client_that_hangs_up_is_one_info_line(tiny_checkpoint, face_jpeg, caplog):

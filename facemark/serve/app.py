@@ -244,8 +244,10 @@ class Service:
     """The loaded model, the bounded inference pool, the request limits and the tracking sessions of one app."""
 
     def __init__(self, landmarker: Landmarker, detector: str, max_upload_bytes: int, max_pixels: int,
-                 workers: int, queue: int, max_sessions: int = 8, session_idle_s: float = 60.0):
+                 workers: int, queue: int, max_sessions: int = 8, session_idle_s: float = 60.0,
+                 upload_timeout_s: float = 30.0):
         self.landmarker, self.workers, self.queue = landmarker, workers, queue
+        self.upload_timeout_s = upload_timeout_s  # a queue place is held at most this long while the body arrives
         self.max_sessions, self.session_idle_s = max_sessions, session_idle_s
         self.sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently used first
         self._sessions_lock = threading.Lock()
@@ -354,7 +356,7 @@ class _Place:
 # -- routes --------------------------------------------------------------------------------
 
 router = APIRouter()
-_ERRORS = {code: {"model": ErrorOut} for code in (400, 413, 415, 422, 501, 503)}
+_ERRORS = {code: {"model": ErrorOut} for code in (400, 408, 413, 415, 422, 501, 503)}
 _BODY = {  # the body is read by hand (to cap its size), so describe it to OpenAPI here
     "requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
@@ -370,7 +372,12 @@ async def _admit_and_read(request: Request, service: "Service"):
     costs no memory); the place is given back if the body is refused."""
     place = service.admit()
     try:
-        data = await read_body(request, service.max_upload_bytes)
+        try:
+            async with asyncio.timeout(service.upload_timeout_s):  # a slow uploader cannot keep its place
+                data = await read_body(request, service.max_upload_bytes)
+        except TimeoutError:
+            raise ServiceError(408, "upload_timeout", f"the upload took longer than {service.upload_timeout_s:g} s; "
+                                                      "send it again on a faster connection") from None
         image_header(data, service.max_pixels)
     except BaseException:
         place.release()
@@ -433,15 +440,17 @@ async def index() -> HTMLResponse:
 
 def create_app(model: str = "default", backend: str | None = None, detector: str | None = None,
                max_upload_mb: float = 10, max_pixels: int = 40_000_000, workers: int = 2, queue: int = 8,
-               max_sessions: int = 8, session_idle_s: float = 60.0) -> FastAPI:
+               max_sessions: int = 8, session_idle_s: float = 60.0, upload_timeout_s: float = 30.0) -> FastAPI:
     """The ASGI app; the model loads once, when the server starts (the lifespan handler).
 
     ``workers``: inference threads; ``queue``: requests allowed to wait for one before 503;
-    ``max_sessions``, ``session_idle_s``: live tracking sessions kept (``/v1/track``) and how long an idle one lives.
+    ``max_sessions``, ``session_idle_s``: live tracking sessions kept (``/v1/track``) and how long an idle one lives;
+    ``upload_timeout_s``: an upload still arriving after this long is answered 408 and its queue place freed.
     """
-    if workers < 1 or queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or max_sessions < 1 or session_idle_s <= 0:
-        raise ValueError("need workers >= 1, queue >= 0, max_upload_mb > 0, max_pixels >= 1, max_sessions >= 1 "
-                         "and session_idle_s > 0")
+    if (workers < 1 or queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or max_sessions < 1 or session_idle_s <= 0
+            or not upload_timeout_s > 0):
+        raise ValueError("need workers >= 1, queue >= 0, max_upload_mb > 0, max_pixels >= 1, max_sessions >= 1, "
+                         "session_idle_s > 0 and upload_timeout_s > 0")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -453,7 +462,7 @@ def create_app(model: str = "default", backend: str | None = None, detector: str
         landmarker = Landmarker(model, backend=backend, detector=detector, num_threads=threads)
         landmarker.detector  # noqa: B018 - load now: a bad detector fails the start, not the first request
         service = Service(landmarker, detector or DEFAULT_DETECTOR, int(max_upload_mb * 2**20), max_pixels,
-                          workers, queue, max_sessions, session_idle_s)
+                          workers, queue, max_sessions, session_idle_s, upload_timeout_s)
         app.state.service = service
         try:
             yield
