@@ -94,9 +94,11 @@ def _train(args) -> int:
 
 
 def _export(args) -> int:
-    from facemark.export import export_inference_checkpoint, export_onnx
+    from facemark.export import export_inference_checkpoint, export_onnx, quantize_onnx
 
     outputs = [export_onnx(args.checkpoint, args.onnx or Path(args.checkpoint).with_suffix(".onnx"), opset=args.opset)]
+    if args.int8:
+        outputs.append(quantize_onnx(outputs[0], outputs[0].with_suffix(".int8.onnx"), args.int8, count=args.calib))
     if args.pt:
         outputs.append(export_inference_checkpoint(args.checkpoint, args.pt))
     for out in outputs:
@@ -297,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.add_argument("--pt", default=None,
                    help="also write an inference-only checkpoint (no optimizer state) here (default: not written)")
+    p.add_argument("--int8", default=None, metavar="DATA",
+                   help="also write an INT8 copy of the ONNX file (<onnx>.int8.onnx, onnxruntime static "
+                   "quantization) calibrated on training crops of this prepared folder (default: not written)")
+    p.add_argument("--calib", type=_at_least_one, default=256, help="training crops for the INT8 calibration")
     p.set_defaults(func=_export)
 
     p = command(commands, "predict", "landmarks for images, folders and videos: annotated copies and JSON")

@@ -165,3 +165,46 @@ def test_crafted_quality_calibration_is_refused(tmp_path):
     inf["quality"]["point"]["intercept"] = float("inf")
     with pytest.raises(ValueError, match=r"'quality\.point'.*not a finite number"):
         ModelSpec.from_dict(inf, source="x.onnx")
+
+
+def test_int8_export_keeps_the_spec_and_stays_close(tiny_checkpoint, synthetic_dataset, tmp_path):
+    """`export --int8 DATA` writes a QDQ-quantized copy that carries the same spec and predicts close to the float one."""
+    import onnx
+
+    out = tmp_path / "tiny.onnx"
+    assert main(["export", str(tiny_checkpoint), "--onnx", str(out), "--int8", str(synthetic_dataset),
+                 "--calib", "8"]) == 0
+    int8 = tmp_path / "tiny.int8.onnx"
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    float_lm, int8_lm = Landmarker(out), Landmarker(int8)
+    assert int8_lm.spec == float_lm.spec and int8_lm.meta["precision"] == "int8"
+    assert "8 crops of" in int8_lm.meta["int8_calibration"]
+    image, points = synthetic_face(np.random.default_rng(5))
+    box = box_from_points(points)
+    a, b = float_lm.predict(image, box), int8_lm.predict(image, box)
+    size = max(box[2] - box[0], box[3] - box[1])
+    assert b.shape == (68, 2) and np.abs(a - b).mean() < 0.05 * size
+
+
+def test_int8_export_without_training_faces_is_one_line(tiny_checkpoint, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["export", str(tiny_checkpoint), "--onnx", str(tmp_path / "t.onnx"), "--int8", str(empty)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(empty) in err[0]
+
+
+def test_shipped_int8_default_agrees_with_the_float_default():
+    """`Landmarker("default-int8")`: the shipped INT8 copy of the default model, ONNX only, within a
+    small fraction of the inter-ocular distance of the float model on the sample photo."""
+    from facemark.predict import SAMPLE_IMAGE
+
+    float_face, = Landmarker("default").detect(SAMPLE_IMAGE)
+    int8 = Landmarker("default-int8")
+    int8_face, = int8.detect(SAMPLE_IMAGE)
+    iod = np.linalg.norm(float_face.points[36] - float_face.points[45])
+    assert np.linalg.norm(float_face.points - int8_face.points, axis=1).mean() < 0.03 * iod
+    assert int8.meta["precision"] == "int8" and int8_face.quality is not None
+    with pytest.raises(ValueError, match="ONNX-only"):
+        Landmarker("default-int8", backend="torch")

@@ -1,0 +1,84 @@
+"""INT8 ONNX (onnxruntime static quantization): its NME cost and its speed, against the float model.
+
+The float ONNX model is quantized by :func:`facemark.export.quantize_onnx` (what ``facemark export
+--int8 DATA`` runs: QDQ format, per-channel int8 weights, uint8 activations, calibrated on
+``--calib`` training crops cut as the API cuts them; the model spec copied over). Both models are then scored on the validation split (ground-truth
+landmark box, inter-ocular NME, flip test on) and timed in one run, alternately, on the same
+faces (``predict``: crop + model + mirrored crop, batch 1)::
+
+    python -m bench.quantize_int8 [--model runs/pipnet_resnet075_128/twin.onnx] [--calib 256] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facemark.api import Landmarker
+from facemark.evaluate import evaluate, load_faces
+from facemark.export import quantize_onnx
+from facemark.files import read_image, write_atomic
+from facemark.geometry import box_from_points
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def time_predict(models: dict[str, Landmarker], faces, repeats: int = 3) -> dict[str, float]:
+    """Median over faces of the fastest of ``repeats`` ``predict`` calls, the models timed alternately."""
+    times = {name: [] for name in models}
+    for face in faces:
+        image, box = read_image(face.image_path), box_from_points(face.points)
+        for name, lm in models.items():
+            lm.predict(image, box)  # warm
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                lm.predict(image, box)
+                best = min(best, time.perf_counter() - start)
+            times[name].append(best)
+    return {name: float(np.median(v)) * 1000 for name, v in times.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=ROOT / "runs" / "pipnet_resnet075_128" / "twin.onnx")
+    ap.add_argument("--data", type=Path, default=ROOT / "data" / "300w-lite")
+    ap.add_argument("--calib", type=int, default=256, help="training crops to calibrate on")
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for scoring and timing")
+    ap.add_argument("--timing-faces", type=int, default=100)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "int8.md")
+    args = ap.parse_args(argv)
+    command = shlex.join(["python", "-m", "bench.quantize_int8", *(argv if argv is not None else sys.argv[1:])])
+    float_lm = Landmarker(args.model, num_threads=args.threads)
+    int8_path = args.model.with_name(args.model.stem + ".int8.onnx")
+    quantize_onnx(args.model, int8_path, args.data, count=args.calib)
+    models = {"float32": float_lm, "int8 (QDQ, per-channel)": Landmarker(int8_path, num_threads=args.threads)}
+    lines = ["# INT8 ONNX against float32", "", f"`{command}`", "",
+             f"Model `{args.model}`, quantized to `{int8_path}` ({int8_path.stat().st_size / 1e6:.1f} MB) with "
+             f"onnxruntime static quantization calibrated on {args.calib} training crops. Validation split, "
+             "ground-truth landmark box, NME normalised by the inter-ocular distance (outer eye corners 36, 45), "
+             f"flip test on; `predict` timed on {args.timing_faces} faces, both models alternately in this run, "
+             f"{args.threads} onnxruntime thread(s), median of the fastest of 3 calls.", "",
+             "| model | NME io % | 95 % CI | FR@10 % | ms per face |", "|---|---:|---:|---:|---:|"]
+    faces, _, _ = load_faces(args.data / "val")
+    ms = time_predict(models, faces[: args.timing_faces])
+    for name, lm in models.items():
+        s = evaluate(lm, args.data / "val", progress=False)["summary"]
+        lo, hi = s["ci95"]
+        lines.append(f"| {name} | {s['mean'] * 100:.2f} | {lo * 100:.2f}-{hi * 100:.2f} | {s['fr@10'] * 100:.1f} | "
+                     f"{ms[name]:.2f} |")
+    names = list(models)
+    lines += ["", f"Time ratio int8 / float32: {ms[names[1]] / ms[names[0]]:.2f}."]
+    text = "\n".join(lines) + "\n"
+    write_atomic(args.out, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
