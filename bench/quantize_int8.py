@@ -6,7 +6,7 @@ The float ONNX model is quantized by :func:`facemark.export.quantize_onnx` (what
 landmark box, inter-ocular NME, flip test on) and timed in one run, alternately, on the same
 faces (``predict``: crop + model + mirrored crop, batch 1)::
 
-    python -m bench.quantize_int8 [--model runs/pipnet_resnet075_128/twin.onnx] [--calib 256] [--threads 1]
+    python -m bench.quantize_int8 [--model runs/pipnet_resnet075_128_lightaug/twin.onnx] [--calib 256] [--threads 1]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def time_predict(models: dict[str, Landmarker], faces, repeats: int = 3) -> dict
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=ROOT / "runs" / "pipnet_resnet075_128" / "twin.onnx")
+    ap.add_argument("--model", type=Path, default=ROOT / "runs" / "pipnet_resnet075_128_lightaug" / "twin.onnx")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "300w-lite")
     ap.add_argument("--calib", type=int, default=256, help="training crops to calibrate on")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for scoring and timing")
@@ -58,8 +58,11 @@ def main(argv=None) -> int:
     int8_path = args.model.with_name(args.model.stem + ".int8.onnx")
     quantize_onnx(args.model, int8_path, args.data, count=args.calib)
     models = {"float32": float_lm, "int8 (QDQ, per-channel)": Landmarker(int8_path, num_threads=args.threads)}
+    def shown(path: Path) -> str:
+        return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+
     lines = ["# INT8 ONNX against float32", "", f"`{command}`", "",
-             f"Model `{args.model}`, quantized to `{int8_path}` ({int8_path.stat().st_size / 1e6:.1f} MB) with "
+             f"Model `{shown(args.model)}`, quantized to `{shown(int8_path)}` ({int8_path.stat().st_size / 1e6:.1f} MB) with "
              f"onnxruntime static quantization calibrated on {args.calib} training crops. Validation split, "
              "ground-truth landmark box, NME normalised by the inter-ocular distance (outer eye corners 36, 45), "
              f"flip test on; `predict` timed on {args.timing_faces} faces, both models alternately in this run, "

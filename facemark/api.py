@@ -29,8 +29,8 @@ from facemark.geometry import Box, CropRule, box_from_points, crop_box_from_box,
 from facemark.schemes import five_from_68_box, get_scheme, resolve_scheme
 
 DEFAULT_MODEL_DIR = Path(str(files("facemark") / "assets" / "models"))
-#: models shipped in DEFAULT_MODEL_DIR: "default" (68 points), "default-int8" (its INT8 ONNX copy: 2.5x
-#: faster on one thread, +0.09 NME points; ONNX Runtime only) and "default-5" (5 points, cuhk-5pt order)
+#: models shipped in DEFAULT_MODEL_DIR: "default" (68 points), "default-int8" (its INT8 ONNX copy: 0.41x
+#: the time per face on one thread, +0.10 NME points; ONNX Runtime only) and "default-5" (5 points, cuhk-5pt order)
 SHIPPED_MODELS = ("default", "default-int8", "default-5")
 ALIGNED_SIZE = 112  # the ArcFace template's size
 
