@@ -32,7 +32,6 @@ import os
 import platform
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -43,6 +42,7 @@ from facemark.data.store import read_image
 from facemark.baselines import dlib_shape_model_path
 from facemark.evaluate import evaluate, load_faces
 from facemark.files import write_atomic
+from timing import best_ms  # bench/timing.py
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "end_to_end.md"
@@ -91,15 +91,6 @@ def photo_640x480(image: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(scaled[top : top + 480])
     pad = 480 - rows
     return cv2.copyMakeBorder(scaled, pad // 2, pad - pad // 2, 0, 0, cv2.BORDER_REFLECT)
-
-
-def best_ms(fn, image, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(image)
-        times.append(time.perf_counter() - start)
-    return 1000 * min(times)
 
 
 def main(argv=None) -> int:
@@ -155,8 +146,8 @@ def main(argv=None) -> int:
         dlib_pipeline.detect(image)
     ours, theirs_ms, per_photo = [], [], []
     for image in photos:
-        a = best_ms(landmarker.detect, image, args.repeats)
-        b = best_ms(dlib_pipeline.detect, image, args.repeats)
+        a = best_ms(lambda: landmarker.detect(image), args.repeats)
+        b = best_ms(lambda: dlib_pipeline.detect(image), args.repeats)
         ours.append(a)
         theirs_ms.append(b)
         per_photo.append(a / b)

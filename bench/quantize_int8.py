@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.timing import best_ms
 from facemark.api import Landmarker
 from facemark.evaluate import evaluate, load_faces
 from facemark.export import quantize_onnx
@@ -35,13 +35,8 @@ def time_predict(models: dict[str, Landmarker], faces, repeats: int = 3) -> dict
         image, box = read_image(face.image_path), box_from_points(face.points)
         for name, lm in models.items():
             lm.predict(image, box)  # warm
-            best = float("inf")
-            for _ in range(repeats):
-                start = time.perf_counter()
-                lm.predict(image, box)
-                best = min(best, time.perf_counter() - start)
-            times[name].append(best)
-    return {name: float(np.median(v)) * 1000 for name, v in times.items()}
+            times[name].append(best_ms(lambda: lm.predict(image, box), repeats))
+    return {name: float(np.median(v)) for name, v in times.items()}
 
 
 def main(argv=None) -> int:

@@ -16,3 +16,13 @@ def median_ms(fn, repeats: int, warmup: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
+
+
+def best_ms(fn, repeats: int) -> float:
+    """Fastest wall time of ``fn()`` in milliseconds over ``repeats`` calls (the least disturbed one)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times)
