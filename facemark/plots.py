@@ -90,7 +90,7 @@ def plot_ced(
     ax.set_title(title)
     ax.grid(True, alpha=0.4)
     if curves:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8)  # below: never over the curves
     return _save_atomic(fig, path)
 
 
