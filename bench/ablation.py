@@ -9,7 +9,9 @@ landmark box (inter-ocular NME, outer eye corners), with or without flip-test av
 The models: the Step-5 default (``runs/old_default.onnx``: ``git show e00778a:facemark/assets/
 models/default.onnx``), the Step-7a 12k-step twin (``configs/300w_pipnet_resnet_128_long.yaml``),
 the Step-7b candidates (``configs/300w_pipnet_resnet_160.yaml``, ``configs/300w_pipnet_resnet075_128.yaml``,
-``configs/300w_pipnet_resnet075_128_lightaug.yaml``),
+``configs/300w_pipnet_resnet075_128_lightaug.yaml``), the Step-7c GPU runs
+(``configs/300w_pipnet_resnet075_128_lightaug_gpu.yaml``, ``configs/300w_pipnet_resnet075_128_gpu.yaml``,
+``configs/300w_pipnet_resnet075_128_gpu_long.yaml``),
 each exported from its ``last.pt`` to ``twin.onnx`` beside it, and the shipped default (trained on all
 faces, validation ones included: its row is not a held-out score).
 """
@@ -41,6 +43,14 @@ ROWS = [
     ("ResNet-0.75 with light augmentation (rotation 10 deg, no blur, no occlusion)",
      "runs/pipnet_resnet075_128_lightaug/twin.onnx", False, ""),
     ("+ flip-test averaging at inference", "runs/pipnet_resnet075_128_lightaug/twin.onnx", True,
+     "the Step-7b pipeline"),
+    ("light augmentation, 16,000 steps (GPU)", "runs/300w_pipnet_resnet075_128_lightaug_gpu/twin.onnx", False, ""),
+    ("+ flip-test averaging at inference", "runs/300w_pipnet_resnet075_128_lightaug_gpu/twin.onnx", True, ""),
+    ("heavy augmentation (rotation 30 deg, blur, occlusion), 16,000 steps (GPU)",
+     "runs/300w_pipnet_resnet075_128_gpu/twin.onnx", False, ""),
+    ("+ flip-test averaging at inference", "runs/300w_pipnet_resnet075_128_gpu/twin.onnx", True, ""),
+    ("heavy augmentation, 19,500 steps (GPU)", "runs/300w_pipnet_resnet075_128_gpu_long/twin.onnx", False, ""),
+    ("+ flip-test averaging at inference", "runs/300w_pipnet_resnet075_128_gpu_long/twin.onnx", True,
      "the shipped pipeline"),
     ("+ all 2012 faces, validation ones included (the shipped default)", "facemark/assets/models/default.onnx",
      True, "not held out: these faces were trained on"),

@@ -5,12 +5,13 @@ exists), the classical models trained on the 300w-lite training split (``runs/er
 and ``runs/lbf_300w/model.lbf.npz`` when they exist: ``facemark train --method ert|lbf``), any
 ``--models name=path`` checkpoints, ONNX files or classical models, and dlib's 68-point ERT. Every
 figure comes from :func:`facemark.evaluate.evaluate` on the original images, inter-ocular NME,
-ground-truth landmark box (the 300-W protocol); ``--detector`` and ``--jitter 0.1`` add the same
-table with detector boxes and with ±10 % random box-edge noise. Full per-run reports
+ground-truth landmark box (the 300-W protocol); ``--detector``, ``--jitter 0.1`` and ``--rotate 30``
+add the same table with detector boxes, with ±10 % random box-edge noise and with each photo turned
+by a random angle in ±30° about the face (tilted heads; the validation faces are mostly upright). Full per-run reports
 (report.md, worst.png, metrics.json) go to ``--work`` (default ``runs/baselines``).
 
     python bench/compare_baselines.py [--data data/300w-lite] [--models pipnet=runs/pipnet_resnet_128/best.pt]
-        [--detector] [--jitter 0.1] [--no-dlib]
+        [--detector] [--jitter 0.1] [--rotate 30] [--no-dlib]
 
 ms/face is the median wall time of one ``predict(image, box)`` call (crop + model, batch of one,
 image decoding excluded): the median over ``--timing-faces`` faces of the fastest of five calls
@@ -106,6 +107,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-dlib", action="store_true")
     ap.add_argument("--detector", action="store_true", help="also evaluate with detector boxes (default detector)")
     ap.add_argument("--jitter", type=float, default=0.0, help="also evaluate with this box-edge jitter (e.g. 0.1)")
+    ap.add_argument("--rotate", type=float, default=0.0,
+                    help="also evaluate on faces turned by a random angle in +-this many degrees (e.g. 30)")
     ap.add_argument("--threads", type=int, default=1, help="inference threads of our models")
     ap.add_argument("--timing-faces", type=int, default=50, help="faces in the ms/face timing pass")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "baselines", help="folder for the per-run reports")
@@ -119,12 +122,15 @@ def main(argv=None) -> int:
         print(f"preparing {args.data} from {args.source}", file=sys.stderr)
         prepare(args.source, args.data)
     rows = predictors(args)
-    protocols = [("gt", 0.0, "Ground-truth landmark box (300-W protocol)", "")]
+    protocols = [("gt", 0.0, 0.0, "Ground-truth landmark box (300-W protocol)", "")]
     if args.detector:
-        protocols.append(("detector", 0.0, "Detector boxes (face found and matched by IoU)", "_detector"))
+        protocols.append(("detector", 0.0, 0.0, "Detector boxes (face found and matched by IoU)", "_detector"))
     if args.jitter:
         title = f"Ground-truth landmark box, ±{args.jitter * 100:g} % edge jitter"
-        protocols.append(("gt", args.jitter, title, "_jitter"))
+        protocols.append(("gt", args.jitter, 0.0, title, "_jitter"))
+    if args.rotate:
+        title = f"Tilted heads: each photo turned by a random angle in ±{args.rotate:g}°, ground-truth landmark box"
+        protocols.append(("gt", 0.0, args.rotate, title, "_rotate"))
 
     val = args.data / "val"
     timing_faces = load_faces(val)[0][: args.timing_faces]
@@ -138,11 +144,11 @@ def main(argv=None) -> int:
              f"median over {len(timing_faces)} faces of the fastest of 5 calls, {args.threads} thread(s), "
              f"{platform.machine()} CPU ({os.cpu_count()} cores, shared with other jobs while this ran); "
              "size: fp32 weights (the model file for dlib).", ""]
-    for box, jitter, title, suffix in protocols:
+    for box, jitter, rotate, title, suffix in protocols:
         paths, names, table = [], [], []
         for name, predictor, size, note in rows:
             slug = name.replace(" ", "-") + suffix
-            result = evaluate(predictor, val, box=box, jitter=jitter, out=args.work / slug, name=name)
+            result = evaluate(predictor, val, box=box, jitter=jitter, rotate=rotate, out=args.work / slug, name=name)
             print(result["headline"], file=sys.stderr)
             paths.append(args.work / slug / "metrics.json")
             names.append(name)

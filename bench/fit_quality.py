@@ -16,8 +16,8 @@ error; then the calibration is refitted on every prediction and written to
 calibration in its spec (``default.pt`` and ``default.onnx``), and the script checks that the
 new files give bit-identical points to the old ones::
 
-    python -m bench.fit_quality [--checkpoint runs/pipnet_resnet075_128_lightaug/last.pt] [--data data/300w-lite/val]
-        [--jitter 0.2] [--jitters 4] [--write-default [--all-checkpoint runs/pipnet_resnet075_128_lightaug_all/last.pt]]
+    python -m bench.fit_quality [--checkpoint runs/300w_pipnet_resnet075_128_gpu_long/last.pt] [--data data/300w-lite/val]
+        [--jitter 0.2] [--jitters 4] [--write-default [--all-checkpoint runs/300w_pipnet_resnet075_128_gpu_long_all/last.pt]]
 """
 
 from __future__ import annotations
@@ -179,12 +179,12 @@ def report(m: dict, d: dict, args, seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default="runs/pipnet_resnet075_128_lightaug/last.pt")
+    parser.add_argument("--checkpoint", default="runs/300w_pipnet_resnet075_128_gpu_long/last.pt")
     parser.add_argument("--data", default="data/300w-lite/val")
     parser.add_argument("--jitter", type=float, default=0.2)
     parser.add_argument("--jitters", type=int, default=4)
     parser.add_argument("--write-default", action="store_true")
-    parser.add_argument("--all-checkpoint", default="runs/pipnet_resnet075_128_lightaug_all/last.pt")
+    parser.add_argument("--all-checkpoint", default="runs/300w_pipnet_resnet075_128_gpu_long_all/last.pt")
     args = parser.parse_args()
     start = time.time()
     d = collect(args.checkpoint, args.data, args.jitter, args.jitters)

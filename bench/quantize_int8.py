@@ -6,7 +6,7 @@ The float ONNX model is quantized by :func:`facemark.export.quantize_onnx` (what
 landmark box, inter-ocular NME, flip test on) and timed in one run, alternately, on the same
 faces (``predict``: crop + model + mirrored crop, batch 1)::
 
-    python -m bench.quantize_int8 [--model runs/pipnet_resnet075_128_lightaug/twin.onnx] [--calib 256] [--threads 1]
+    python -m bench.quantize_int8 [--model runs/300w_pipnet_resnet075_128_gpu_long/twin.onnx] [--calib 256] [--threads 1]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def time_predict(models: dict[str, Landmarker], faces, repeats: int = 3) -> dict
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=ROOT / "runs" / "pipnet_resnet075_128_lightaug" / "twin.onnx")
+    ap.add_argument("--model", type=Path, default=ROOT / "runs" / "300w_pipnet_resnet075_128_gpu_long" / "twin.onnx")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "300w-lite")
     ap.add_argument("--calib", type=int, default=256, help="training crops to calibrate on")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for scoring and timing")

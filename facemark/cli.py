@@ -193,7 +193,8 @@ def _eval(args) -> int:
     except ImportError as err:  # dlib or a detector's optional dependency: the message names the pip extra
         raise RuntimeError(str(err)) from None
     result = evaluate(predictor, args.data, split=args.split, box=args.box, normalisation=args.norm,
-                      max_error=args.max_error, jitter=args.jitter, out=args.out, worst_k=args.worst_k,
+                      max_error=args.max_error, jitter=args.jitter, rotate=args.rotate, out=args.out,
+                      worst_k=args.worst_k,
                       detector=args.detector, scheme=_scheme_arg(args))
     print(result["headline"])
     print(f"wrote metrics.json, report.md, ced.png, worst.png to {args.out}")
@@ -363,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NME normalisation")
     p.add_argument("--max-error", type=float, default=0.10, help="CED/AUC cut-off as a fraction (0.10 = 10 %%)")
     p.add_argument("--jitter", type=float, default=0.0, help="random box-edge noise, fraction of the box (gt boxes)")
+    p.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
+                   help="turn each photo by a random angle in +-DEG about the face first (tilted heads; gt boxes)")
     p.add_argument("--worst-k", type=int, default=16, help="faces in the worst-faces gallery")
     p.add_argument("--train-store", default=None, help="for mean-shape (default: the train store beside --data)")
     p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)

@@ -36,7 +36,7 @@ from facemark.data.dataset import jitter_box  # training's box noise, for robust
 from facemark.data.record import DataError, FaceSample
 from facemark.data.store import Store, read_image, region_box
 from facemark.files import write_atomic
-from facemark.geometry import Box, apply_affine, best_match, box_from_points, crop_affine, crop_image
+from facemark.geometry import Box, apply_affine, best_match, box_from_points, crop_affine, crop_image, rotate_face
 from facemark.schemes import SCHEMES, resolve_scheme
 
 BOX_PROTOCOLS = ("gt", "detector")
@@ -111,13 +111,16 @@ def _short(protocol: str) -> str:
     return protocol.split(" (")[0]
 
 
-def _protocol_text(box: str, jitter: float, seed: int, detector_name: str) -> str:
+def _protocol_text(box: str, jitter: float, seed: int, detector_name: str, rotate: float = 0.0) -> str:
     if box == "detector":
         return (f"{detector_name} detector boxes (calibrated to landmark boxes; a face counts as found at "
                 f"IoU >= {MATCH_IOU} with its true landmark box; NME over found faces)")
+    text = "ground-truth landmark box"
+    if rotate:
+        text += f" of the face rotated by a random angle in ±{rotate:g}° about its centre"
     if jitter:
-        return f"ground-truth landmark box with ±{jitter * 100:g} % random edge jitter (seed {seed})"
-    return "ground-truth landmark box"
+        text += f" with ±{jitter * 100:g} % random edge jitter"
+    return text + (f" (seed {seed})" if jitter or rotate else "")
 
 
 def _detect_and_match(predictor, detector, image: np.ndarray, truth: Box, cache: dict, key: str):
@@ -171,6 +174,7 @@ def evaluate(
     out: str | Path | None = None,
     worst_k: int = 16,
     jitter: float = 0.0,
+    rotate: float = 0.0,
     split: str = "val",
     detector=None,
     seed: int = 0,
@@ -181,13 +185,18 @@ def evaluate(
     """Score ``predictor`` on the faces of ``data`` (see :func:`load_faces`); returns the metrics dict.
 
     ``box``: ``"gt"`` (tight ground-truth landmark box, each edge moved by up to ``±jitter`` of
-    the box size, seeded per face) or ``"detector"`` (``detector``: a name or object, default the
+    the box size, seeded per face; with ``rotate``, each image and its points are first turned by a
+    seeded random angle in ``±rotate`` degrees about the face, a tilted head) or ``"detector"`` (``detector``: a name or object, default the
     predictor's own detector, else :data:`~facemark.detectors.DEFAULT_DETECTOR`). A face whose image
     is missing or corrupt is listed in ``skipped`` with the reason. With ``out``, writes
     ``metrics.json``, ``report.md``, ``ced.png`` and ``worst.png`` (the ``worst_k`` worst faces).
     """
     if box not in BOX_PROTOCOLS:
         raise ValueError(f"box must be one of {BOX_PROTOCOLS}, got {box!r}")
+    if rotate and box != "gt":
+        raise ValueError(f"rotate applies to ground-truth boxes (box='gt'), not box={box!r}")
+    if not 0 <= rotate <= 180:
+        raise ValueError(f"rotate must be in 0..180 degrees, got {rotate!r}")
     faces, skipped, data_text = load_faces(data, split)
     if not faces:
         raise ValueError(f"{data_text}: no faces to evaluate")
@@ -210,7 +219,7 @@ def evaluate(
         elif detector is None or isinstance(detector, str):
             detector = get_detector(detector or DEFAULT_DETECTOR)
         detector_name = getattr(detector, "name", type(detector).__name__)
-    protocol = _protocol_text(box, jitter, seed, detector_name)
+    protocol = _protocol_text(box, jitter, seed, detector_name, rotate)
     norm_text = metrics.describe(normalisation, scheme, protocol)
 
     records, missed, seconds, cache = [], [], [], {}
@@ -221,6 +230,8 @@ def evaluate(
             skipped.append({"id": face.sample_id, "file": str(face.image_path), "reason": err.reason})
             continue
         gt = np.asarray(face.points, dtype=np.float64)
+        if rotate:
+            image, gt = rotate_face(image, gt, np.random.default_rng([seed, i, 1]).uniform(-rotate, rotate))
         truth = box_from_points(gt)
         if box == "detector":
             pred, dt = _detect_and_match(predictor, detector, image, truth, cache, str(face.image_path))
@@ -260,6 +271,7 @@ def evaluate(
         "box": box,
         "box_protocol": protocol,
         "jitter": float(jitter),
+        "rotate": float(rotate),
         "seed": int(seed),
         "detector": detector_name or None,
         "normalisation": normalisation,

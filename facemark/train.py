@@ -64,6 +64,18 @@ def lr_factor(config: TrainConfig, step: int) -> float:
     raise ValueError(f"config.schedule: unknown schedule '{config.schedule}' (exponential, cosine, step)")
 
 
+def epoch_batches(sampler: DistributedSampler, batch_size: int, steps_per_epoch: int, step: int):
+    """Batches of ``(epoch, index)`` from training step ``step`` on, epoch after epoch, without end:
+    each epoch's order is the sampler's for that epoch, so a resumed run continues mid-epoch exactly."""
+    epoch, offset = divmod(step, steps_per_epoch)
+    while True:
+        sampler.set_epoch(epoch)
+        indices = list(sampler)
+        for b in range(offset, steps_per_epoch):
+            yield [(epoch, i) for i in indices[b * batch_size : (b + 1) * batch_size]]
+        epoch, offset = epoch + 1, 0
+
+
 def init_path(init: str) -> Path:
     """The checkpoint named by ``config.init``: a shipped model name ("default", "default-5") or a path."""
     from facemark.api import DEFAULT_MODEL_DIR
@@ -222,49 +234,46 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
     deadline = time.time() + config.time_limit_min * 60 if config.time_limit_min else float("inf")
     bar = tqdm(total=end_step, initial=step, desc="train", unit="step", disable=not master, dynamic_ncols=True)
 
-    # -- the loop: one pass over an epoch's batches, resumable mid-epoch
-    while step < end_step and not stopper.requested:
-        epoch, offset = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        indices = list(sampler)
-        batches = [indices[i * per_rank_batch : (i + 1) * per_rank_batch] for i in range(offset, steps_per_epoch)]
-        loader = DataLoader(train_set, batch_sampler=batches, num_workers=config.workers)
-        for images, targets, _ in loader:
-            model.train()
-            torch.manual_seed(config.seed * 1_000_003 + step)  # dropout draws depend on the step only
-            images = images.to(device, non_blocking=True, memory_format=memory_format)
-            targets = targets.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda"):
-                raw = model(images)
-            data_loss = loss_fn(raw_model, raw, targets)
-            loss = data_loss + config.l2 * l2_penalty(raw_model) if config.l2 else data_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            if master and (step % config.log_every == 0 or step == end_step):
-                lr = scheduler.get_last_lr()[0]
-                bar.set_postfix(loss=f"{data_loss.item():.4g}", lr=f"{lr:.2e}")
-                writer.add_scalar("train/loss", data_loss.item(), step)
-                writer.add_scalar("train/lr", lr, step)
-                history.append({"step": step, "loss": data_loss.item(), "lr": lr})
-            if master and (step % config.val_every == 0 or step == config.steps):
-                val_nme = validate(raw_model, val_set)
-                writer.add_scalar("val/nme_inter_ocular", val_nme, step)
-                history.append({"step": step, "val_nme": val_nme})
-                tqdm.write(f"step {step}: validation NME {100 * val_nme:.3f} % "
-                           f"({describe('inter_ocular', scheme, NME_BOX)})")
-                if val_nme < best_nme:
-                    best_nme = val_nme
-                    checkpoint("best.pt")
-            if master and (step % config.ckpt_every == 0 or step == end_step):
-                checkpoint("last.pt")
-            if stopper.requested or step >= end_step or time.time() > deadline:
-                stopper.requested |= time.time() > deadline
-                break
+    # -- the loop: one loader for the whole run (worker processes start once, not every epoch);
+    # its batches name (epoch, index), so resuming mid-epoch draws the same data
+    loader = DataLoader(train_set, batch_sampler=epoch_batches(sampler, per_rank_batch, steps_per_epoch, step),
+                        num_workers=config.workers, pin_memory=device.type == "cuda")
+    for images, targets, _ in loader if step < end_step else ():
+        model.train()
+        torch.manual_seed(config.seed * 1_000_003 + step)  # dropout draws depend on the step only
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        targets = targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda"):
+            raw = model(images)
+        data_loss = loss_fn(raw_model, raw, targets)
+        loss = data_loss + config.l2 * l2_penalty(raw_model) if config.l2 else data_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        bar.update(1)
+        if master and (step % config.log_every == 0 or step == end_step):
+            lr = scheduler.get_last_lr()[0]
+            bar.set_postfix(loss=f"{data_loss.item():.4g}", lr=f"{lr:.2e}")
+            writer.add_scalar("train/loss", data_loss.item(), step)
+            writer.add_scalar("train/lr", lr, step)
+            history.append({"step": step, "loss": data_loss.item(), "lr": lr})
+        if master and (step % config.val_every == 0 or step == config.steps):
+            val_nme = validate(raw_model, val_set)
+            writer.add_scalar("val/nme_inter_ocular", val_nme, step)
+            history.append({"step": step, "val_nme": val_nme})
+            tqdm.write(f"step {step}: validation NME {100 * val_nme:.3f} % "
+                       f"({describe('inter_ocular', scheme, NME_BOX)})")
+            if val_nme < best_nme:
+                best_nme = val_nme
+                checkpoint("best.pt")
+        if master and (step % config.ckpt_every == 0 or step == end_step):
+            checkpoint("last.pt")
+        stopper.requested |= time.time() > deadline
+        if step >= end_step or stopper.requested:
+            break
+    del loader  # stop the workers
     bar.close()
     if master:
         checkpoint("last.pt")

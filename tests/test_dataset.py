@@ -31,6 +31,8 @@ def test_augmentation_is_reproducible_and_flips_points(synthetic_dataset, tmp_pa
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     dataset.set_epoch(1)
     assert not torch.equal(a[1], dataset[5][1])
+    # the training loader names the epoch in the key: the same draw as set_epoch's
+    assert torch.equal(dataset[(1, 5)][1], dataset[5][1]) and torch.equal(dataset[(0, 5)][1], a[1])
     # a pure flip keeps the right eye on the image's left side
     flip_only = LandmarkDataset(store, 64, augment=Augment(0.0, (1.0, 1.0), 0.0, 0.0, True, 0.0, 0.0, 0.0))
     for i in range(4):

@@ -52,6 +52,25 @@ def test_shift_gives_shift_over_inter_ocular(faces):
     assert result["per_point"] == pytest.approx([np.mean(5.0 / inter_ocular)] * 68, rel=1e-5)
 
 
+def test_rotated_faces_protocol(faces):
+    """``rotate``: each face is turned by a seeded angle about its centre and scored against its
+    rotated points; an oracle of exactly those rotated faces scores zero, and no other."""
+    from facemark.files import read_image
+    from facemark.geometry import rotate_face
+
+    rotated = []
+    for i, face in enumerate(faces):
+        angle = np.random.default_rng([0, i, 1]).uniform(-30, 30)
+        rotated.append(FaceSample(face.image_path, rotate_face(read_image(face.image_path), face.points, angle)[1]))
+    result = evaluate(Oracle(rotated), faces, rotate=30, progress=False)
+    assert result["summary"]["mean"] == pytest.approx(0, abs=1e-9) and result["rotate"] == 30
+    assert "rotated by a random angle in ±30°" in result["box_protocol"]
+    with pytest.raises(KeyError):  # upright boxes are not the rotated faces' boxes
+        evaluate(Oracle(rotated), faces, progress=False)
+    with pytest.raises(ValueError, match="rotate applies to ground-truth boxes"):
+        evaluate(Oracle(rotated), faces, box="detector", rotate=30, progress=False)
+
+
 @pytest.mark.parametrize("kind", list(metrics.NORMALISATIONS))
 def test_every_normalisation(faces, kind):
     result = evaluate(Oracle(faces, shift=(2.0, 0.0)), faces, normalisation=kind, progress=False)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from facemark.geometry import (
-    SEED_CROP, CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image, from_crop, to_crop,
+    SEED_CROP, CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image, from_crop, rotate_face, to_crop,
 )
 
 
@@ -44,3 +44,18 @@ def test_crop_image_matches_normalised_points():
     found = np.array(np.unravel_index(crop[..., 0].astype(float).argmax(), crop.shape[:2]))[::-1]
     assert np.abs(found - expected).max() <= 1.0
     assert np.allclose(apply_affine(crop_affine(crop_box, 128), [[80.0, 150.0]])[0], expected, atol=1e-4)
+
+
+def test_rotate_face_moves_pixels_and_points_together():
+    image = np.zeros((200, 240, 3), np.uint8)
+    image[60, 150] = 255
+    points = np.array([[150.0, 60.0], [100.0, 100.0], [130.0, 140.0]])
+    out, moved = rotate_face(image, points, 35.0)
+    assert out.shape == image.shape
+    found = np.array(np.unravel_index(out[..., 0].astype(float).argmax(), out.shape[:2]))[::-1]
+    assert np.abs(found - moved[0]).max() <= 1.0
+    # rigid: distances kept; the box centre stays put; angle 0 is the identity
+    assert np.allclose(np.linalg.norm(moved[1:] - moved[0], axis=1), np.linalg.norm(points[1:] - points[0], axis=1))
+    assert not np.allclose(moved, points)
+    same, unmoved = rotate_face(image, points, 0.0)
+    assert np.array_equal(same, image) and np.allclose(unmoved, points)

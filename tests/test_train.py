@@ -73,6 +73,18 @@ def test_resume_after_sigkill_gives_identical_weights(small_run, tmp_path):
     assert list((tmp_path / "straight" / "tb").iterdir())
 
 
+def test_loader_workers_and_mid_epoch_resume_draw_the_same_batches(small_run, tmp_path):
+    """One loader spans every epoch; with worker processes, and resumed at a step inside an epoch,
+    training sees the same batches as a straight single-process run."""
+    straight = train(load_config(small_run("plain", batch_size=4, steps=9)))
+    workers = load_config(small_run("workers", batch_size=4, steps=9, workers=2))
+    train(workers, max_steps=5)
+    assert train(workers, resume=True)["step"] == 9
+    a, b = straight["model"].state_dict(), load_checkpoint(tmp_path / "workers" / "last.pt")["model"]
+    for name, tensor in a.items():
+        assert torch.equal(tensor, b[name]), name
+
+
 def test_corrupt_checkpoint_is_a_clear_error(small_run, tmp_path):
     config = load_config(small_run("corrupt", steps=4))
     train(config)

@@ -158,8 +158,10 @@ class LandmarkDataset(Dataset):
             image = _photometric(rng, image, aug)
         return image, target.astype(np.float32)
 
-    def __getitem__(self, i: int):
-        rng = np.random.default_rng([self.seed, self.epoch, int(i)]) if self.augment is not None else None
+    def __getitem__(self, key: int | tuple[int, int]):
+        """``key``: an index (drawn for :meth:`set_epoch`'s epoch) or ``(epoch, index)``."""
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
+        rng = np.random.default_rng([self.seed, int(epoch), int(i)]) if self.augment is not None else None
         image, target = self.sample(int(i), rng)
         return images_to_tensor(image[None])[0], torch.from_numpy(target), int(i)
 
