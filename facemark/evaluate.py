@@ -36,7 +36,7 @@ from facemark.data.dataset import jitter_box  # training's box noise, for robust
 from facemark.data.record import DataError, FaceSample
 from facemark.data.store import Store, read_image, region_box
 from facemark.files import write_atomic
-from facemark.geometry import Box, apply_affine, best_match, box_from_points, crop_affine, crop_image, rotate_face
+from facemark.geometry import Box, apply_affine, best_match, box_from_points, crop_affine, crop_image, rotate_face, warp
 from facemark.schemes import SCHEMES, resolve_scheme
 
 BOX_PROTOCOLS = ("gt", "detector")
@@ -230,8 +230,9 @@ def evaluate(
             skipped.append({"id": face.sample_id, "file": str(face.image_path), "reason": err.reason})
             continue
         gt = np.asarray(face.points, dtype=np.float64)
+        matrix = None  # the rotation applied to the photo (rotate), for the worst-faces gallery
         if rotate:
-            image, gt = rotate_face(image, gt, np.random.default_rng([seed, i, 1]).uniform(-rotate, rotate))
+            image, gt, matrix = rotate_face(image, gt, np.random.default_rng([seed, i, 1]).uniform(-rotate, rotate))
         truth = box_from_points(gt)
         if box == "detector":
             pred, dt = _detect_and_match(predictor, detector, image, truth, cache, str(face.image_path))
@@ -255,7 +256,7 @@ def evaluate(
         points_used = int(metrics.evaluated_points(gt, visible)[0])  # partial labels: missing points are left out
         seconds.append(dt)
         records.append({"id": face.sample_id, "subset": face.subset, "file": str(face.image_path), "nme": error,
-                        "pred": pred, "gt": gt, "per_point": per_point, "points": points_used})
+                        "pred": pred, "gt": gt, "per_point": per_point, "points": points_used, "matrix": matrix})
 
     attempted = len(records) + len(missed)
     if not records:
@@ -360,7 +361,10 @@ def _worst_gallery(records: list[dict], k: int, size: int = 192) -> np.ndarray:
     for r in sorted(records, key=lambda r: r["nme"], reverse=True)[:k]:
         region = region_box(r["gt"], 1.2)  # square, centred on the recipe crop box
         to_tile = crop_affine(region, size)
-        tile = plots.draw_comparison(crop_image(read_image(r["file"]), region, size),
+        image = read_image(r["file"])
+        if r["matrix"] is not None:  # the photo as it was scored (rotate)
+            image = warp(image, r["matrix"], (image.shape[1], image.shape[0]))
+        tile = plots.draw_comparison(crop_image(image, region, size),
                                      apply_affine(to_tile, r["pred"]), apply_affine(to_tile, r["gt"]), radius=1.5)
         for text, y in ((r["id"][-28:], 12), (f"NME {r['nme'] * 100:.1f}%", size - 6)):
             cv2.putText(tile, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 3, cv2.LINE_AA)

@@ -113,14 +113,15 @@ def crop_image(image: np.ndarray, crop_box: Box, size: int | tuple[int, int]) ->
     return warp(image, crop_affine(crop_box, size), size)
 
 
-def rotate_face(image: np.ndarray, points: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+def rotate_face(image: np.ndarray, points: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``image`` and its ``(K, 2)`` points rotated by ``angle`` degrees (counter-clockwise on screen)
     about the centre of the points' box: a tilted head, for robustness figures. Same image size;
-    corners that come from outside the photo are black, as in a crop past the border."""
+    corners that come from outside the photo are black, as in a crop past the border. Returns the
+    image, the points and the 2x3 matrix (original pixels -> rotated pixels)."""
     left, top, right, bottom = box_from_points(points)
     matrix = cv2.getRotationMatrix2D(((left + right) / 2, (top + bottom) / 2), float(angle), 1.0)
     height, width = image.shape[:2]
-    return warp(image, matrix, (width, height)), apply_affine(matrix, points).astype(np.float64)
+    return warp(image, matrix, (width, height)), apply_affine(matrix, points).astype(np.float64), matrix
 
 
 def crops_to_input(crops_bgr: np.ndarray) -> np.ndarray:

@@ -71,6 +71,25 @@ def test_rotated_faces_protocol(faces):
         evaluate(Oracle(rotated), faces, box="detector", rotate=30, progress=False)
 
 
+def test_worst_gallery_shows_the_rotated_photo(tmp_path):
+    """The worst-faces tiles are cut from the photo as it was scored: rotated, for ``rotate``."""
+    from facemark.data.store import region_box
+    from facemark.evaluate import _worst_gallery
+    from facemark.geometry import apply_affine, crop_affine, rotate_face
+
+    points = np.array([[60 + 80 * np.cos(t), 120 + 90 * np.sin(t)] for t in np.linspace(0, 2 * np.pi, 68)]) + 40
+    image = np.zeros((320, 320, 3), np.uint8)
+    cv2.circle(image, tuple(int(v) for v in points[0]), 9, (255, 255, 255), -1)  # a white disc on point 0
+    cv2.imwrite(str(tmp_path / "face.png"), image)
+    _, gt, matrix = rotate_face(image, points, 40.0)
+    record = {"id": "f", "nme": 0.1, "file": str(tmp_path / "face.png"), "pred": gt, "gt": gt, "matrix": matrix}
+    tile = _worst_gallery([record], 1)
+    x, y = apply_affine(crop_affine(region_box(gt, 1.2), 192), gt[:1])[0]
+    assert tile[int(round(y)), int(round(x)) + 4].min() > 200  # beside the drawn point: the disc, rotated with it
+    record["matrix"] = None  # the unrotated photo has no disc there
+    assert _worst_gallery([record], 1)[int(round(y)), int(round(x)) + 4].max() < 50
+
+
 @pytest.mark.parametrize("kind", list(metrics.NORMALISATIONS))
 def test_every_normalisation(faces, kind):
     result = evaluate(Oracle(faces, shift=(2.0, 0.0)), faces, normalisation=kind, progress=False)

@@ -50,12 +50,12 @@ def test_rotate_face_moves_pixels_and_points_together():
     image = np.zeros((200, 240, 3), np.uint8)
     image[60, 150] = 255
     points = np.array([[150.0, 60.0], [100.0, 100.0], [130.0, 140.0]])
-    out, moved = rotate_face(image, points, 35.0)
+    out, moved, matrix = rotate_face(image, points, 35.0)
     assert out.shape == image.shape
     found = np.array(np.unravel_index(out[..., 0].astype(float).argmax(), out.shape[:2]))[::-1]
     assert np.abs(found - moved[0]).max() <= 1.0
     # rigid: distances kept; the box centre stays put; angle 0 is the identity
     assert np.allclose(np.linalg.norm(moved[1:] - moved[0], axis=1), np.linalg.norm(points[1:] - points[0], axis=1))
-    assert not np.allclose(moved, points)
-    same, unmoved = rotate_face(image, points, 0.0)
+    assert not np.allclose(moved, points) and np.allclose(apply_affine(matrix, points), moved, atol=1e-4)
+    same, unmoved, _ = rotate_face(image, points, 0.0)
     assert np.array_equal(same, image) and np.allclose(unmoved, points)

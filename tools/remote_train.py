@@ -45,6 +45,13 @@ def prepare_data(packed: Path, overwrite: bool) -> None:
     shutil.copytree("data/300w-lite/val", "data/300w-lite-all/val")
 
 
+def schedule_steps(rate: float, seconds: float, most: int) -> int:
+    """Steps that ``rate`` steps/s completes in ``seconds`` less 30 s (final validation, checkpoints,
+    export) with a 10 % margin, at most ``most``; from 1,000 on, rounded down to 500."""
+    steps = int(max(0.0, min(most, rate * (seconds - 30) * 0.9)))
+    return steps // 500 * 500 if steps >= 1000 else steps
+
+
 def launch(configs: list[dict], tag: str, max_steps: int | None, log_dir: Path) -> list[tuple[subprocess.Popen, dict]]:
     procs = []
     for config in configs:
@@ -114,9 +121,7 @@ def main() -> None:
             sys.exit(f"probe of {c['name']} failed:\n" + (log_dir / f"probe-{c['name']}.log").read_text()[-3000:])
     setup = max(loop_start.values()) - started
     rate = args.probe_steps / max(finished - min(loop_start.values()), 1e-3)
-    budget = end - time.time() - setup - 30  # 30 s: final validation, checkpoints, export
-    steps = int(min(args.max_schedule, rate * budget * 0.9))
-    steps = steps // 500 * 500 if steps >= 1000 else steps
+    steps = schedule_steps(rate, end - time.time() - setup, args.max_schedule)
     print(f"probe: setup {setup:.0f} s, {rate:.1f} steps/s per run with {len(configs)} runs -> {steps} steps each",
           flush=True)
     if steps < args.min_schedule:
