@@ -113,7 +113,8 @@ def _short(protocol: str) -> str:
 
 def _protocol_text(box: str, jitter: float, seed: int, detector_name: str, rotate: float = 0.0) -> str:
     if box == "detector":
-        return (f"{detector_name} detector boxes (calibrated to landmark boxes; a face counts as found at "
+        turned = f" on each photo rotated by a random angle in ±{rotate:g}° about the face (seed {seed})" if rotate else ""
+        return (f"{detector_name} detector boxes{turned} (calibrated to landmark boxes; a face counts as found at "
                 f"IoU >= {MATCH_IOU} with its true landmark box; NME over found faces)")
     text = "ground-truth landmark box"
     if rotate:
@@ -186,15 +187,14 @@ def evaluate(
 
     ``box``: ``"gt"`` (tight ground-truth landmark box, each edge moved by up to ``±jitter`` of
     the box size, seeded per face; with ``rotate``, each image and its points are first turned by a
-    seeded random angle in ``±rotate`` degrees about the face, a tilted head) or ``"detector"`` (``detector``: a name or object, default the
+    seeded random angle in ``±rotate`` degrees about the face, a tilted head; the same for
+    ``"detector"``) or ``"detector"`` (``detector``: a name or object, default the
     predictor's own detector, else :data:`~facemark.detectors.DEFAULT_DETECTOR`). A face whose image
     is missing or corrupt is listed in ``skipped`` with the reason. With ``out``, writes
     ``metrics.json``, ``report.md``, ``ced.png`` and ``worst.png`` (the ``worst_k`` worst faces).
     """
     if box not in BOX_PROTOCOLS:
         raise ValueError(f"box must be one of {BOX_PROTOCOLS}, got {box!r}")
-    if rotate and box != "gt":
-        raise ValueError(f"rotate applies to ground-truth boxes (box='gt'), not box={box!r}")
     if not 0 <= rotate <= 180:
         raise ValueError(f"rotate must be in 0..180 degrees, got {rotate!r}")
     faces, skipped, data_text = load_faces(data, split)
@@ -235,7 +235,8 @@ def evaluate(
             image, gt, matrix = rotate_face(image, gt, np.random.default_rng([seed, i, 1]).uniform(-rotate, rotate))
         truth = box_from_points(gt)
         if box == "detector":
-            pred, dt = _detect_and_match(predictor, detector, image, truth, cache, str(face.image_path))
+            key = f"{face.image_path}#{i}" if rotate else str(face.image_path)  # rotated: each face its own photo
+            pred, dt = _detect_and_match(predictor, detector, image, truth, cache, key)
             if pred is None:
                 missed.append(face.sample_id)
                 continue

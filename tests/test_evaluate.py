@@ -67,8 +67,13 @@ def test_rotated_faces_protocol(faces):
     assert "rotated by a random angle in ±30°" in result["box_protocol"]
     with pytest.raises(KeyError):  # upright boxes are not the rotated faces' boxes
         evaluate(Oracle(rotated), faces, progress=False)
-    with pytest.raises(ValueError, match="rotate applies to ground-truth boxes"):
-        evaluate(Oracle(rotated), faces, box="detector", rotate=30, progress=False)
+    # detector boxes: the detector sees the rotated photo and the face is matched to its rotated box
+    detector = ListDetector([[box_from_points(f.points)] for f in rotated])
+    result = evaluate(Oracle(rotated), faces, box="detector", detector=detector, rotate=30, progress=False)
+    assert result["detection"]["rate"] == 1 and result["summary"]["mean"] == pytest.approx(0, abs=1e-9)
+    assert "on each photo rotated by a random angle in ±30°" in result["box_protocol"]
+    with pytest.raises(ValueError, match="rotate must be in 0..180"):
+        evaluate(Oracle(rotated), faces, rotate=-5, progress=False)
 
 
 def test_worst_gallery_shows_the_rotated_photo(tmp_path):
