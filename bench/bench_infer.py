@@ -59,7 +59,9 @@ def main() -> None:
     cv2.setNumThreads(args.threads)
 
     rows, detector_ms, name, source = [], None, None, None
-    for backend in ("torch", "onnx"):
+    suffix = Path(args.model).suffix
+    backends = {".onnx": ("onnx",), ".pt": ("torch",)}.get(suffix, ("torch", "onnx"))  # a file runs on its own
+    for backend in backends:
         lm = Landmarker(args.model, backend=backend, num_threads=args.threads)
         if source is None:
             images, boxes, source = load_faces(args.images, lm)
