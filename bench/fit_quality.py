@@ -16,8 +16,13 @@ error; then the calibration is refitted on every prediction and written to
 calibration in its spec (``default.pt`` and ``default.onnx``), and the script checks that the
 new files give bit-identical points to the old ones::
 
-    python -m bench.fit_quality [--checkpoint runs/300w_pipnet_resnet075_128_gpu_long/last.pt] [--data data/300w-lite/val]
-        [--jitter 0.2] [--jitters 4] [--write-default [--all-checkpoint runs/300w_pipnet_resnet075_128_gpu_long_all/last.pt]]
+    python -m bench.fit_quality [--model default|default-5] [--checkpoint TWIN.pt] [--data FACES]
+        [--jitter 0.2] [--jitters 4] [--write-default [--all-checkpoint SHIPPED.pt]]
+
+``--model default-5`` calibrates the 5-point model (its twin is itself: it is trained on the
+training split only; faces ``data/five-300w/val``, NME by the eye-centre distance) and writes
+``quality-default-5.md`` and ``quality_calibration-default-5.json``. The presets (``PRESETS``)
+name each model's checkpoints and faces.
 """
 
 from __future__ import annotations
@@ -40,14 +45,18 @@ from facemark.evaluate import MATCH_IOU, load_faces
 from facemark.files import write_atomic
 from facemark.geometry import best_match, box_from_points
 from facemark.quality import GOOD_NME, QualityCalibration, face_design, fit_logistic, point_design
-from facemark.schemes import get_scheme
+from facemark.schemes import five_from_68_box, get_scheme
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
 def collect(checkpoint: str, data: str, jitter: float, jitters: int, seed: int = 0) -> dict:
-    """Predictions from detector boxes and jittered copies: raw features, scores, errors."""
+    """Predictions from detector boxes and jittered copies: raw features, scores, errors.
+
+    A 5-point model gets the detector's calibrated box mapped to the five points' box
+    (:func:`facemark.schemes.five_from_68_box`, as ``detect`` does) and is matched to the truth as
+    :func:`facemark.evaluate.evaluate` matches it: by the box of the points it predicts from it."""
     lm = Landmarker(checkpoint, backend="torch")
     detector = lm.detector
     scheme = get_scheme(lm.num_points)
@@ -59,11 +68,16 @@ def collect(checkpoint: str, data: str, jitter: float, jitters: int, seed: int =
             cache[face.image_path] = detector.detect(image)
         found = cache[face.image_path]
         gt = np.asarray(face.points, dtype=np.float64)
-        j, overlap = best_match([detector.landmark_box(d.box) for d in found], box_from_points(gt))
+        candidates = [detector.landmark_box(d.box) for d in found]
+        if lm.num_points == 5:
+            candidates = [five_from_68_box(b) for b in candidates]
+            j, overlap = best_match([box_from_points(lm.predict(image, b)) for b in candidates], box_from_points(gt))
+        else:
+            j, overlap = best_match(candidates, box_from_points(gt))
         if j is None or overlap < MATCH_IOU:
             missed += 1
             continue
-        box = detector.landmark_box(found[j].box)
+        box = candidates[j]
         rng = np.random.default_rng([seed, i])
         boxes = [box] + [jitter_box(rng, box, jitter) for _ in range(jitters)]
         for k, (points, features) in enumerate(lm._predict_scored([image], [boxes])[0]):
@@ -128,8 +142,8 @@ def measure(d: dict, folds: int = 5) -> dict:
     }
 
 
-def write_default(all_checkpoint: str, calibration: dict) -> dict:
-    """Re-export the shipped model with the calibration; check its points did not change."""
+def write_default(all_checkpoint: str, calibration: dict, name: str = "default") -> dict:
+    """Re-export the shipped model ``name`` with the calibration; check its points did not change."""
     from facemark.export import export_inference_checkpoint, export_onnx
 
     import cv2
@@ -138,11 +152,12 @@ def write_default(all_checkpoint: str, calibration: dict) -> dict:
 
     rng = np.random.default_rng(0)
     faces = Store.open(ROOT / "data" / "300w-lite" / "val", verify=False).images[:24]  # real faces, and noise
-    crops = np.stack([cv2.resize(np.asarray(f), (128, 128), interpolation=cv2.INTER_AREA) for f in faces]
-                     + list(rng.integers(0, 256, size=(8, 128, 128, 3), dtype=np.uint8)))
-    old = {ext: Landmarker(DEFAULT_MODEL_DIR / f"default.{ext}")._run(crops) for ext in ("onnx", "pt")}
+    size = Landmarker(DEFAULT_MODEL_DIR / f"{name}.onnx").spec.input_size
+    crops = np.stack([cv2.resize(np.asarray(f), (size, size), interpolation=cv2.INTER_AREA) for f in faces]
+                     + list(rng.integers(0, 256, size=(8, size, size, 3), dtype=np.uint8)))
+    old = {ext: Landmarker(DEFAULT_MODEL_DIR / f"{name}.{ext}")._run(crops) for ext in ("onnx", "pt")}
     with tempfile.TemporaryDirectory() as tmp:
-        pt, onnx = Path(tmp) / "default.pt", Path(tmp) / "default.onnx"
+        pt, onnx = Path(tmp) / f"{name}.pt", Path(tmp) / f"{name}.onnx"
         export_inference_checkpoint(all_checkpoint, pt, quality=calibration)
         export_onnx(all_checkpoint, onnx, quality=calibration)
         new = {ext: Landmarker(path)._run(crops) for ext, path in (("onnx", onnx), ("pt", pt))}
@@ -157,10 +172,13 @@ def write_default(all_checkpoint: str, calibration: dict) -> dict:
 def report(m: dict, d: dict, args, seconds: float) -> str:
     r = ["# Per-point confidence and fit quality\n",
          f"`python -m bench.fit_quality {' '.join(shlex.quote(a) for a in sys.argv[1:])}` ({seconds:.0f} s)\n",
-         f"Model `{args.checkpoint}` (split-trained twin of the shipped model); faces of `{args.data}` "
+         f"Model `{args.checkpoint}` ("
+         + ("the shipped model itself, trained on the training split only" if args.checkpoint == args.all_checkpoint
+            else "split-trained twin of the shipped model") + f"); faces of `{args.data}` "
          f"({d['faces']} faces, {d['missed']} missed by the detector); per found face, the calibrated detector box "
          f"and {args.jitters} copies with ±{args.jitter * 100:g} % edge jitter: {m['predictions']} predictions "
-         f"(flip test on), {m['bad']} ({m['bad_rate'] * 100:.1f} %) with NME > {GOOD_NME * 100:g} % (inter-ocular). "
+         f"(flip test on), {m['bad']} ({m['bad_rate'] * 100:.1f} %) with NME > {GOOD_NME * 100:g} % "
+         f"({'eye-centre distance' if d['point_error'].shape[1] == 5 else 'inter-ocular'}). "
          f"Figures out of fold (5 folds grouped by face).\n",
          "| signal | AUROC for NME > 8 % |", "|---|---|",
          f"| **`quality`** (calibrated) | **{m['auroc']:.3f}** |"]
@@ -177,28 +195,43 @@ def report(m: dict, d: dict, args, seconds: float) -> str:
     return "\n".join(r) + "\n"
 
 
+#: the shipped models this script calibrates: the split-trained twin it is fitted on (it never saw
+#: ``data``), the faces, and the checkpoint the shipped files are exported from
+PRESETS = {
+    "default": ("runs/300w_pipnet_resnet075_128_gpu_long/last.pt", "data/300w-lite/val",
+                "runs/300w_pipnet_resnet075_128_gpu_long_all/last.pt"),
+    "default-5": ("runs/five_pipnet_resnet_128_init/last.pt", "data/five-300w/val",
+                  "runs/five_pipnet_resnet_128_init/last.pt"),  # trained on the training split only
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default="runs/300w_pipnet_resnet075_128_gpu_long/last.pt")
-    parser.add_argument("--data", default="data/300w-lite/val")
+    parser.add_argument("--model", choices=sorted(PRESETS), default="default", help="the shipped model to calibrate")
+    parser.add_argument("--checkpoint", default=None, help="the split-trained twin (default: the --model preset's)")
+    parser.add_argument("--data", default=None)
     parser.add_argument("--jitter", type=float, default=0.2)
     parser.add_argument("--jitters", type=int, default=4)
     parser.add_argument("--write-default", action="store_true")
-    parser.add_argument("--all-checkpoint", default="runs/300w_pipnet_resnet075_128_gpu_long_all/last.pt")
+    parser.add_argument("--all-checkpoint", default=None)
     args = parser.parse_args()
+    preset = PRESETS[args.model]
+    args.checkpoint, args.data, args.all_checkpoint = (
+        given or default for given, default in zip((args.checkpoint, args.data, args.all_checkpoint), preset))
+    suffix = "" if args.model == "default" else f"-{args.model}"
     start = time.time()
     d = collect(args.checkpoint, args.data, args.jitter, args.jitters)
     m = measure(d)
     note = (f"fitted by bench.fit_quality on {m['predictions']} predictions of {args.checkpoint} on {args.data} "
             f"(detector boxes, ±{args.jitter * 100:g} % jitter); out-of-fold AUROC {m['auroc']:.3f}")
     calibration = fit(d["raw"], d["point_error"], note).to_dict()
-    write_atomic(RESULTS / "quality_calibration.json", json.dumps(calibration, indent=1) + "\n")
+    write_atomic(RESULTS / f"quality_calibration{suffix}.json", json.dumps(calibration, indent=1) + "\n")
     text = report(m, d, args, time.time() - start)
     if args.write_default:
-        same = write_default(args.all_checkpoint, calibration)
-        text += (f"\nWritten into `facemark/assets/models/default.pt` and `default.onnx` (re-exported from "
-                 f"`{args.all_checkpoint}`); points bit-identical to the previous files: {same}.\n")
-    write_atomic(RESULTS / "quality.md", text)
+        same = write_default(args.all_checkpoint, calibration, args.model)
+        text += (f"\nWritten into `facemark/assets/models/{args.model}.pt` and `{args.model}.onnx` (re-exported "
+                 f"from `{args.all_checkpoint}`); points bit-identical to the previous files: {same}.\n")
+    write_atomic(RESULTS / f"quality{suffix}.md", text)
     print(text)
 
 

@@ -90,6 +90,8 @@ def test_shipped_default_5_on_the_detector_path():
     image = str(REPO / "facemark" / "assets" / "astronaut.jpg")
     faces, faces68 = lm.detect(image), lm68.detect(image)
     assert len(faces) == len(faces68) == 1 and faces[0].points.shape == (5, 2)
+    # calibrated confidence (bench.fit_quality --model default-5): a well-placed face scores high
+    assert faces[0].point_scores.shape == (5,) and faces[0].quality > 0.9
     expected = to_five(faces68[0].points)
     eyes = np.linalg.norm(expected[0] - expected[1])
     assert np.linalg.norm(faces[0].points - expected, axis=1).mean() / eyes < 0.1
