@@ -25,7 +25,10 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from facemark.files import load_image
-from facemark.geometry import Box, CropRule, box_from_points, crop_box_from_box, crop_image, crops_to_input, from_crop
+from facemark.geometry import (
+    Box, CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image, crops_to_input, from_crop,
+    invert_affine, upright_turn, warp,
+)
 from facemark.schemes import five_from_68_box, get_scheme, resolve_scheme
 
 DEFAULT_MODEL_DIR = Path(str(files("facemark") / "assets" / "models"))
@@ -33,6 +36,9 @@ DEFAULT_MODEL_DIR = Path(str(files("facemark") / "assets" / "models"))
 #: the time per face on one thread, +0.10 NME points; ONNX Runtime only) and "default-5" (5 points, cuhk-5pt order)
 SHIPPED_MODELS = ("default", "default-int8", "default-5")
 ALIGNED_SIZE = 112  # the ArcFace template's size
+#: detect's refine pass crops the face turned upright when its first-pass eyes are tilted more than
+#: this (degrees); the model is trained on turns up to ±30°, so within this it sees faces as trained
+ROLL_ALIGN = 20.0
 
 
 @dataclass
@@ -75,6 +81,10 @@ class Face:
     @track.setter
     def track(self, value: int | None) -> None:
         self.track_id = value
+
+
+def _centre(box: Box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
 def check_max_faces(max_faces) -> int | None:
@@ -257,22 +267,33 @@ class Landmarker:
         return [[points for points, _ in image_faces] for image_faces in scored]
 
     def _predict_scored(self, images: Sequence, boxes: Sequence[Sequence[Box]], batch_size: int = 64,
-                        flip: bool | None = None) -> list[list[tuple[np.ndarray, np.ndarray | None]]]:
+                        flip: bool | None = None, turns: Sequence[Sequence] | None = None,
+                        ) -> list[list[tuple[np.ndarray, np.ndarray | None]]]:
         """:meth:`predict_batch`'s points of each face with its raw point features ``(K, 3)``
-        (:mod:`facemark.quality`; None for models without them)."""
+        (:mod:`facemark.quality`; None for models without them). ``turns[i][j]``: None, or a 2x3
+        matrix turning the face upright (:func:`facemark.geometry.upright_turn`), its box then
+        given in the turned frame; the crop is cut turned and the points come back unturned."""
         flip = self.flip_test if flip is None else bool(flip)
         images = [load_image(image) for image in images]
-        jobs = []  # (image index, crop box)
+        jobs = []  # (image index, crop box, turn)
         for i, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
             height, width = image.shape[:2]
-            jobs += [(i, self.crop_box((width, height), tuple(map(float, box)))) for box in image_boxes]
+            image_turns = turns[i] if turns is not None else [None] * len(image_boxes)
+            jobs += [(i, self.crop_box((width, height), tuple(map(float, box))), turn)
+                     for box, turn in zip(image_boxes, image_turns, strict=True)]
         results: list[list[tuple[np.ndarray, np.ndarray | None]]] = [[] for _ in images]
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
-            crops = np.stack([crop_image(images[i], crop_box, self.input_size) for i, crop_box in chunk])  # (B, S, S, 3)
+            crops = np.stack([crop_image(images[i], crop_box, self.input_size) if turn is None else
+                              warp(images[i], crop_affine(crop_box, self.input_size) @ np.vstack([turn, [0, 0, 1]]),
+                                   self.input_size)
+                              for i, crop_box, turn in chunk])  # (B, S, S, 3)
             normalised, features = self._scored_points(crops, flip)
-            for j, (i, crop_box) in enumerate(chunk):
-                results[i].append((from_crop(normalised[j], crop_box), None if features is None else features[j]))
+            for j, (i, crop_box, turn) in enumerate(chunk):
+                points = from_crop(normalised[j], crop_box)
+                if turn is not None:
+                    points = apply_affine(invert_affine(turn), points)
+                results[i].append((points, None if features is None else features[j]))
         return results
 
     def _scored_points(self, crops: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -342,10 +363,15 @@ class Landmarker:
             # the five points' box from them (facemark.schemes.FIVE_FROM_68_BOX)
             landmark_boxes = [[five_from_68_box(box) for box in image_boxes] for image_boxes in landmark_boxes]
         refine = self.refine and boxes is None
-        scored = self._predict_scored(images, landmark_boxes, flip=self.flip_test and not refine)
+        turns = [[upright_turn(_centre(box), d.roll) if d.roll else None for d, box in zip(found, image_boxes)]
+                 for found, image_boxes in zip(detections, landmark_boxes)]  # faces found in a turned photo
+        scored = self._predict_scored(images, landmark_boxes, flip=self.flip_test and not refine, turns=turns)
         if refine:  # given boxes are landmark boxes already: no detector convention to undo
-            landmark_boxes = [[box_from_points(p) for p, _ in image_points] for image_points in scored]
-            scored = self._predict_scored(images, landmark_boxes)
+            # re-crop from the points' box; a face whose eyes are tilted past ROLL_ALIGN is cut turned upright
+            turns = [[self._upright_turn(p) for p, _ in image_points] for image_points in scored]
+            landmark_boxes = [[box_from_points(p if t is None else apply_affine(t, p)) for (p, _), t in zip(pts, ts)]
+                              for pts, ts in zip(scored, turns)]
+            scored = self._predict_scored(images, landmark_boxes, turns=turns)
         faces = [
             [Face(tuple(float(v) for v in d.box), float(d.score), p) for d, (p, _) in zip(found, image_points)]
             for found, image_points in zip(detections, scored)
@@ -356,6 +382,13 @@ class Landmarker:
         for image, image_faces in zip(images, faces):
             self._add_outputs(image, image_faces, pose, aligned)
         return faces
+
+    def _upright_turn(self, points: np.ndarray) -> np.ndarray | None:
+        """The turn that makes the face of ``points`` upright when its eye line is tilted past
+        :data:`ROLL_ALIGN` degrees, else None."""
+        right, left = self.scheme.pupils(points)
+        roll = float(np.degrees(np.arctan2(-(left[1] - right[1]), left[0] - right[0])))
+        return upright_turn(_centre(box_from_points(points)), roll) if abs(roll) > ROLL_ALIGN else None
 
     def detect(self, image, max_faces: int | None = None, boxes: Sequence | None = None, pose: bool = False,
                aligned: bool = False) -> list[Face]:

@@ -124,6 +124,12 @@ def rotate_face(image: np.ndarray, points: np.ndarray, angle: float) -> tuple[np
     return warp(image, matrix, (width, height)), apply_affine(matrix, points).astype(np.float64), matrix
 
 
+def upright_turn(centre: tuple[float, float], roll: float) -> np.ndarray:
+    """2x3 matrix turning a face rolled by ``roll`` degrees (counter-clockwise on screen) upright
+    about ``centre``: original pixels -> upright-frame pixels."""
+    return cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), -float(roll), 1.0)
+
+
 def crops_to_input(crops_bgr: np.ndarray) -> np.ndarray:
     """uint8 BGR crops ``(B, S, S, 3)`` -> the models' input: float32 RGB ``(B, 3, S, S)`` in 0..1."""
     crops = np.asarray(crops_bgr)[..., ::-1].transpose(0, 3, 1, 2)

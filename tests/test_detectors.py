@@ -155,6 +155,47 @@ def test_large_images_are_downscaled_and_boxes_scaled_back():
         WholeImage(max_side=4)
 
 
+def test_tilted_retry_finds_a_turned_face_and_maps_it_back():
+    """A detector that only sees upright "faces" (a horizontal bar) finds a bar tilted by 35
+    degrees on the retry pass, and the box comes back centred on the bar in the original image,
+    with the calibration undone so that landmark_box() gives the upright-sized landmark box."""
+    calls = []
+
+    class HorizontalBars(Detector):
+        name = "bars"
+
+        def _detect(self, image_bgr):
+            calls.append(1)
+            ys, xs = np.nonzero(image_bgr[..., 0] > 128)
+            if len(xs) < 10 or np.ptp(ys) > 12:  # nothing, or not horizontal
+                return []
+            cx, cy = xs.mean(), ys.mean()
+            return [Detection((cx - 40, cy - 40, cx + 40, cy + 40), 0.9)]
+
+    image = np.zeros((300, 400, 3), np.uint8)
+    centre = np.array([250.0, 120.0])
+    direction = np.array([np.cos(np.deg2rad(-35)), np.sin(np.deg2rad(-35))])  # 35 degrees counter-clockwise
+    a, b = (centre - 50 * direction).round().astype(int), (centre + 50 * direction).round().astype(int)
+    cv2.line(image, tuple(int(v) for v in a), tuple(int(v) for v in b), (255, 255, 255), 3)
+    calibration = Calibration(0.0, 0.1, 1.2, 1.1)
+
+    assert HorizontalBars(calibration=calibration).detect(image) == []  # no tilts: one pass, nothing
+    assert len(calls) == 1
+    calls.clear()
+    found = HorizontalBars(calibration=calibration, tilts=(35.0, -35.0)).detect(image)
+    assert len(calls) == 3 and len(found) == 1  # upright, +35 (nothing), -35 (the bar, now horizontal)
+    x0, y0, x1, y1 = HorizontalBars(calibration=calibration).landmark_box(found[0].box)
+    # the calibration's downward shift is the face's own "down", turned back with it
+    back = cv2.invertAffineTransform(cv2.getRotationMatrix2D((0.0, 0.0), -35.0, 1.0))
+    expected = centre + back[:, :2] @ (0.0, 0.1 * 80)
+    assert ((x0 + x1) / 2, (y0 + y1) / 2) == pytest.approx(tuple(expected), abs=2.0)
+    assert abs(expected[0] - centre[0]) > 3  # (so the shift's direction is checked)
+    assert (x1 - x0, y1 - y0) == pytest.approx((1.2 * 80, 1.1 * 80))  # the size the turned photo gave
+    with pytest.raises(ValueError, match="tilts"):
+        HorizontalBars(tilts=(0.0,))
+    assert get_detector("given", boxes=[]).tilts == ()  # given boxes never retry
+
+
 # -- GivenBoxes ------------------------------------------------------------------------------
 
 def test_given_boxes_list_dict_and_json(tmp_path):

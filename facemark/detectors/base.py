@@ -26,7 +26,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from facemark.geometry import Box
+from facemark.geometry import Box, iou
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
@@ -37,10 +37,13 @@ DEFAULT_MAX_SIDE = 640
 @dataclass(frozen=True)
 class Detection:
     """One detected face: ``box`` ``(x0, y0, x1, y1)`` in the detector's own convention, and a score
-    (higher is more confident; its scale is the detector's own)."""
+    (higher is more confident; its scale is the detector's own). ``roll``: the face's in-plane
+    tilt in degrees (counter-clockwise on screen) when the detector found it in a turned photo
+    (``tilts``), and ``box`` is then the box of the face turned upright about the box centre."""
 
     box: Box
     score: float
+    roll: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -137,10 +140,14 @@ class Detector(ABC):
     #: the pip extra that installs this detector's optional dependencies (for error messages)
     extra: str | None = None
 
-    def __init__(self, max_side: int | None = DEFAULT_MAX_SIDE, calibration: Calibration | None = None):
+    def __init__(self, max_side: int | None = DEFAULT_MAX_SIDE, calibration: Calibration | None = None,
+                 tilts: tuple[float, ...] = ()):
         if max_side is not None and int(max_side) < 32:
             raise ValueError(f"max_side must be at least 32 pixels (or None for no downscaling), got {max_side}")
         self.max_side = None if max_side is None else int(max_side)
+        self.tilts = tuple(float(t) for t in tilts)
+        if any(not -90 <= t <= 90 or t == 0 for t in self.tilts):
+            raise ValueError(f"tilts must be non-zero angles in -90..90 degrees, got {tilts!r}")
         self._calibration = calibration
         self._warned = False
 
@@ -151,11 +158,41 @@ class Detector(ABC):
         """Faces in a (possibly downscaled) BGR uint8 image, in that image's coordinates."""
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
-        """Faces in ``image_bgr`` (BGR, or gray/BGRA), sorted by score, highest first."""
+        """Faces in ``image_bgr`` (BGR, or gray/BGRA), sorted by score, highest first.
+
+        When nothing is found upright and the detector has ``tilts``, the photo is searched again
+        turned by each angle (about its centre): a strongly tilted head that an upright-trained
+        detector misses. A face found at several angles is kept once, at its best score. Each comes back with its ``roll`` and as the detector
+        box whose calibrated landmark box has the centre of the one found in the turned photo
+        (turned back) and its size: the box of the face turned upright about that centre, which
+        is how :meth:`facemark.api.Landmarker.detect` crops it."""
         image = to_bgr(image_bgr)
         small, scale = downscale(image, self.max_side)
-        found = [Detection(unscale_box(d.box, scale), float(d.score)) for d in self._detect(small)]
+        found = self._detect(small)
+        if not found and self.tilts:  # every tilt; where two find the same face, the higher score wins
+            tilted = sorted((d for angle in self.tilts for d in self._detect_tilted(small, angle)),
+                            key=lambda d: d.score, reverse=True)
+            boxes = [self.calibration.apply(d.box) for d in tilted]
+            found = [d for k, d in enumerate(tilted) if all(iou(boxes[k], boxes[j]) < 0.3 for j in range(k))]
+        found = [Detection(unscale_box(d.box, scale), float(d.score), d.roll) for d in found]
         return sorted(found, key=lambda d: d.score, reverse=True)
+
+    def _detect_tilted(self, image: np.ndarray, angle: float) -> list[Detection]:
+        """Faces found in ``image`` turned by ``angle`` degrees, as boxes of ``image``."""
+        height, width = image.shape[:2]
+        matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, 1.0)
+        turned = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        back = cv2.invertAffineTransform(matrix)
+        out = []
+        for d in self._detect(turned):
+            # the landmark box in the turned photo, its centre turned back and its size kept: the
+            # tight box of a face's points turned by 35 degrees is only ~6 % larger (300w-lite training faces)
+            x0, y0, x1, y1 = self.calibration.apply(d.box)
+            cx, cy = back[:, :2] @ ((x0 + x1) / 2, (y0 + y1) / 2) + back[:, 2]
+            half_w, half_h = (x1 - x0) / 2, (y1 - y0) / 2
+            upright = (float(cx - half_w), float(cy - half_h), float(cx + half_w), float(cy + half_h))
+            out.append(Detection(self.calibration.invert(upright), d.score, roll=-float(angle)))
+        return out
 
     # -- calibration -----------------------------------------------------------------------
 

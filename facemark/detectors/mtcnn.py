@@ -134,7 +134,9 @@ class MtcnnDetector(Detector):
     ``scale_factor`` (pyramid step) as in the original; ``threads``: onnxruntime intra-op threads
     (None = onnxruntime's default). One thread is the default: the three nets are tiny, so a
     second thread buys little on an idle machine and costs 3-4x when the cores are busy (threads
-    spin-wait for each other).
+    spin-wait for each other). ``tilts``: when nothing is found upright, the photo is searched
+    again turned by these angles (:meth:`Detector.detect`; MTCNN misses most heads tilted past
+    about 30 degrees); ``()`` turns that off (a photo with no face then costs one pass, not three).
     """
 
     name = "mtcnn"
@@ -147,8 +149,9 @@ class MtcnnDetector(Detector):
         threads: int | None = 1,
         max_side: int | None = DEFAULT_MAX_SIDE,
         calibration: Calibration | None = None,
+        tilts: tuple[float, ...] = (35.0, -35.0),
     ):
-        super().__init__(max_side=max_side, calibration=calibration)
+        super().__init__(max_side=max_side, calibration=calibration, tilts=tilts)
         folder = weights_dir()
         try:
             import onnxruntime as ort
