@@ -27,7 +27,7 @@ import numpy as np
 from facemark.files import load_image
 from facemark.geometry import (
     Box, CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image, crops_to_input, from_crop,
-    invert_affine, upright_turn, warp,
+    invert_affine, turned_box, upright_turn, warp,
 )
 from facemark.schemes import five_from_68_box, get_scheme, resolve_scheme
 
@@ -257,13 +257,14 @@ class Landmarker:
         return crop_image(image, self.crop_box((width, height), tuple(map(float, box))), self.input_size)
 
     def predict_batch(self, images: Sequence, boxes: Sequence[Sequence[Box]], batch_size: int = 64,
-                      flip: bool | None = None) -> list[list[np.ndarray]]:
+                      flip: bool | None = None, turns: Sequence[Sequence] | None = None) -> list[list[np.ndarray]]:
         """Points for many faces of many images: ``boxes[i]`` are landmark-style boxes in ``images[i]``.
 
         All crops go through the model together, ``batch_size`` at a time. ``flip``: flip-test
-        averaging for this call (default: the Landmarker's ``flip_test``).
+        averaging for this call (default: the Landmarker's ``flip_test``). ``turns[i][j]``: None or
+        the turn that makes face ``j`` upright (:meth:`placement`), its box then in the turned frame.
         """
-        scored = self._predict_scored(images, boxes, batch_size, flip)
+        scored = self._predict_scored(images, boxes, batch_size, flip, turns)
         return [[points for points, _ in image_faces] for image_faces in scored]
 
     def _predict_scored(self, images: Sequence, boxes: Sequence[Sequence[Box]], batch_size: int = 64,
@@ -368,10 +369,9 @@ class Landmarker:
         scored = self._predict_scored(images, landmark_boxes, flip=self.flip_test and not refine, turns=turns)
         if refine:  # given boxes are landmark boxes already: no detector convention to undo
             # re-crop from the points' box; a face whose eyes are tilted past ROLL_ALIGN is cut turned upright
-            turns = [[self._upright_turn(p) for p, _ in image_points] for image_points in scored]
-            landmark_boxes = [[box_from_points(p if t is None else apply_affine(t, p)) for (p, _), t in zip(pts, ts)]
-                              for pts, ts in zip(scored, turns)]
-            scored = self._predict_scored(images, landmark_boxes, turns=turns)
+            placed = [[self.placement(p) for p, _ in image_points] for image_points in scored]
+            scored = self._predict_scored(images, [[box for box, _ in image] for image in placed],
+                                          turns=[[turn for _, turn in image] for image in placed])
         faces = [
             [Face(tuple(float(v) for v in d.box), float(d.score), p) for d, (p, _) in zip(found, image_points)]
             for found, image_points in zip(detections, scored)
@@ -383,12 +383,20 @@ class Landmarker:
             self._add_outputs(image, image_faces, pose, aligned)
         return faces
 
-    def _upright_turn(self, points: np.ndarray) -> np.ndarray | None:
-        """The turn that makes the face of ``points`` upright when its eye line is tilted past
-        :data:`ROLL_ALIGN` degrees, else None."""
+    def roll(self, points: np.ndarray) -> float:
+        """The in-plane tilt of the face of ``points``, degrees counter-clockwise on screen: the angle
+        of the line from its image-left pupil to its image-right pupil."""
         right, left = self.scheme.pupils(points)
-        roll = float(np.degrees(np.arctan2(-(left[1] - right[1]), left[0] - right[0])))
-        return upright_turn(_centre(box_from_points(points)), roll) if abs(roll) > ROLL_ALIGN else None
+        return float(np.degrees(np.arctan2(-(left[1] - right[1]), left[0] - right[0])))
+
+    def placement(self, points: np.ndarray) -> tuple[Box, np.ndarray | None]:
+        """Where to crop the face of ``points`` next: its box and None, or, when its eye line is
+        tilted past :data:`ROLL_ALIGN`, the box of the face turned upright and that turn
+        (:func:`facemark.geometry.turned_box`)."""
+        roll = self.roll(points)
+        if abs(roll) <= ROLL_ALIGN:
+            return box_from_points(points), None
+        return turned_box(points, roll)
 
     def detect(self, image, max_faces: int | None = None, boxes: Sequence | None = None, pose: bool = False,
                aligned: bool = False) -> list[Face]:

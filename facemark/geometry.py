@@ -130,6 +130,20 @@ def upright_turn(centre: tuple[float, float], roll: float) -> np.ndarray:
     return cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), -float(roll), 1.0)
 
 
+def turned_box(points: np.ndarray, roll: float) -> tuple[Box, np.ndarray]:
+    """The box of ``points`` turned upright (a face rolled by ``roll`` degrees) and the turn, with
+    the turn's centre at the box's centre: a box and a roll then fix the turn
+    (``upright_turn(box centre, roll)``), as :class:`~facemark.detectors.base.Detection` carries them."""
+    first = upright_turn(_box_centre(box_from_points(points)), roll)
+    centre = apply_affine(invert_affine(first), [_box_centre(box_from_points(apply_affine(first, points)))])[0]
+    turn = upright_turn(tuple(float(v) for v in centre), roll)  # same turn, shifted: its centre is the box's
+    return box_from_points(apply_affine(turn, points)), turn
+
+
+def _box_centre(box: Box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
 def crops_to_input(crops_bgr: np.ndarray) -> np.ndarray:
     """uint8 BGR crops ``(B, S, S, 3)`` -> the models' input: float32 RGB ``(B, 3, S, S)`` in 0..1."""
     crops = np.asarray(crops_bgr)[..., ::-1].transpose(0, 3, 1, 2)

@@ -194,8 +194,14 @@ class VideoTracker:
         if live and self._since < self.every - 1:
             # as detect()'s refine pass: place the crop from the previous points (no flip), then
             # predict again from where the face is now, so motion does not lag by a frame
-            placed = lm.predict_batch([frame], [[box_from_points(face.points) for face, _, _ in live]], flip=False)[0]
-            given = [{"box": box_from_points(p), "score": face.score} for p, (face, _, _) in zip(placed, live)]
+            # (a face tilted past facemark.api.ROLL_ALIGN is cut turned upright, as in detect())
+            where = [lm.placement(face.points) for face, _, _ in live]
+            placed = lm.predict_batch([frame], [[box for box, _ in where]], flip=False,
+                                      turns=[[turn for _, turn in where]])[0]
+            given = []
+            for p, (face, _, _) in zip(placed, live):
+                box, turn = lm.placement(p)
+                given.append({"box": box, "score": face.score, "roll": 0.0 if turn is None else lm.roll(p)})
             # in `live`'s order: detect() returns faces by score, given boxes keep theirs, the sort is stable
             found = lm.detect(frame, boxes=given, pose=self.pose, aligned=self.aligned)
             if not any(track_lost(face, (width, height)) for face in found):

@@ -219,6 +219,15 @@ def test_given_boxes_list_dict_and_json(tmp_path):
         load_boxes(path)
     with pytest.raises(ValueError, match="box_style"):
         GivenBoxes(box_style="weird")
+    # a tilted face's box carries its roll (the box is the face turned upright about its centre)
+    tilted = get_detector("given", boxes=[{"box": [1, 2, 30, 40], "roll": -40}]).detect(image)
+    assert tilted[0].roll == -40.0 and get_detector("given", boxes=[[1, 2, 3, 4]]).detect(image)[0].roll == 0.0
+    path.write_text(json.dumps([{"box": [0, 0, 10, 10], "roll": "left"}]))
+    with pytest.raises(ValueError, match=r"\[0\]"):
+        load_boxes(path)
+    path.write_text(json.dumps([{"box": [0, 0, 10, 10], "roll": 400}]))
+    with pytest.raises(ValueError, match="roll must be in -180..180"):
+        load_boxes(path)
 
 
 def test_given_face_boxes_invert_the_crop_recipe():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from facemark.geometry import (
-    SEED_CROP, CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image, from_crop, rotate_face, to_crop,
+    SEED_CROP, CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image, from_crop, rotate_face, to_crop, turned_box, upright_turn,
 )
 
 
@@ -59,3 +59,16 @@ def test_rotate_face_moves_pixels_and_points_together():
     assert not np.allclose(moved, points) and np.allclose(apply_affine(matrix, points), moved, atol=1e-4)
     same, unmoved, _ = rotate_face(image, points, 0.0)
     assert np.array_equal(same, image) and np.allclose(unmoved, points)
+
+
+def test_turned_box_is_centred_on_its_turn():
+    """A box and a roll fix the turn: upright_turn(box centre, roll) is the turn turned_box used,
+    and the box is the tight box of the turned points."""
+    rng = np.random.default_rng(1)
+    points = rng.uniform(50, 150, size=(68, 2))
+    for roll in (-70.0, 25.0, 90.0):
+        box, turn = turned_box(points, roll)
+        centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        assert np.allclose(upright_turn(centre, roll), turn, atol=1e-9)
+        assert np.allclose(box, box_from_points(apply_affine(turn, points)), atol=1e-4)
+        assert np.allclose(apply_affine(turn, [centre])[0], centre, atol=1e-4)  # the centre is fixed

@@ -7,8 +7,10 @@ A boxes file is JSON, either
   against the image's path as given, then its file name, then its file name without suffix.
   A single box may stand without the outer list.
 
-A box is ``[x0, y0, x1, y1]`` or ``{"box": [x0, y0, x1, y1], "score": s}`` (score 1 if absent),
-in 0-based pixel-centre coordinates. ``box_style`` says what the boxes are:
+A box is ``[x0, y0, x1, y1]`` or ``{"box": [x0, y0, x1, y1], "score": s, "roll": r}`` (score 1
+and roll 0 if absent), in 0-based pixel-centre coordinates. ``roll`` (degrees, counter-clockwise on
+screen): the face is tilted by it, and ``box`` is its box turned upright about the box's centre
+(as :class:`~facemark.detectors.base.Detection` has it); the landmark model then crops it upright. ``box_style`` says what the boxes are:
 
 * ``"landmark"`` (default): landmark-style boxes, the tight box of the 68 points; used as they
   are (identity calibration);
@@ -17,6 +19,8 @@ in 0-based pixel-centre coordinates. ``box_style`` says what the boxes are:
 """
 
 from __future__ import annotations
+
+import math
 
 import json
 from collections.abc import Mapping, Sequence
@@ -50,14 +54,16 @@ def _parse_detections(value, where: str) -> list[Detection]:
         raise ValueError(f"{where}: expected a list of boxes, got {type(value).__name__}")
     out = []
     for i, item in enumerate(value):
-        score = 1.0
-        if isinstance(item, Mapping):
-            if "box" not in item:
-                raise ValueError(f"{where}[{i}]: a box object needs a 'box' key")
-            score = float(item.get("score", 1.0))
-            item = item["box"]
+        score, roll = 1.0, 0.0
         try:
-            out.append(Detection(_finite_box(item), score))
+            if isinstance(item, Mapping):
+                if "box" not in item:
+                    raise ValueError("a box object needs a 'box' key")
+                score, roll = float(item.get("score", 1.0)), float(item.get("roll", 0.0))
+                if not math.isfinite(roll) or not -180 <= roll <= 180:
+                    raise ValueError(f"roll must be in -180..180 degrees, got {item.get('roll')!r}")
+                item = item["box"]
+            out.append(Detection(_finite_box(item), score, roll))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{where}[{i}]: {e}") from None
     return out
