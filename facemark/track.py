@@ -194,7 +194,7 @@ class VideoTracker:
         if live and self._since < self.every - 1:
             # as detect()'s refine pass: place the crop from the previous points (no flip), then
             # predict again from where the face is now, so motion does not lag by a frame
-            # (a face tilted past facemark.api.ROLL_ALIGN is cut turned upright, as in detect())
+            # (each face cut turned upright by its eye-line tilt, as in detect(): facemark.api.ROLL_ALIGN)
             where = [lm.placement(face.points) for face, _, _ in live]
             placed = lm.predict_batch([frame], [[box for box, _ in where]], flip=False,
                                       turns=[[turn for _, turn in where]])[0]

@@ -151,8 +151,8 @@ def test_predict_on_a_video_tracks_its_faces(tmp_path, landmarker, photo):
 
 
 def test_tracking_keeps_a_strongly_tilted_head_upright(lite_root):
-    """Tracked frames crop a head tilted past facemark.api.ROLL_ALIGN turned upright, as detect()
-    does: a face turned 70 degrees keeps its accuracy frame after frame."""
+    """Tracked frames crop a tilted head turned upright, as detect() does: a face turned 70
+    degrees keeps its accuracy frame after frame."""
     from facemark.data.formats import read_pts
     from facemark.geometry import rotate_face
     from facemark.metrics import nme
