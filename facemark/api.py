@@ -26,8 +26,8 @@ import numpy as np
 
 from facemark.files import load_image
 from facemark.geometry import (
-    Box, CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image, crops_to_input, from_crop,
-    invert_affine, turned_box, upright_turn, warp,
+    Box, CropRule, box_centre, box_from_points, crop_box_from_box, crop_image, crops_to_input, from_crop, turned_box,
+    upright_turn,
 )
 from facemark.schemes import five_from_68_box, get_scheme, resolve_scheme
 
@@ -83,10 +83,6 @@ class Face:
     @track.setter
     def track(self, value: int | None) -> None:
         self.track_id = value
-
-
-def _centre(box: Box) -> tuple[float, float]:
-    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
 def check_max_faces(max_faces) -> int | None:
@@ -259,44 +255,41 @@ class Landmarker:
         return crop_image(image, self.crop_box((width, height), tuple(map(float, box))), self.input_size)
 
     def predict_batch(self, images: Sequence, boxes: Sequence[Sequence[Box]], batch_size: int = 64,
-                      flip: bool | None = None, turns: Sequence[Sequence] | None = None) -> list[list[np.ndarray]]:
+                      flip: bool | None = None, rolls: Sequence[Sequence[float]] | None = None,
+                      ) -> list[list[np.ndarray]]:
         """Points for many faces of many images: ``boxes[i]`` are landmark-style boxes in ``images[i]``.
 
         All crops go through the model together, ``batch_size`` at a time. ``flip``: flip-test
-        averaging for this call (default: the Landmarker's ``flip_test``). ``turns[i][j]``: None or
-        the turn that makes face ``j`` upright (:meth:`placement`), its box then in the turned frame.
+        averaging for this call (default: the Landmarker's ``flip_test``). ``rolls[i][j]``: face ``j``
+        is tilted by this many degrees and its box is the face turned upright about the box's
+        centre (:meth:`placement`); it is cut turned upright.
         """
-        scored = self._predict_scored(images, boxes, batch_size, flip, turns)
+        scored = self._predict_scored(images, boxes, batch_size, flip, rolls)
         return [[points for points, _ in image_faces] for image_faces in scored]
 
     def _predict_scored(self, images: Sequence, boxes: Sequence[Sequence[Box]], batch_size: int = 64,
-                        flip: bool | None = None, turns: Sequence[Sequence] | None = None,
+                        flip: bool | None = None, rolls: Sequence[Sequence[float]] | None = None,
                         ) -> list[list[tuple[np.ndarray, np.ndarray | None]]]:
         """:meth:`predict_batch`'s points of each face with its raw point features ``(K, 3)``
-        (:mod:`facemark.quality`; None for models without them). ``turns[i][j]``: None, or a 2x3
-        matrix turning the face upright (:func:`facemark.geometry.upright_turn`), its box then
-        given in the turned frame; the crop is cut turned and the points come back unturned."""
+        (:mod:`facemark.quality`; None for models without them); ``rolls`` as there."""
         flip = self.flip_test if flip is None else bool(flip)
         images = [load_image(image) for image in images]
-        jobs = []  # (image index, crop box, turn)
+        jobs = []  # (image index, crop box, turn): a tilted face is cut turned upright about its box's centre
         for i, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
             height, width = image.shape[:2]
-            image_turns = turns[i] if turns is not None else [None] * len(image_boxes)
-            jobs += [(i, self.crop_box((width, height), tuple(map(float, box))), turn)
-                     for box, turn in zip(image_boxes, image_turns, strict=True)]
+            image_rolls = rolls[i] if rolls is not None else [0.0] * len(image_boxes)
+            jobs += [(i, self.crop_box((width, height), tuple(map(float, box))),
+                      upright_turn(box_centre(box), roll) if roll else None)
+                     for box, roll in zip(image_boxes, image_rolls, strict=True)]
         results: list[list[tuple[np.ndarray, np.ndarray | None]]] = [[] for _ in images]
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start : start + batch_size]
-            crops = np.stack([crop_image(images[i], crop_box, self.input_size) if turn is None else
-                              warp(images[i], crop_affine(crop_box, self.input_size) @ np.vstack([turn, [0, 0, 1]]),
-                                   self.input_size)
+            crops = np.stack([crop_image(images[i], crop_box, self.input_size, turn)
                               for i, crop_box, turn in chunk])  # (B, S, S, 3)
             normalised, features = self._scored_points(crops, flip)
             for j, (i, crop_box, turn) in enumerate(chunk):
-                points = from_crop(normalised[j], crop_box)
-                if turn is not None:
-                    points = apply_affine(invert_affine(turn), points)
-                results[i].append((points, None if features is None else features[j]))
+                results[i].append((from_crop(normalised[j], crop_box, turn),
+                                   None if features is None else features[j]))
         return results
 
     def _scored_points(self, crops: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -366,14 +359,13 @@ class Landmarker:
             # the five points' box from them (facemark.schemes.FIVE_FROM_68_BOX)
             landmark_boxes = [[five_from_68_box(box) for box in image_boxes] for image_boxes in landmark_boxes]
         refine = self.refine and boxes is None
-        turns = [[upright_turn(_centre(box), d.roll) if d.roll else None for d, box in zip(found, image_boxes)]
-                 for found, image_boxes in zip(detections, landmark_boxes)]  # faces found in a turned photo
-        scored = self._predict_scored(images, landmark_boxes, flip=self.flip_test and not refine, turns=turns)
+        rolls = [[d.roll for d in found] for found in detections]  # faces found in a turned photo: cut upright
+        scored = self._predict_scored(images, landmark_boxes, flip=self.flip_test and not refine, rolls=rolls)
         if refine:  # given boxes are landmark boxes already: no detector convention to undo
             # re-crop from the points' box, the face cut turned upright (ROLL_ALIGN)
             placed = [[self.placement(p) for p, _ in image_points] for image_points in scored]
             scored = self._predict_scored(images, [[box for box, _ in image] for image in placed],
-                                          turns=[[turn for _, turn in image] for image in placed])
+                                          rolls=[[roll for _, roll in image] for image in placed])
         faces = [
             [Face(tuple(float(v) for v in d.box), float(d.score), p) for d, (p, _) in zip(found, image_points)]
             for found, image_points in zip(detections, scored)
@@ -391,14 +383,14 @@ class Landmarker:
         right, left = self.scheme.pupils(points)
         return float(np.degrees(np.arctan2(-(left[1] - right[1]), left[0] - right[0])))
 
-    def placement(self, points: np.ndarray) -> tuple[Box, np.ndarray | None]:
-        """Where to crop the face of ``points`` next: the box of the face turned upright and that
-        turn (:func:`facemark.geometry.turned_box`), or its box and None when its eye line is
-        tilted by :data:`ROLL_ALIGN` degrees or less (with the default 0, only an exactly level one)."""
+    def placement(self, points: np.ndarray) -> tuple[Box, float]:
+        """Where to crop the face of ``points`` next: the box of the face turned upright and its
+        roll (:func:`facemark.geometry.turned_box`), or its box and 0 when its eye line is tilted
+        by :data:`ROLL_ALIGN` degrees or less (with the default 0, only an exactly level one)."""
         roll = self.roll(points)
         if abs(roll) <= ROLL_ALIGN:
-            return box_from_points(points), None
-        return turned_box(points, roll)
+            return box_from_points(points), 0.0
+        return turned_box(points, roll), roll
 
     def detect(self, image, max_faces: int | None = None, boxes: Sequence | None = None, pose: bool = False,
                aligned: bool = False) -> list[Face]:

@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-error", type=float, default=0.10, help="CED/AUC cut-off as a fraction (0.10 = 10 %%)")
     p.add_argument("--jitter", type=float, default=0.0, help="random box-edge noise, fraction of the box (gt boxes)")
     p.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
-                   help="turn each photo by a random angle in +-DEG about the face first (tilted heads; gt boxes)")
+                   help="turn each photo by a random angle in +-DEG about the face first (tilted heads)")
     p.add_argument("--worst-k", type=int, default=16, help="faces in the worst-faces gallery")
     p.add_argument("--train-store", default=None, help="for mean-shape (default: the train store beside --data)")
     p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)

@@ -113,7 +113,8 @@ def _short(protocol: str) -> str:
 
 def _protocol_text(box: str, jitter: float, seed: int, detector_name: str, rotate: float = 0.0) -> str:
     if box == "detector":
-        turned = f" on each photo rotated by a random angle in ±{rotate:g}° about the face (seed {seed})" if rotate else ""
+        turned = (f" on each photo rotated by a random angle in ±{rotate:g}° about the face (seed {seed})"
+                  if rotate else "")
         return (f"{detector_name} detector boxes{turned} (calibrated to landmark boxes; a face counts as found at "
                 f"IoU >= {MATCH_IOU} with its true landmark box; NME over found faces)")
     text = "ground-truth landmark box"
@@ -186,10 +187,10 @@ def evaluate(
     """Score ``predictor`` on the faces of ``data`` (see :func:`load_faces`); returns the metrics dict.
 
     ``box``: ``"gt"`` (tight ground-truth landmark box, each edge moved by up to ``±jitter`` of
-    the box size, seeded per face; with ``rotate``, each image and its points are first turned by a
-    seeded random angle in ``±rotate`` degrees about the face, a tilted head; the same for
-    ``"detector"``) or ``"detector"`` (``detector``: a name or object, default the
-    predictor's own detector, else :data:`~facemark.detectors.DEFAULT_DETECTOR`). A face whose image
+    the box size, seeded per face) or ``"detector"`` (``detector``: a name or object, default the
+    predictor's own detector, else :data:`~facemark.detectors.DEFAULT_DETECTOR`). ``rotate``
+    (either protocol): each image and its points are first turned by a seeded random angle in
+    ``±rotate`` degrees about the face, a tilted head. A face whose image
     is missing or corrupt is listed in ``skipped`` with the reason. With ``out``, writes
     ``metrics.json``, ``report.md``, ``ced.png`` and ``worst.png`` (the ``worst_k`` worst faces).
     """

@@ -84,11 +84,14 @@ def to_crop(points: np.ndarray, crop_box: Box) -> np.ndarray:
     return ((np.asarray(points, dtype=np.float64) + 0.5 - (left, top)) / scale).astype(np.float32)
 
 
-def from_crop(normalised: np.ndarray, crop_box: Box) -> np.ndarray:
-    """Inverse of :func:`to_crop`: normalised crop coordinates -> original-image pixels."""
+def from_crop(normalised: np.ndarray, crop_box: Box, turn: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of :func:`to_crop`: normalised crop coordinates -> original-image pixels. ``turn``:
+    the crop was cut from the image turned by this 2x3 matrix (:func:`crop_image`); the points are
+    turned back."""
     left, top, right, bottom = crop_box
     scale = np.array([right - left, bottom - top], dtype=np.float64)
-    return (np.asarray(normalised, dtype=np.float64) * scale + (left, top) - 0.5).astype(np.float32)
+    points = (np.asarray(normalised, dtype=np.float64) * scale + (left, top) - 0.5).astype(np.float32)
+    return points if turn is None else apply_affine(invert_affine(turn), points)
 
 
 def crop_affine(crop_box: Box, size: int | tuple[int, int]) -> np.ndarray:
@@ -108,9 +111,15 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int | tuple[int, int]) -> 
     )
 
 
-def crop_image(image: np.ndarray, crop_box: Box, size: int | tuple[int, int]) -> np.ndarray:
-    """Cut ``crop_box`` out of ``image`` and resize it to ``size`` (the recipe's crop + resize)."""
-    return warp(image, crop_affine(crop_box, size), size)
+def crop_image(image: np.ndarray, crop_box: Box, size: int | tuple[int, int], turn: np.ndarray | None = None,
+               ) -> np.ndarray:
+    """Cut ``crop_box`` out of ``image`` and resize it to ``size`` (the recipe's crop + resize).
+    ``turn``: a 2x3 matrix (:func:`upright_turn`) turning the image first, ``crop_box`` being a
+    box of the turned image: how a tilted face is cut upright."""
+    matrix = crop_affine(crop_box, size)
+    if turn is not None:
+        matrix = matrix @ np.vstack([turn, [0.0, 0.0, 1.0]])
+    return warp(image, matrix, size)
 
 
 def rotate_face(image: np.ndarray, points: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,8 +127,7 @@ def rotate_face(image: np.ndarray, points: np.ndarray, angle: float) -> tuple[np
     about the centre of the points' box: a tilted head, for robustness figures. Same image size;
     corners that come from outside the photo are black, as in a crop past the border. Returns the
     image, the points and the 2x3 matrix (original pixels -> rotated pixels)."""
-    left, top, right, bottom = box_from_points(points)
-    matrix = cv2.getRotationMatrix2D(((left + right) / 2, (top + bottom) / 2), float(angle), 1.0)
+    matrix = cv2.getRotationMatrix2D(box_centre(box_from_points(points)), float(angle), 1.0)
     height, width = image.shape[:2]
     return warp(image, matrix, (width, height)), apply_affine(matrix, points).astype(np.float64), matrix
 
@@ -130,17 +138,17 @@ def upright_turn(centre: tuple[float, float], roll: float) -> np.ndarray:
     return cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), -float(roll), 1.0)
 
 
-def turned_box(points: np.ndarray, roll: float) -> tuple[Box, np.ndarray]:
-    """The box of ``points`` turned upright (a face rolled by ``roll`` degrees) and the turn, with
-    the turn's centre at the box's centre: a box and a roll then fix the turn
-    (``upright_turn(box centre, roll)``), as :class:`~facemark.detectors.base.Detection` carries them."""
-    first = upright_turn(_box_centre(box_from_points(points)), roll)
-    centre = apply_affine(invert_affine(first), [_box_centre(box_from_points(apply_affine(first, points)))])[0]
+def turned_box(points: np.ndarray, roll: float) -> Box:
+    """The box of ``points`` turned upright (a face rolled by ``roll`` degrees) about the box's own
+    centre: with it and the roll, :func:`crop_image` cuts the face upright, as
+    :class:`~facemark.detectors.base.Detection` boxes with a roll are cut."""
+    first = upright_turn(box_centre(box_from_points(points)), roll)
+    centre = apply_affine(invert_affine(first), [box_centre(box_from_points(apply_affine(first, points)))])[0]
     turn = upright_turn(tuple(float(v) for v in centre), roll)  # same turn, shifted: its centre is the box's
-    return box_from_points(apply_affine(turn, points)), turn
+    return box_from_points(apply_affine(turn, points))
 
 
-def _box_centre(box: Box) -> tuple[float, float]:
+def box_centre(box: Box) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 

@@ -197,11 +197,8 @@ class VideoTracker:
             # (each face cut turned upright by its eye-line tilt, as in detect(): facemark.api.ROLL_ALIGN)
             where = [lm.placement(face.points) for face, _, _ in live]
             placed = lm.predict_batch([frame], [[box for box, _ in where]], flip=False,
-                                      turns=[[turn for _, turn in where]])[0]
-            given = []
-            for p, (face, _, _) in zip(placed, live):
-                box, turn = lm.placement(p)
-                given.append({"box": box, "score": face.score, "roll": 0.0 if turn is None else lm.roll(p)})
+                                      rolls=[[roll for _, roll in where]])[0]
+            given = [dict(zip(("box", "roll"), lm.placement(p)), score=face.score) for p, (face, _, _) in zip(placed, live)]
             # in `live`'s order: detect() returns faces by score, given boxes keep theirs, the sort is stable
             found = lm.detect(frame, boxes=given, pose=self.pose, aligned=self.aligned)
             if not any(track_lost(face, (width, height)) for face in found):

@@ -137,7 +137,7 @@ def test_turned_crops_with_no_turn_equal_plain_crops(tiny_checkpoint, face_image
     image, box = face_image
     lm = Landmarker(tiny_checkpoint)
     plain = lm._predict_scored([image], [[box]])[0][0][0]
-    turned = lm._predict_scored([image], [[box]], turns=[[upright_turn((50.0, 67.0), 0.0)]])[0][0][0]
+    turned = lm.predict_batch([image], [[box]], rolls=[[1e-9]])[0][0]  # a turn by ~0: the same crop
     assert np.allclose(plain, turned, atol=1e-3)
     # a real turn: the points come back into the photo's frame, so turning photo and box together
     # by 90 degrees gives the same points, turned
@@ -145,7 +145,9 @@ def test_turned_crops_with_no_turn_equal_plain_crops(tiny_checkpoint, face_image
 
     from facemark.geometry import apply_affine
 
-    turn = upright_turn((50.0, 67.0), 90.0)  # face rolled 90 deg ccw -> turned upright by -90
+    box = (30.0, 40.0, 70.0, 94.0)  # centre (50, 67): a quarter turn about it maps pixels onto pixels
+    plain = lm._predict_scored([image], [[box]])[0][0][0]
+    turn = upright_turn(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), 90.0)  # face rolled 90 deg ccw
     rolled = cv2.warpAffine(image, cv2.invertAffineTransform(turn), (image.shape[1], image.shape[0]))
-    back = lm._predict_scored([rolled], [[box]], turns=[[turn]])[0][0][0]
+    back = lm._predict_scored([rolled], [[box]], rolls=[[90.0]])[0][0][0]
     assert np.allclose(apply_affine(turn, back), plain, atol=0.5)

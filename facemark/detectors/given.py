@@ -10,7 +10,8 @@ A boxes file is JSON, either
 A box is ``[x0, y0, x1, y1]`` or ``{"box": [x0, y0, x1, y1], "score": s, "roll": r}`` (score 1
 and roll 0 if absent), in 0-based pixel-centre coordinates. ``roll`` (degrees, counter-clockwise on
 screen): the face is tilted by it, and ``box`` is its box turned upright about the box's centre
-(as :class:`~facemark.detectors.base.Detection` has it); the landmark model then crops it upright. ``box_style`` says what the boxes are:
+(as :class:`~facemark.detectors.base.Detection` has it); the landmark model then crops it upright.
+``box_style`` says what the boxes are:
 
 * ``"landmark"`` (default): landmark-style boxes, the tight box of the 68 points; used as they
   are (identity calibration);
@@ -20,9 +21,8 @@ screen): the face is tilted by it, and ``box`` is its box turned upright about t
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
