@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.calibration import DEFAULT_ROOT, cache_file, detections_of, evenly_spaced, face_box, run_detections
+from bench import DEFAULT_ROOT
+from facemark.calibrate import cache_file, detections_of, evenly_spaced, face_box, run_detections
 from facemark.detectors import DEFAULT_DETECTOR, calibration_for, detector_available, get_detector
 from facemark.files import read_image
 from facemark.evaluate import load_faces

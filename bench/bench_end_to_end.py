@@ -44,7 +44,7 @@ from facemark.data.store import read_image
 from facemark.baselines import dlib_shape_model_path
 from facemark.evaluate import evaluate, load_faces
 from facemark.files import write_atomic
-from timing import best_ms  # bench/timing.py
+from bench.timing import best_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "end_to_end.md"

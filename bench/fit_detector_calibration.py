@@ -4,7 +4,9 @@ For every training face the detection that overlaps the true landmark box most (
 matched; the constants of ``lcx = cx + a*w, lcy = cy + b*h, lw = c*w, lh = d*h`` are the medians
 of the per-face ratios (robust to the odd loose match). Prints the constants and the residual:
 the mean IoU of the calibrated box vs the true landmark box over the matched training faces
-(raw = the detector box used unchanged). The validation split is never looked at here.
+(raw = the detector box used unchanged). Detectors that give keypoints (BlazeFace) also get a
+keypoint placement (:func:`facemark.calibrate.fit_placement`: the landmark box of the face turned
+upright, from its keypoints), with its mean IoU likewise. The validation split is never looked at here.
 
     python -m bench.fit_detector_calibration [--root DATA] [--detectors haar:default,dlib-hog]
         [--limit N] [--threads 1] [--cache DIR]
@@ -22,8 +24,9 @@ from pathlib import Path
 
 
 from facemark.detectors import CALIBRATION_FILE, IDENTITY, detector_available, get_detector
-from bench.calibration import (
-    DEFAULT_ROOT, cache_file, detections_of, evenly_spaced, fit_calibration, mean_calibrated_iou,
+from bench import DEFAULT_ROOT
+from facemark.calibrate import (
+    cache_file, detections_of, evenly_spaced, fit_calibration, fit_placement, mean_calibrated_iou, placement_iou,
     run_detections, write_calibrations,
 )
 from facemark.evaluate import load_faces
@@ -37,6 +40,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "dlib-hog": ("dlib-hog", {}),
     "dlib-cnn": ("dlib-cnn", {}),
     "mtcnn": ("mtcnn", {}),
+    "blazeface": ("blazeface", {}),
+    "blazeface:full": ("blazeface", {"model": "full"}),
 }
 
 MIN_IOU = 0.3
@@ -46,7 +51,7 @@ def build(name: str, kwargs: dict, threads: int):
     import cv2
 
     cv2.setNumThreads(threads)
-    extra = {"threads": threads} if name == "mtcnn" else {}
+    extra = {"threads": threads} if name in ("mtcnn", "blazeface") else {}
     return get_detector(name, **kwargs, **extra)
 
 
@@ -74,7 +79,7 @@ def main(argv=None) -> int:
             warnings.simplefilter("ignore")  # "no calibration yet" is expected here
             detector = build(name, kwargs, args.threads)
         runs = run_detections(detector, samples, cache_file(args.cache, "train", key, kwargs), progress=key)
-        det_boxes, lm_boxes = [], []
+        det_boxes, lm_boxes, matched, matched_points = [], [], [], []
         for sample in samples:
             truth = box_from_points(sample.points)
             found = detections_of(runs[sample.sample_id])
@@ -82,6 +87,8 @@ def main(argv=None) -> int:
             if i is not None and value >= MIN_IOU:
                 det_boxes.append(found[i].box)
                 lm_boxes.append(truth)
+                matched.append(found[i])
+                matched_points.append(sample.points)
         if len(det_boxes) < 20:
             print(f"{key}: only {len(det_boxes)} matched faces, not fitted", file=sys.stderr)
             continue
@@ -96,6 +103,12 @@ def main(argv=None) -> int:
             "mean_iou_raw_train": round(raw, 4),
             "settings": kwargs,
         }
+        if all(d.keypoints is not None for d in matched):
+            placement = fit_placement(matched, matched_points)
+            entries[key]["placement"] = [list(row) for row in placement.weights]
+            entries[key]["placement_mean_iou_train"] = round(placement_iou(placement, matched, matched_points), 4)
+            print(f"{key}: keypoint placement, mean IoU with the upright landmark box "
+                  f"{entries[key]['placement_mean_iou_train']:.3f}", file=sys.stderr)
         rows.append((key, cal, len(det_boxes), len(samples), residual, raw))
         print(f"{key}: a={cal.a:+.4f} b={cal.b:+.4f} c={cal.c:.4f} d={cal.d:.4f}  matched {len(det_boxes)}/"
               f"{len(samples)}  mean IoU calibrated {residual:.3f} (raw box {raw:.3f})", file=sys.stderr)
@@ -105,8 +118,9 @@ def main(argv=None) -> int:
         return 1
     write_calibrations(
         entries, args.out,
-        note="Fitted by bench/fit_detector_calibration.py on the training split of 300w-lite "
-             "(facemark.data.prepare.split_samples); medians of matched detections (IoU >= 0.3 with the landmark box).",
+        note="Fitted by python -m bench.fit_detector_calibration on the training split of 300w-lite "
+             "(facemark.data.prepare.split_samples); medians of matched detections (IoU >= 0.3 with the landmark box); "
+             "'placement': facemark.calibrate.fit_placement on the keypoints of the same matches.",
     )
     print("| detector | a | b | c | d | matched / faces | mean IoU calibrated | mean IoU raw box |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

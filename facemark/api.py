@@ -41,6 +41,10 @@ ALIGNED_SIZE = 112  # the ArcFace template's size
 #: 20° it lowered end-to-end NME 3.33 -> 3.31 % and video NME 3.68 -> 3.61 %, and it avoids the
 #: flicker of faces crossing a threshold (raw NMF 0.634 % at 20°, 0.562 % at 0)
 ROLL_ALIGN = 0.0
+#: detect drops a face the detector found when its fit quality (Face.quality) is below this: hair,
+#: hands and background patches that a detector takes for a face get quality near 0 (chosen by
+#: python -m bench.bench_min_quality: it keeps every true face of the validation split)
+MIN_QUALITY = 0.05
 
 
 @dataclass
@@ -83,6 +87,15 @@ class Face:
     @track.setter
     def track(self, value: int | None) -> None:
         self.track_id = value
+
+
+def check_min_quality(value) -> float | None:
+    """``min_quality`` as a float in 0..1, or None (keep every face); ValueError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"min_quality must be a number in 0..1 (or None to keep every face), got {value!r}")
+    return float(value)
 
 
 def check_max_faces(max_faces) -> int | None:
@@ -158,21 +171,27 @@ class Landmarker:
     model spec (:mod:`facemark.spec`) read from either file; ``meta`` adds its provenance.
     ``refine``: in :meth:`detect`, predict once from the detector's calibrated box, then re-crop
     from the box of the predicted points and predict again, so the detector's box convention
-    does not leak into the result. ``flip_test`` (on by default): also predict on the mirrored crop
+    does not leak into the result. ``None`` (the default): only for faces the detector gave no
+    keypoints for (a BlazeFace face is cut, box and roll, from its keypoints in one pass,
+    :meth:`facemark.detectors.base.Detector.place`); ``True``: every face; ``False``: none. ``flip_test`` (on by default): also predict on the mirrored crop
     and average (test-time flip augmentation: the two crops go through the model as one batch; in
     :meth:`detect` only the final pass is flipped, the first one only places the crop). On the
     validation split it lowers the default model's NME by 5 % for about 0.5 ms per face.
+    ``min_quality``: :meth:`detect` drops detected faces whose fit quality (:attr:`Face.quality`)
+    is below it (:data:`MIN_QUALITY` by default; None keeps every face; faces of models without a
+    quality calibration and faces of given boxes are always kept).
     """
 
     def __init__(self, model: str | Path = "default", backend: str | None = None, device: str = "cpu",
-                 detector: str | None = None, refine: bool = True, flip_test: bool = True,
-                 num_threads: int | None = None, scheme=None):
+                 detector: str | None = None, refine: bool | None = None, flip_test: bool = True,
+                 num_threads: int | None = None, scheme=None, min_quality: float | None = MIN_QUALITY):
         if backend not in (None, "onnx", "torch"):
             raise ValueError(f"backend must be 'onnx' or 'torch', got {backend!r}")
         path = self._resolve(model, backend or ("onnx" if _onnx_available() else "torch"))
         # the file decides the backend: an .onnx runs on ONNX Runtime, a .pt checkpoint on torch
         backend = backend or {".onnx": "onnx", ".pt": "torch"}.get(path.suffix, "onnx" if _onnx_available() else "torch")
         self.backend, self.model_path, self.refine, self.flip_test = backend, path, refine, flip_test
+        self.min_quality = check_min_quality(min_quality)
         self._detector_name, self._detector = detector, None
         self.spec = None  # the model spec (facemark.spec.ModelSpec) of a .pt or .onnx model
         if path.suffix in (".dat", ".npz"):  # classical models (dlib ERT, LBF): their own runner, any backend
@@ -353,19 +372,20 @@ class Landmarker:
             detectors = [GivenBoxes(list(image_boxes)) for image_boxes in boxes]
             if len(detectors) != len(images):
                 raise ValueError(f"got boxes for {len(detectors)} images and {len(images)} images")
-        detections = [detector.detect(image)[:max_faces] for detector, image in zip(detectors, images)]
-        landmark_boxes = [[detector.landmark_box(d.box) for d in found] for detector, found in zip(detectors, detections)]
-        if self.spec is not None and self.spec.scheme == "5":  # calibrations and given boxes are 68-point boxes:
-            # the five points' box from them (facemark.schemes.FIVE_FROM_68_BOX)
-            landmark_boxes = [[five_from_68_box(box) for box in image_boxes] for image_boxes in landmark_boxes]
-        refine = self.refine and boxes is None
-        rolls = [[d.roll for d in found] for found in detections]  # faces found in a turned photo: cut upright
-        scored = self._predict_scored(images, landmark_boxes, flip=self.flip_test and not refine, rolls=rolls)
-        if refine:  # given boxes are landmark boxes already: no detector convention to undo
-            # re-crop from the points' box, the face cut turned upright (ROLL_ALIGN)
-            placed = [[self.placement(p) for p, _ in image_points] for image_points in scored]
-            scored = self._predict_scored(images, [[box for box, _ in image] for image in placed],
-                                          rolls=[[roll for _, roll in image] for image in placed])
+        # with a quality floor, every detection is scored first, so a dropped one leaves room for the next
+        early = max_faces if self.min_quality is None or boxes is not None else None
+        detections = [detector.detect(image)[:early] for detector, image in zip(detectors, images)]
+        placed = [[self._place(detector, d, refine=boxes is None) for d in found]
+                  for detector, found in zip(detectors, detections)]
+        first = [[k for k, (_, _, again) in enumerate(p) if again] for p in placed]  # faces that need a first pass
+        if any(first):  # predict once without flip, then re-crop from the points (the face cut upright, ROLL_ALIGN)
+            scored = self._predict_scored(images, [[placed[i][k][0] for k in ks] for i, ks in enumerate(first)],
+                                          flip=False, rolls=[[placed[i][k][1] for k in ks] for i, ks in enumerate(first)])
+            for i, ks in enumerate(first):
+                for k, (points, _) in zip(ks, scored[i]):
+                    placed[i][k] = (*self.placement(points), False)
+        scored = self._predict_scored(images, [[box for box, _, _ in p] for p in placed],
+                                      rolls=[[roll for _, roll, _ in p] for p in placed])
         faces = [
             [Face(tuple(float(v) for v in d.box), float(d.score), p) for d, (p, _) in zip(found, image_points)]
             for found, image_points in zip(detections, scored)
@@ -373,9 +393,25 @@ class Landmarker:
         for image_faces, image_points in zip(faces, scored):
             for face, (_, features) in zip(image_faces, image_points):
                 self._score_face(face, features)
+        if boxes is None and self.min_quality is not None:  # given boxes are the caller's faces: all kept
+            faces = [[f for f in image_faces if f.quality is None or f.quality >= self.min_quality][:max_faces]
+                     for image_faces in faces]
         for image, image_faces in zip(images, faces):
             self._add_outputs(image, image_faces, pose, aligned)
         return faces
+
+    def _place(self, detector, detection, refine: bool) -> tuple[Box, float, bool]:
+        """Where the model first crops a detected face: ``(box in the model's point scheme, of the face
+        turned upright; roll; whether a second pass re-crops from the points)``. Detector boxes and
+        keypoint placements are 68-point landmark boxes; a 5-point model takes the five points' box
+        (:data:`facemark.schemes.FIVE_FROM_68_BOX`). The second pass undoes the detector's box
+        convention: a face placed from keypoints needs it only with ``refine=True``; given boxes
+        (``refine=False``) are landmark boxes already."""
+        box, roll, from_keypoints = detector.place(detection)
+        if self.spec is not None and self.spec.scheme == "5":
+            box = five_from_68_box(box)
+        again = refine and (self.refine is True or (self.refine is None and not from_keypoints))
+        return box, roll, again
 
     def roll(self, points: np.ndarray) -> float:
         """The in-plane tilt of the face of ``points``, degrees counter-clockwise on screen: the angle

@@ -65,6 +65,13 @@ class TrainConfig:
     time_limit_min: NonNegativeFloat = 0.0  # stop cleanly (with a checkpoint) after this many minutes; 0: no limit
     scheme: str = ""  # a point-scheme YAML file (--scheme); empty: the data's (prepare --scheme) or the point count's
     init: str = ""  # start from these weights: "default", "default-5" (shipped models) or a .pt; empty: random
+    # a second prepared folder (its train/ store, same point count) mixed into every batch, e.g. faces
+    # pseudo-labelled by a teacher (tools/pseudo_label.py); extra_fraction of each batch comes from it
+    extra_data: str = ""
+    extra_fraction: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.0
+    # exponential moving average of the weights (decay per step; 0: off): validation, best.pt and the
+    # exported model use the averaged weights, resuming keeps both
+    ema: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.0
 
 
 _NESTED = {"crop": CropRule, "augment": Augment}
@@ -102,6 +109,9 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
     config.model_args = {key: args[key] for key in config.model_args}
+    if bool(config.extra_data) != bool(config.extra_fraction):
+        raise ConfigError(f"{where}: extra_data = {config.extra_data!r}, extra_fraction = {config.extra_fraction!r}: "
+                          "set both (a folder and the share of each batch it gives) or neither")
     return config
 
 

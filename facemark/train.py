@@ -64,16 +64,64 @@ def lr_factor(config: TrainConfig, step: int) -> float:
     raise ValueError(f"config.schedule: unknown schedule '{config.schedule}' (exponential, cosine, step)")
 
 
-def epoch_batches(sampler: DistributedSampler, batch_size: int, steps_per_epoch: int, step: int):
+def epoch_batches(sampler: DistributedSampler, batch_size: int, steps_per_epoch: int, step: int, extra=None):
     """Batches of ``(epoch, index)`` from training step ``step`` on, epoch after epoch, without end:
-    each epoch's order is the sampler's for that epoch, so a resumed run continues mid-epoch exactly."""
+    each epoch's order is the sampler's for that epoch, so a resumed run continues mid-epoch exactly.
+    ``extra``: an :class:`ExtraDraws` adding its faces to every batch (indices after the main set's)."""
     epoch, offset = divmod(step, steps_per_epoch)
     while True:
         sampler.set_epoch(epoch)
         indices = list(sampler)
         for b in range(offset, steps_per_epoch):
-            yield [(epoch, i) for i in indices[b * batch_size : (b + 1) * batch_size]]
+            batch = [(epoch, i) for i in indices[b * batch_size : (b + 1) * batch_size]]
+            yield batch + (extra.draw(epoch * steps_per_epoch + b, epoch) if extra is not None else [])
         epoch, offset = epoch + 1, 0
+
+
+class ExtraDraws:
+    """``per_batch`` faces of the extra set for every step, for this process: a walk through seeded
+    permutations of the set, a function of the step only (so resuming draws the same ones)."""
+
+    def __init__(self, size: int, per_batch: int, offset: int, seed: int, rank: int = 0, world: int = 1):
+        self.size, self.per_batch, self.offset, self.seed, self.rank, self.world = size, per_batch, offset, seed, rank, world
+
+    def draw(self, step: int, epoch: int) -> list[tuple[int, int]]:
+        out = []
+        for k in range(self.per_batch):
+            position = (step * self.world + self.rank) * self.per_batch + k
+            round_, i = divmod(position, self.size)
+            perm = np.random.default_rng([self.seed, 1, round_]).permutation(self.size)
+            out.append((epoch, self.offset + int(perm[i])))
+        return out
+
+
+class Mixed(torch.utils.data.Dataset):
+    """The main training set followed by an extra one: index ``len(main) + j`` is the extra set's ``j``."""
+
+    def __init__(self, main: LandmarkDataset, extra: LandmarkDataset):
+        self.main, self.extra = main, extra
+
+    def __len__(self) -> int:
+        return len(self.main) + len(self.extra)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, i = key
+        if i < len(self.main):
+            return self.main[(epoch, i)]
+        image, target, _ = self.extra[(epoch, i - len(self.main))]
+        return image, target, i
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """``ema <- d * ema + (1 - d) * model`` for every floating tensor (weights and batch-norm statistics;
+    counters are copied), with the usual warm-up ``d = min(decay, (1 + step) / (10 + step))``."""
+    d = min(decay, (1 + step) / (10 + step))
+    for averaged, current in zip(ema.state_dict().values(), model.state_dict().values()):
+        if averaged.dtype.is_floating_point:
+            averaged.mul_(d).add_(current.detach(), alpha=1 - d)
+        else:
+            averaged.copy_(current)
 
 
 def init_path(init: str) -> Path:
@@ -177,8 +225,19 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
     if config.batch_size % world:
         raise ValueError(f"config.batch_size {config.batch_size} is not divisible by {world} processes")
     per_rank_batch = config.batch_size // world
+    extra_set, extra = None, None
+    if config.extra_data:  # pseudo-labelled faces: a fixed share of every batch
+        extra_set = LandmarkDataset(Store.open(Path(config.extra_data) / "train"), config.input_size, config.crop,
+                                    config.augment, config.seed + 1)
+        if extra_set.store.num_points != train_set.store.num_points:
+            raise ValueError(f"{config.extra_data}: extra_data has {extra_set.store.num_points} points, "
+                             f"{data} has {train_set.store.num_points}")
+        extra_set.scheme = train_set.store.scheme if not config.scheme else resolve_scheme(config.scheme, num_points)
+        extra = ExtraDraws(len(extra_set), max(1, round(per_rank_batch * config.extra_fraction)), len(train_set),
+                           config.seed, rank, world)
+        per_rank_batch -= extra.per_batch
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True)
-    steps_per_epoch = len(sampler) // per_rank_batch
+    steps_per_epoch = len(sampler) // per_rank_batch if per_rank_batch > 0 else 0
     if steps_per_epoch == 0:
         raise ValueError(f"{data / 'train'}: {len(train_set)} faces is fewer than one batch of {config.batch_size}")
 
@@ -200,12 +259,19 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
     step, best_nme, history = 0, float("inf"), []
+    ema = None
+    if config.ema:  # averaged weights: validated, saved as the checkpoint's "model", exported
+        ema = create_model(config.model, **model_args).to(device, memory_format=memory_format)
+        ema.load_state_dict(model.state_dict())
+        ema.eval()
     if resume:
         try:
             state = load_checkpoint(out / "last.pt")
         except CheckpointError as err:
             raise CheckpointError(f"cannot resume: {err}") from None
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("train_model", state["model"]))  # with EMA, "model" holds the average
+        if ema is not None:
+            ema.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best_nme, history = state["step"], state["best_nme"], state["history"]
@@ -214,10 +280,11 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def checkpoint(name: str) -> None:
+        extra_state = {} if ema is None else {"train_model": raw_model.state_dict()}
         save_checkpoint(checkpoint_state(
-            raw_model, config.model, model_args, config.crop, scheme=scheme,
+            raw_model if ema is None else ema, config.model, model_args, config.crop, scheme=scheme,
             config=config_to_dict(config), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            step=step, best_nme=best_nme, history=history,
+            step=step, best_nme=best_nme, history=history, **extra_state,
         ), out / name)
 
     writer = None
@@ -236,7 +303,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
 
     # -- the loop: one loader for the whole run (worker processes start once, not every epoch);
     # its batches name (epoch, index), so resuming mid-epoch draws the same data
-    loader = DataLoader(train_set, batch_sampler=epoch_batches(sampler, per_rank_batch, steps_per_epoch, step),
+    loader = DataLoader(train_set if extra_set is None else Mixed(train_set, extra_set),
+                        batch_sampler=epoch_batches(sampler, per_rank_batch, steps_per_epoch, step, extra),
                         num_workers=config.workers, pin_memory=device.type == "cuda")
     for images, targets, _ in loader if step < end_step else ():
         model.train()
@@ -251,6 +319,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            update_ema(ema, raw_model, config.ema, step)
         step += 1
         bar.update(1)
         if master and (step % config.log_every == 0 or step == end_step):
@@ -260,7 +330,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
             writer.add_scalar("train/lr", lr, step)
             history.append({"step": step, "loss": data_loss.item(), "lr": lr})
         if master and (step % config.val_every == 0 or step == config.steps):
-            val_nme = validate(raw_model, val_set)
+            val_nme = validate(raw_model if ema is None else ema, val_set)
             writer.add_scalar("val/nme_inter_ocular", val_nme, step)
             history.append({"step": step, "val_nme": val_nme})
             tqdm.write(f"step {step}: validation NME {100 * val_nme:.3f} % "
@@ -289,7 +359,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         del model
         gc.collect()
         dist.destroy_process_group()
-    return {"step": step, "best_nme": best_nme, "out": str(out), "interrupted": stopper.requested, "model": raw_model}
+    return {"step": step, "best_nme": best_nme, "out": str(out), "interrupted": stopper.requested,
+            "model": raw_model if ema is None else ema}
 
 
 def _plot_history(history: list[dict], out: Path) -> None:

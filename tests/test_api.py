@@ -84,10 +84,16 @@ def test_a_truncated_jpeg_path_is_refused(tmp_path, face_image):
 
 
 def test_detect_mirrors_only_the_final_pass(tiny_checkpoint, face_image):
-    """The first pass only places the crop: one crop per face; the refined pass adds the mirror."""
+    """The first pass only places the crop: one crop per face; the refined pass adds the mirror. A
+    face the detector placed from its keypoints (refine=None, the default) takes one mirrored pass."""
+    import numpy as np
+
+    from facemark.detectors.base import Detection, KeypointPlacement
+    from facemark.detectors.given import GivenBoxes
+
     image, box = face_image
     lm = Landmarker(str(tiny_checkpoint), backend="torch")
-    assert lm.flip_test and lm.refine
+    assert lm.flip_test and lm.refine is None
     run, batches = lm._run, []
 
     def spy(crops):
@@ -98,12 +104,21 @@ def test_detect_mirrors_only_the_final_pass(tiny_checkpoint, face_image):
     faces = lm.detect(image, boxes=[box])  # given boxes: no refine, so the only pass is mirrored
     assert batches == [2] and len(faces) == 1
     batches.clear()
-    lm.refine = True
-    from facemark.detectors.given import GivenBoxes
-
-    lm._detector = GivenBoxes([box])  # a "detector" that returns the box: detector path, with refine
+    lm._detector = GivenBoxes([box])  # a "detector" that returns the box without keypoints: refined
     lm.detect(image)
     assert batches == [1, 2]
+
+    class WithKeypoints(GivenBoxes):  # and one that gives keypoints, with a fitted placement
+        def detect(self, image_bgr):
+            return [Detection(box, 1.0, keypoints=np.zeros((6, 2), np.float32) + (40.0, 60.0))]
+
+        placement = KeypointPlacement(tuple((0.0, 0.0, 1.0, 1.0) if i == 12 else (0.0,) * 4 for i in range(13)))
+
+    for refine, expected in ((None, [2]), (True, [1, 2]), (False, [2])):
+        batches.clear()
+        lm.refine, lm._detector = refine, WithKeypoints([box])
+        lm.detect(image)
+        assert batches == expected, refine
 
 
 def test_detect_turns_tilted_heads_upright(lite_root):
@@ -116,19 +131,20 @@ def test_detect_turns_tilted_heads_upright(lite_root):
     from facemark.geometry import rotate_face
     from facemark.metrics import nme
 
+    from facemark.detectors import get_detector
+
     image = cv2.imread(str(lite_root / "afw" / "134212_1.jpg"))
     points = read_pts(lite_root / "afw" / "134212_1.pts")
-    lm = Landmarker()
-    upright = nme(lm.detect(image)[0].points[None], points[None], "inter_ocular")[0]
-    for angle in (60.0, 70.0):
-        turned, truth, _ = rotate_face(image, points, angle)
-        [face] = lm.detect(turned)
-        assert nme(face.points[None], truth[None], "inter_ocular")[0] < max(0.05, 1.5 * upright), angle
-        assert face.quality > 0.9
-        if angle == 70.0:  # MTCNN finds it only turned: the retry path
-            from facemark.detectors import get_detector
-
-            assert get_detector("mtcnn", tilts=()).detect(turned) == [] and lm.detector.detect(turned)[0].roll
+    for detector in ("blazeface", "mtcnn"):  # BlazeFace: roll from its eye keypoints; MTCNN: from a first pass
+        lm = Landmarker(detector=detector)
+        upright = nme(lm.detect(image)[0].points[None], points[None], "inter_ocular")[0]
+        for angle in (60.0, 70.0):
+            turned, truth, _ = rotate_face(image, points, angle)
+            [face] = lm.detect(turned)
+            assert nme(face.points[None], truth[None], "inter_ocular")[0] < max(0.05, 1.5 * upright), (detector, angle)
+            assert face.quality > 0.9
+            if detector == "mtcnn" and angle == 70.0:  # MTCNN finds it only turned: the retry path
+                assert get_detector("mtcnn", tilts=()).detect(turned) == [] and lm.detector.detect(turned)[0].roll
 
 
 def test_turned_crops_with_no_turn_equal_plain_crops(tiny_checkpoint, face_image):

@@ -9,7 +9,7 @@ import yaml
 
 from facemark.cli import build_parser, main
 from facemark.config import load_config, settable_keys
-from facemark.detectors import list_detectors
+from facemark.detectors import DEFAULT_DETECTOR, list_detectors
 
 
 def _parsers(parser: argparse.ArgumentParser, name: str = "facemark"):
@@ -35,7 +35,7 @@ def test_detector_option_lists_the_choices(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert all(name in out for name in list_detectors()) and "(default: mtcnn)" in out
+    assert all(name in out for name in list_detectors()) and f"(default: {DEFAULT_DETECTOR})" in out
     with pytest.raises(SystemExit) as exit_:
         main(["predict", "--sample", "--detector", "nope"])
     assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err

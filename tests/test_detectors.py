@@ -15,7 +15,7 @@ from facemark.detectors import (
     get_detector, list_detectors, load_calibrations,
 )
 from facemark.detectors.base import downscale, unscale_box
-from bench.calibration import face_box, fit_calibration, mean_calibrated_iou, write_calibrations
+from facemark.calibrate import face_box, fit_calibration, mean_calibrated_iou, write_calibrations
 from facemark.detectors.given import GivenBoxes, face_box_calibration, load_boxes
 from facemark.geometry import CropRule, best_match, box_from_points, crop_box_from_box, iou
 

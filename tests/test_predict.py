@@ -11,6 +11,7 @@ from conftest import synthetic_face
 
 from facemark.api import Landmarker
 from facemark.cli import main
+from facemark.detectors import DEFAULT_DETECTOR
 from facemark.geometry import box_from_points
 from facemark.predict import predict_paths
 
@@ -78,7 +79,7 @@ def test_sample_photo_with_the_default_detector(tmp_path, tiny_checkpoint):
             "--max-faces", "1"]
     assert main(argv) == 0
     result = json.loads((out / "predictions.json").read_text())
-    assert len(result["images"][0]["faces"]) == 1 and result["detector"] == "mtcnn"
+    assert len(result["images"][0]["faces"]) == 1 and result["detector"] == DEFAULT_DETECTOR == "blazeface"
     assert cv2.imread(str(out / "astronaut.jpg")).shape == (512, 512, 3)
 
 

@@ -132,7 +132,7 @@ def test_channels_last_training_matches_the_contiguous_run(small_run, tmp_path):
     assert plain["step"] == nhwc["step"] == 4
     losses = [[h["loss"] for h in load_checkpoint(tmp_path / run / "last.pt")["history"] if "loss" in h]
               for run in ("plain", "nhwc")]
-    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)  # float rounding differs between layouts and CPUs
     a, b = dict(plain["model"].named_parameters()), dict(nhwc["model"].named_parameters())
     for name in a:
         torch.testing.assert_close(a[name].detach(), b[name].detach(), rtol=0, atol=4 * 2 * 1e-3, msg=name)

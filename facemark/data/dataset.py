@@ -40,11 +40,12 @@ class Augment:
     flip: bool = True
     colour: float = 0.3  # brightness/contrast/saturation jitter strength
     blur: float = 0.2  # probability of a Gaussian blur
-    occlusion: float = 0.3  # probability of one random grey patch
+    occlusion: float = 0.3  # probability of one patch of a random colour
+    degrade: float = 0.0  # probability of a small, blurred, JPEG-compressed face (degrade_image)
 
     @classmethod
     def none(cls) -> "Augment":
-        return cls(0.0, (1.0, 1.0), 0.0, 0.0, False, 0.0, 0.0, 0.0)
+        return cls(0.0, (1.0, 1.0), 0.0, 0.0, False, 0.0, 0.0, 0.0, 0.0)
 
 
 def images_to_tensor(images_bgr: np.ndarray) -> torch.Tensor:
@@ -73,6 +74,29 @@ def jitter_box(rng: np.random.Generator, box, amount: float):
     w, h = x1 - x0, y1 - y0
     d = rng.uniform(-amount, amount, size=4) * (w, h, w, h)
     return x0 + d[0], y0 + d[1], x1 + d[2], y1 + d[3]
+
+
+#: degrade_image's draws: the face's inter-ocular distance (outer eye corners) in the shrunk copy,
+#: the Gaussian blur there and the JPEG quality; they cover faces in group photos and video frames
+DEGRADE_IOD = (12.0, 40.0)  # pixels
+DEGRADE_BLUR = (0.0, 1.5)  # sigma, pixels of the shrunk copy
+DEGRADE_JPEG = (30, 90)  # quality
+
+
+def degrade_image(rng: np.random.Generator, image: np.ndarray, iod: float) -> np.ndarray:
+    """The crop as a small face would give it: shrunk so that the face's inter-ocular distance
+    ``iod`` (pixels of ``image``) becomes a random one of :data:`DEGRADE_IOD`, blurred, JPEG-compressed,
+    and scaled back up as the crop of such a photo is. A face already that small is only blurred and compressed."""
+    size = image.shape[0]
+    factor = min(1.0, rng.uniform(*DEGRADE_IOD) / max(float(iod), 1e-6))
+    small_size = max(8, round(size * factor))
+    small = cv2.resize(image, (small_size, small_size), interpolation=cv2.INTER_AREA) if small_size < size else image
+    sigma = rng.uniform(*DEGRADE_BLUR)
+    if sigma > 0.05:
+        small = cv2.GaussianBlur(small, (0, 0), sigma)
+    ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(DEGRADE_JPEG[0], DEGRADE_JPEG[1] + 1))])
+    small = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else small
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR) if small.shape[0] != size else small
 
 
 def _photometric(rng: np.random.Generator, image: np.ndarray, aug: Augment) -> np.ndarray:
@@ -155,6 +179,10 @@ class LandmarkDataset(Dataset):
         if flip:
             target = target[list(self.scheme.flip_perm)]
         if aug is not None and rng is not None:
+            if aug.degrade and rng.random() < aug.degrade:
+                corners = list(self.scheme.outer_eye_corners)
+                iod = float(np.linalg.norm(np.nan_to_num(target[corners[0]] - target[corners[1]]))) * size
+                image = degrade_image(rng, image, iod if iod > 0 else 0.3 * size)
             image = _photometric(rng, image, aug)
         return image, target.astype(np.float32)
 

@@ -32,10 +32,11 @@ register_detector("haar", "facemark.detectors.haar:HaarDetector")
 register_detector("dlib-hog", "facemark.detectors.dlib_detectors:DlibHogDetector")
 register_detector("dlib-cnn", "facemark.detectors.dlib_detectors:DlibCnnDetector")
 register_detector("mtcnn", "facemark.detectors.mtcnn:MtcnnDetector")
+register_detector("blazeface", "facemark.detectors.blazeface:BlazeFaceDetector")
 register_detector("given", "facemark.detectors.given:GivenBoxes")
 
 #: The detector used when none is named; chosen from bench/results/detectors.md.
-DEFAULT_DETECTOR = "mtcnn"
+DEFAULT_DETECTOR = "blazeface"
 
 __all__ = [
     "CALIBRATION_FILE", "DEFAULT_DETECTOR", "DEFAULT_MAX_SIDE", "IDENTITY", "Box", "Calibration", "Detection",

@@ -18,7 +18,7 @@ import json
 import math
 import warnings
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -39,11 +39,14 @@ class Detection:
     """One detected face: ``box`` ``(x0, y0, x1, y1)`` in the detector's own convention, and a score
     (higher is more confident; its scale is the detector's own). ``roll``: the face's in-plane
     tilt in degrees (counter-clockwise on screen) when the detector found it in a turned photo
-    (``tilts``), and ``box`` is then the box of the face turned upright about the box centre."""
+    (``tilts``), and ``box`` is then the box of the face turned upright about the box centre.
+    ``keypoints``: ``(n, 2)`` facial keypoints in the same pixels when the detector gives them
+    (BlazeFace's six, :data:`facemark.detectors.blazeface.KEYPOINTS`), else None."""
 
     box: Box
     score: float
     roll: float = 0.0
+    keypoints: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,45 @@ class Calibration:
 IDENTITY = Calibration()
 
 
+def keypoint_roll(keypoints: np.ndarray) -> float:
+    """The in-plane tilt, degrees counter-clockwise on screen, of the face whose first two keypoints
+    are its right and left eye (the subject's; the right one is on the image's left)."""
+    right, left = np.asarray(keypoints[0], np.float64), np.asarray(keypoints[1], np.float64)
+    return float(np.degrees(np.arctan2(-(left[1] - right[1]), left[0] - right[0])))
+
+
+def placement_features(box: Box, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """What :class:`KeypointPlacement` regresses on: the keypoints turned upright (by
+    :func:`keypoint_roll`) about the detector box's centre, relative to it in units of the box's
+    size, and a constant 1. Returns ``(features (2n + 1,), centre, size, roll)``."""
+    centre = np.array(box_centre(box), np.float64)
+    size = float(np.sqrt(max(box[2] - box[0], 1e-6) * max(box[3] - box[1], 1e-6)))
+    roll = keypoint_roll(keypoints)
+    turned = (np.asarray(keypoints, np.float64) - centre) @ upright_turn((0.0, 0.0), roll)[:, :2].T
+    return np.append(turned.ravel() / size, 1.0), centre, size, roll
+
+
+@dataclass(frozen=True)
+class KeypointPlacement:
+    """Where the landmark model's crop goes for a face a detector gave keypoints for: the face's
+    roll from its eye keypoints, and its landmark box (the tight box of its 68 points turned
+    upright about the box's centre) by a linear map of :func:`placement_features` to
+    ``(centre x, centre y, width, height)`` of that box relative to the detector box's centre, in
+    units of its size. Fitted on the training split (:func:`facemark.calibrate.fit_placement`)."""
+
+    weights: tuple[tuple[float, float, float, float], ...]  # (2n + 1, 4)
+
+    def apply(self, box: Box, keypoints: np.ndarray) -> tuple[Box, float]:
+        """``(landmark box of the face turned upright, roll)`` for one detection."""
+        features, centre, size, roll = placement_features(box, keypoints)
+        weights = np.asarray(self.weights, np.float64)
+        if weights.shape != (len(features), 4):
+            raise ValueError(f"keypoint placement expects {weights.shape[0]} features, got {len(features)}")
+        dx, dy, w, h = features @ weights * size
+        cx, cy = centre + np.array([dx, dy]) @ upright_turn((0.0, 0.0), -roll)[:, :2].T  # back to the image
+        return (float(cx - w / 2), float(cy - h / 2), float(cx + w / 2), float(cy + h / 2)), roll
+
+
 def load_calibrations(path: str | Path = CALIBRATION_FILE) -> dict[str, dict]:
     """All entries of a calibration file: ``{detector name: {"a", "b", "c", "d", ...}}``."""
     path = Path(path)
@@ -96,6 +138,12 @@ def calibration_for(name: str) -> Calibration | None:
     if entry is None:
         return None
     return Calibration(*(float(entry[k]) for k in "abcd"))
+
+
+def placement_for(name: str) -> KeypointPlacement | None:
+    """The shipped keypoint placement of detector ``name``, or None when it has none."""
+    entry = _shipped_calibrations().get(name, {}).get("placement")
+    return None if entry is None else KeypointPlacement(tuple(tuple(float(v) for v in row) for row in entry))
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:
@@ -125,6 +173,11 @@ def unscale_box(box: Box, scale: float) -> Box:
     if scale == 1.0:
         return tuple(float(v) for v in box)
     return tuple(float((v + 0.5) / scale - 0.5) for v in box)
+
+
+def unscale_points(points: np.ndarray, scale: float) -> np.ndarray:
+    """Points found on an image downscaled by ``scale`` -> original pixel-centre coordinates."""
+    return points if scale == 1.0 else ((np.asarray(points, np.float64) + 0.5) / scale - 0.5).astype(np.float32)
 
 
 class Detector(ABC):
@@ -174,7 +227,8 @@ class Detector(ABC):
                             key=lambda d: d.score, reverse=True)
             boxes = [self.calibration.apply(d.box) for d in tilted]
             found = [d for k, d in enumerate(tilted) if all(iou(boxes[k], boxes[j]) < 0.3 for j in range(k))]
-        found = [Detection(unscale_box(d.box, scale), float(d.score), d.roll) for d in found]
+        found = [Detection(unscale_box(d.box, scale), float(d.score), d.roll,
+                           None if d.keypoints is None else unscale_points(d.keypoints, scale)) for d in found]
         return sorted(found, key=lambda d: d.score, reverse=True)
 
     def _detect_tilted(self, image: np.ndarray, angle: float) -> list[Detection]:
@@ -191,7 +245,8 @@ class Detector(ABC):
             cx, cy = back[:, :2] @ box_centre((x0, y0, x1, y1)) + back[:, 2]
             half_w, half_h = (x1 - x0) / 2, (y1 - y0) / 2
             upright = (float(cx - half_w), float(cy - half_h), float(cx + half_w), float(cy + half_h))
-            out.append(Detection(self.calibration.invert(upright), d.score, roll=-float(angle)))
+            points = None if d.keypoints is None else (d.keypoints @ back[:, :2].T + back[:, 2]).astype(np.float32)
+            out.append(Detection(self.calibration.invert(upright), d.score, roll=-float(angle), keypoints=points))
         return out
 
     # -- calibration -----------------------------------------------------------------------
@@ -221,6 +276,23 @@ class Detector(ABC):
     def landmark_box(self, box: Box) -> Box:
         """This detector's ``box`` -> estimate of the tight 68-point landmark box."""
         return self.calibration.apply(box)
+
+    @property
+    def placement(self) -> KeypointPlacement | None:
+        """The keypoint placement of this detector (None: it gives no keypoints, or none is fitted)."""
+        if "_placement" not in self.__dict__:
+            self._placement = placement_for(self.calibration_key)
+        return self._placement
+
+    def place(self, detection: Detection) -> tuple[Box, float, bool]:
+        """Where the landmark model crops ``detection``: ``(landmark box of the face turned upright,
+        roll, from_keypoints)``. From its keypoints when the detector gives them and has a fitted
+        :class:`KeypointPlacement` (the crop then needs no second pass), else the calibrated box
+        and the detection's roll."""
+        if detection.keypoints is not None and self.placement is not None:
+            box, roll = self.placement.apply(detection.box, detection.keypoints)
+            return box, roll, True
+        return self.landmark_box(detection.box), detection.roll, False
 
     def detect_landmark_boxes(self, image_bgr: np.ndarray) -> list[Detection]:
         """:meth:`detect`, with each box mapped through :meth:`landmark_box`."""

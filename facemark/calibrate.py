@@ -1,13 +1,13 @@
-"""Shared by the bench scripts: fitting and storing detector -> landmark-box calibrations, detection runs.
+"""Fitting the constants facemark ships: each detector's landmark-box calibration and keypoint
+placement (``facemark/detectors/calibration.json``).
 
-Not part of the package (nothing in ``facemark`` fits a calibration; it only reads
-``facemark/detectors/calibration.json``). Bench scripts that import this module are run from the
-repository root as modules, ``python -m bench.fit_detector_calibration``, so ``bench`` is a package
-and no script edits ``sys.path``.
-
-The fit is robust: with ``cx, cy, w, h`` the detector box and ``lcx, lcy, lw, lh`` the true
-landmark box of the matched face, ``a = median((lcx - cx) / w)``, ``b = median((lcy - cy) / h)``,
-``c = median(lw / w)``, ``d = median(lh / h)``.
+Inference only reads the fitted files; ``python -m bench.fit_detector_calibration`` calls these
+functions on the training split and writes them. Box calibration: with ``cx, cy, w, h`` the
+detector box and ``lcx, lcy, lw, lh`` the true landmark box of the matched face,
+``a = median((lcx - cx) / w)``, ``b = median((lcy - cy) / h)``, ``c = median(lw / w)``,
+``d = median(lh / h)`` (robust to the odd loose match). Keypoint placement
+(:class:`facemark.detectors.base.KeypointPlacement`): ridge least squares of the upright
+landmark box on :func:`facemark.detectors.base.placement_features`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facemark.detectors.base import CALIBRATION_FILE, Calibration, Detection
+from facemark.detectors.base import (
+    CALIBRATION_FILE, Calibration, Detection, KeypointPlacement, placement_features,
+)
 from facemark.files import write_atomic
-from facemark.geometry import Box, CropRule, crop_box_from_box, iou
-
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "300w-lite"
+from facemark.geometry import Box, CropRule, apply_affine, box_centre, box_from_points, crop_box_from_box, iou, upright_turn
 
 #: The face box of the benchmarks: the crop recipe's box around the landmark box, unclipped.
 FACE_BOX_RULE = CropRule(clip=False)
@@ -47,6 +47,41 @@ def fit_calibration(detector_boxes, landmark_boxes) -> Calibration:
     c = np.median(lm[:, 2] / det[:, 2])
     d = np.median(lm[:, 3] / det[:, 3])
     return Calibration(float(a), float(b), float(c), float(d))
+
+
+def placement_target(points: np.ndarray, centre: np.ndarray, size: float, roll: float) -> np.ndarray:
+    """What a :class:`KeypointPlacement` predicts for a face with these true points: the box of the
+    points turned upright by ``roll`` about ``centre``, as ``(cx, cy, w, h)`` relative to ``centre``
+    in units of ``size``."""
+    turned = apply_affine(upright_turn(tuple(centre), roll), points)
+    box = box_from_points(turned)
+    cx, cy = np.array(box_centre(box)) - centre
+    return np.array([cx, cy, box[2] - box[0], box[3] - box[1]]) / size
+
+
+def fit_placement(detections: list[Detection], points: list[np.ndarray], ridge: float = 1e-3) -> KeypointPlacement:
+    """Fit a :class:`KeypointPlacement` on matched detections (with keypoints) and true ``(68, 2)`` points:
+    ridge least squares, the penalty ``ridge`` per face."""
+    rows, targets = [], []
+    for d, p in zip(detections, points, strict=True):
+        features, centre, size, roll = placement_features(d.box, d.keypoints)
+        rows.append(features)
+        targets.append(placement_target(p, centre, size, roll))
+    if not rows or len(rows) < 2 * len(rows[0]):
+        raise ValueError(f"need at least twice as many matched faces as features to fit a placement, got {len(rows)}")
+    x, y = np.array(rows), np.array(targets)
+    weights = np.linalg.solve(x.T @ x + ridge * len(x) * np.eye(x.shape[1]), x.T @ y)
+    return KeypointPlacement(tuple(tuple(round(float(v), 6) for v in row) for row in weights))
+
+
+def placement_iou(placement: KeypointPlacement, detections: list[Detection], points: list[np.ndarray]) -> float:
+    """Mean IoU of placed boxes with the true upright landmark boxes (both in the face's upright frame)."""
+    values = []
+    for d, p in zip(detections, points, strict=True):
+        box, roll = placement.apply(d.box, d.keypoints)
+        truth = box_from_points(apply_affine(upright_turn(box_centre(box), roll), p))
+        values.append(iou(box, truth))
+    return float(np.mean(values)) if values else float("nan")
 
 
 def mean_calibrated_iou(calibration: Calibration, detector_boxes, landmark_boxes) -> float:
@@ -110,7 +145,8 @@ def run_detections(detector, samples, cache: str | Path | None = None, progress:
         found = detector.detect(image)
         ms = (time.perf_counter() - start) * 1000
         out[sample.sample_id] = done[sample.sample_id] = {
-            "detections": [[*d.box, d.score] for d in found], "ms": ms,
+            "detections": [[*d.box, d.score, *([] if d.keypoints is None else np.asarray(d.keypoints).ravel().tolist())]
+                           for d in found], "ms": ms,
         }
         if progress and (len(done) % 50 == 0 or n == len(samples) - 1):
             print(f"  {progress}: {sum(1 for s in todo if s.sample_id in done)}/{len(todo)} images", file=sys.stderr,
@@ -123,8 +159,10 @@ def run_detections(detector, samples, cache: str | Path | None = None, progress:
 
 
 def detections_of(entry: dict) -> list[Detection]:
-    """The :class:`Detection` list of one :func:`run_detections` entry."""
-    return [Detection(tuple(float(v) for v in d[:4]), float(d[4])) for d in entry["detections"]]
+    """The :class:`Detection` list of one :func:`run_detections` entry (keypoints after the score, if any)."""
+    return [Detection(tuple(float(v) for v in d[:4]), float(d[4]),
+                      keypoints=np.array(d[5:], np.float32).reshape(-1, 2) if len(d) > 5 else None)
+            for d in entry["detections"]]
 
 
 
