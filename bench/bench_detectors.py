@@ -54,10 +54,12 @@ SETTINGS: dict[str, tuple[str, str, dict, str]] = {
     "cnn-up0": ("`dlib-cnn`, upsample 0", "dlib-cnn", {"upsample": 0}, "dlib-cnn"),
     "cnn-up0-256": ("`dlib-cnn`, upsample 0, max side 256", "dlib-cnn", {"upsample": 0, "max_side": 256}, "dlib-cnn"),
     "mtcnn": ("`mtcnn`", "mtcnn", {}, "mtcnn"),
+    "blazeface": ("`blazeface` (short range; keypoint placement)", "blazeface", {}, "blazeface"),
+    "blazeface-full": ("`blazeface`, full range", "blazeface", {"model": "full"}, "blazeface:full"),
 }
 
 
-def evaluate(detector_boxes: dict[str, dict], samples, calibration) -> dict:
+def evaluate(detector_boxes: dict[str, dict], samples, detector) -> dict:
     found, raw_found, top1, fps, ious, times = 0, 0, 0, [], [], []
     for sample in samples:
         entry = detector_boxes[sample.sample_id]
@@ -67,7 +69,7 @@ def evaluate(detector_boxes: dict[str, dict], samples, calibration) -> dict:
         times.append(entry["ms"])
         _, raw_iou = best_match([d.box for d in dets], truth_face)
         raw_found += raw_iou >= RECALL_IOU
-        landmark = [calibration.apply(d.box) for d in dets]
+        landmark = [detector.place(d)[0] for d in dets]  # calibrated box, or placed from keypoints
         i, cal_iou = best_match([face_box(b) for b in landmark], truth_face)
         hit = i is not None and cal_iou >= RECALL_IOU
         found += hit
@@ -147,10 +149,10 @@ def main(argv=None) -> int:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            detector = get_detector(name, **kwargs, **({"threads": THREADS} if name == "mtcnn" else {}))
+            detector = get_detector(name, **kwargs, **({"threads": THREADS} if name in ("mtcnn", "blazeface") else {}))
         detectors[label] = detector
         runs = run_detections(detector, samples, cache_file(args.cache, "val", setting, kwargs), progress=label)
-        results[label] = evaluate(runs, samples, calibration)
+        results[label] = evaluate(runs, samples, detector)
         r = results[label]
         print(f"{label}: recall {r['recall']:.3f} (raw {r['recall_raw']:.3f}) fp {r['fp']:.3f} "
               f"{r['ms']:.0f} ms iou {r['iou']:.3f}", file=sys.stderr)

@@ -1,8 +1,10 @@
 """End to end against dlib: find the faces in a photo and give their 68 points.
 
-Two pipelines on the same images, in one run:
+Pipelines on the same images, in one run:
 
-* facemark: ``Landmarker(model).detect(image)`` (default detector, calibrated box, refine pass);
+* facemark: ``Landmarker(model).detect(image)`` (the default detector, BlazeFace, and one landmark
+  pass placed from its keypoints, flip test on); for speed also with the flip test off, and the
+  Step-7c pipeline (MTCNN, calibrated box, refine pass);
 * dlib: its HOG frontal face detector (no upsampling, dlib's default use) + the 68-point ERT shape
   predictor on the HOG rectangle, exactly as dlib's own examples chain them.
 
@@ -10,19 +12,20 @@ Accuracy, on the fixed 300w-lite validation split (original images): the share o
 found (a face is found when a pipeline's face, as its calibrated landmark box, reaches IoU >= 0.5
 with the true landmark box) and the NME over found faces, normalised by the inter-ocular distance
 (outer eye corners); plus facemark's NME with the ground-truth landmark box, so the end-to-end
-penalty is visible; with ``--rotate 30`` (the default) both pipelines also run on each photo
+penalty is visible; with ``--rotate 30`` (the default) the pipelines also run on each photo
 turned by a seeded random angle in ±30° about the face (tilted heads, which the split barely
 has). dlib's predictor was trained on these very images (the 300-W training set), so its figures
-are optimistic.
+are optimistic. ``--model`` should be a split-trained twin for these figures to be held out.
 
-Speed, on 640x480 photos with one face: the first ``--speed-images`` validation photos scaled to
-640 px wide and centre-cropped to 480 rows (the face stays whole). Each pipeline is timed on every
-photo (best of ``--repeats`` calls, image decoding excluded), the two alternating photo by photo so
-that load on the machine hits both alike; the figure is the median over photos, and the ratio is
-facemark's median over dlib's.
+Speed, per photo, on two shapes: the validation photos as they are (about 400 x 400, one face
+each) and the same photos scaled to 640 px wide and cut or padded to 480 rows. Each photo is given
+once to each pipeline (a user calls it once per photo), the pipelines taking turns photo by photo
+so that load on the machine hits them alike; decoding excluded; the figure is the **mean** over
+photos and the ratio facemark's mean over dlib's. ``--speed-model``: the model timed (the shipped
+default when ``--model`` is its twin)::
 
-    python bench/bench_end_to_end.py [--model default] [--speed-model M] [--data data/300w-lite]
-        [--speed-images 100] [--rotate 30]
+    python -m bench.bench_end_to_end [--model default] [--speed-model M] [--data data/300w-lite]
+        [--speed-images 391] [--rotate 30] [--no-accuracy]
 
 Writes ``bench/results/end_to_end.md``.
 """
@@ -34,6 +37,7 @@ import os
 import platform
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -44,7 +48,6 @@ from facemark.data.store import read_image
 from facemark.baselines import dlib_shape_model_path
 from facemark.evaluate import evaluate, load_faces
 from facemark.files import write_atomic
-from bench.timing import best_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "end_to_end.md"
@@ -83,6 +86,23 @@ class DlibPipeline:
         return faces
 
 
+def time_per_photo(pipelines: dict, photos: list[np.ndarray], warmup: int = 3) -> tuple[dict, dict]:
+    """Milliseconds of one call per photo for each pipeline (taking turns photo by photo, the order
+    rotating so no pipeline always follows the same one) and the photos each found a face in."""
+    for image in photos[:warmup]:
+        for detect in pipelines.values():
+            detect(image)
+    labels = list(pipelines)
+    times, found = {label: [] for label in labels}, {label: 0 for label in labels}
+    for k, image in enumerate(photos):
+        for label in labels[k % len(labels):] + labels[: k % len(labels)]:
+            start = time.perf_counter()
+            faces = pipelines[label](image)
+            times[label].append(1000 * (time.perf_counter() - start))
+            found[label] += bool(faces)
+    return times, found
+
+
 def photo_640x480(image: np.ndarray) -> np.ndarray:
     """Scale to 640 px wide, centre-crop (or pad by reflection) to 480 rows."""
     h, w = image.shape[:2]
@@ -102,8 +122,7 @@ def main(argv=None) -> int:
                     help="model of the timing pass (default: --model); e.g. the shipped default when --model is "
                          "its split-trained twin of the same architecture")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "300w-lite", help="prepared folder (val/ store)")
-    ap.add_argument("--speed-images", type=int, default=100, help="640x480 photos in the timing pass")
-    ap.add_argument("--repeats", type=int, default=5, help="timed calls per photo (the fastest counts)")
+    ap.add_argument("--speed-images", type=int, default=391, help="validation photos in the timing pass (each also as 640x480)")
     ap.add_argument("--no-accuracy", action="store_true", help="timing pass only")
     ap.add_argument("--rotate", type=float, default=30.0,
                     help="also score both pipelines on each photo turned by a random angle in +-this many degrees "
@@ -116,23 +135,34 @@ def main(argv=None) -> int:
     dlib_pipeline = DlibPipeline()
     val = args.data / "val"
     faces = load_faces(val)[0]
-    command = shlex.join(["python", "bench/bench_end_to_end.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "-m", "bench.bench_end_to_end", *(argv if argv is not None else sys.argv[1:])])
     lines = ["# End to end: facemark against dlib", "", f"`{command}`", "",
              f"Model: `{args.model}` ({landmarker.name}), detector `{landmarker.detector.name}`; "
              f"{platform.machine()} CPU, {os.cpu_count()} cores.", ""]
 
     if not args.no_accuracy:
         rows = []
+        plain = Landmarker(args.model, flip_test=False)
+        step7c = Landmarker(args.model, detector="mtcnn", refine=True)
         gt = evaluate(landmarker, val, box="gt", name="facemark", progress=False)
         end = evaluate(landmarker, val, box="detector", name="facemark", progress=False)
-        theirs = evaluate(dlib_pipeline, val, box="detector", detector=dlib_pipeline.detector,
-                          name="dlib", progress=False)
-        runs = [("facemark, ground-truth box", gt), ("facemark, own detector (end to end)", end),
-                ("dlib HOG + ERT, own detector (end to end)", theirs)]
+        runs = [("facemark, ground-truth box", gt),
+                ("facemark, ground-truth box, flip test off", evaluate(plain, val, box="gt", progress=False)),
+                ("facemark, own detector (end to end)", end),
+                ("facemark, own detector, flip test off", evaluate(plain, val, box="detector", progress=False)),
+                ("facemark, MTCNN + refine pass (the Step-7c pipeline)", evaluate(step7c, val, box="detector",
+                                                                                   progress=False)),
+                ("dlib HOG + ERT, own detector (end to end)", evaluate(
+                    dlib_pipeline, val, box="detector", detector=dlib_pipeline.detector, name="dlib", progress=False))]
         if args.rotate:
-            runs += [(f"facemark, own detector, photos tilted ±{args.rotate:g}°",
+            tilted = f"photos tilted ±{args.rotate:g}°"
+            runs += [(f"facemark, own detector, {tilted}",
                       evaluate(landmarker, val, box="detector", rotate=args.rotate, name="facemark", progress=False)),
-                     (f"dlib HOG + ERT, own detector, photos tilted ±{args.rotate:g}°",
+                     (f"facemark, flip test off, {tilted}",
+                      evaluate(plain, val, box="detector", rotate=args.rotate, progress=False)),
+                     (f"facemark, MTCNN + refine pass, {tilted}",
+                      evaluate(step7c, val, box="detector", rotate=args.rotate, progress=False)),
+                     (f"dlib HOG + ERT, own detector, {tilted}",
                       evaluate(dlib_pipeline, val, box="detector", detector=dlib_pipeline.detector, rotate=args.rotate,
                                name="dlib", progress=False))]
         for label, result in runs:
@@ -151,30 +181,33 @@ def main(argv=None) -> int:
                   *([f"Tilted rows: each photo turned by a seeded random angle in ±{args.rotate:g}° about the face "
                      "before detection (the split's faces are mostly upright)."] if args.rotate else []), ""]
 
+    speed_model = args.speed_model or args.model
+    pipelines = {  # label -> detect(image) -> faces
+        "facemark `Landmarker().detect` (default: BlazeFace, one pass from its keypoints, flip test)":
+            Landmarker(speed_model).detect,
+        "facemark, flip test off (`flip_test=False`)": Landmarker(speed_model, flip_test=False).detect,
+        "facemark, MTCNN + refine pass (the Step-7c pipeline)": Landmarker(speed_model, detector="mtcnn", refine=True).detect,
+        "dlib HOG detector + 68-point shape predictor": dlib_pipeline.detect,
+    }
     if args.speed_model and args.speed_model != args.model:
-        landmarker = Landmarker(args.speed_model)
-        lines += [f"Timing pass: model `{args.speed_model}` ({landmarker.name}).", ""]
-    photos = [photo_640x480(read_image(f.image_path)) for f in faces[: args.speed_images]]
-    for image in photos[:3]:  # warm-up: sessions, first-call allocations
-        landmarker.detect(image)
-        dlib_pipeline.detect(image)
-    ours, theirs_ms, per_photo = [], [], []
-    for image in photos:
-        a = best_ms(lambda: landmarker.detect(image), args.repeats)
-        b = best_ms(lambda: dlib_pipeline.detect(image), args.repeats)
-        ours.append(a)
-        theirs_ms.append(b)
-        per_photo.append(a / b)
-    found_ours = sum(bool(landmarker.detect(p)) for p in photos)
-    found_dlib = sum(bool(dlib_pipeline.detect(p)) for p in photos)
-    ratio = float(np.median(ours) / np.median(theirs_ms))
-    lines += [f"## Speed: {len(photos)} photos of 640x480, one face each", "",
-              f"Median over photos of the fastest of {args.repeats} calls; detection + landmarks for every face "
-              "found; both pipelines timed alternately in this one run.", "",
-              "| pipeline | ms per photo | photos with a face found |", "|---|---:|---:|",
-              f"| facemark `Landmarker.detect` | {np.median(ours):.1f} | {found_ours}/{len(photos)} |",
-              f"| dlib HOG detector + 68-point shape predictor | {np.median(theirs_ms):.1f} | {found_dlib}/{len(photos)} |",
-              "", f"**Ratio facemark / dlib: {ratio:.2f}** (median of per-photo ratios: {np.median(per_photo):.2f}).", ""]
+        lines += [f"Timing pass: model `{args.speed_model}`.", ""]
+    originals = [read_image(f.image_path) for f in faces[: args.speed_images]]
+    shapes = {f"{len(originals)} validation photos as they are (~{np.mean([max(p.shape[:2]) for p in originals]):.0f} px, "
+              "one face each)": originals,
+              f"the same {len(originals)} photos as 640x480": [photo_640x480(p) for p in originals]}
+    for name, photos in shapes.items():
+        times, found = time_per_photo(pipelines, photos)
+        dlib_mean = np.mean(times[list(pipelines)[-1]])
+        lines += [f"## Speed: {name}", "",
+                  "Each photo given once to each pipeline (a user calls it once per photo), the pipelines taking turns "
+                  "photo by photo in this one run; decoding excluded. **Mean** over photos; ratio = mean / dlib's mean.",
+                  "", "| pipeline | mean ms per photo | median | p90 | ratio to dlib | photos with a face found |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for label in pipelines:
+            t = np.array(times[label])
+            lines.append(f"| {label} | {t.mean():.1f} | {np.median(t):.1f} | {np.percentile(t, 90):.1f} | "
+                         f"{t.mean() / dlib_mean:.2f} | {found[label]}/{len(photos)} |")
+        lines.append("")
     text = "\n".join(lines)
     write_atomic(args.out, text)
     print(text)

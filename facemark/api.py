@@ -137,6 +137,9 @@ class _OnnxRunner:
         if num_threads:
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
+        # idle pool threads sleep instead of spinning: spinning ones took the cores from the detector's
+        # session (and from other processes) between calls, slowing a photo by half (bench_end_to_end)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model_bytes_or_path, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -134,6 +134,7 @@ class BlazeFaceDetector(Detector):
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see facemark.api's runner
         self._session = ort.InferenceSession(str(weights_dir() / file), options, providers=["CPUExecutionProvider"])
         self._anchors = anchors(self.size, strides, per_layer)
         self._logit = float(np.log(self.min_score / (1.0 - self.min_score)))
