@@ -37,7 +37,7 @@ from facemark.data.record import DataError, FaceSample
 from facemark.data.store import Store, read_image, region_box
 from facemark.files import write_atomic
 from facemark.geometry import Box, apply_affine, best_match, box_from_points, crop_affine, crop_image, rotate_face, warp
-from facemark.schemes import SCHEMES, resolve_scheme
+from facemark.schemes import SCHEMES, resolve_scheme, scheme_from_spec
 
 BOX_PROTOCOLS = ("gt", "detector")
 MATCH_IOU = 0.5  # a detection is the annotated face when its landmark box overlaps the true one this much
@@ -161,8 +161,8 @@ def _store_scheme(data, split: str, num_points: int):
                 import json
 
                 recorded = json.loads(index.read_text()).get("scheme")
-                if recorded is not None:
-                    return resolve_scheme(recorded, num_points)
+                if recorded is not None:  # a built-in name or the full mapping, never a path
+                    return scheme_from_spec(recorded, num_points, f"{index}: scheme")
                 break
     return SCHEMES.get(num_points)
 

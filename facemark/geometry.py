@@ -18,6 +18,8 @@ to the image. Training, evaluation, inference and the HTTP service all call
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -27,14 +29,50 @@ import numpy as np
 Box = tuple[float, float, float, float]
 
 
+#: the range of each crop margin (a fraction of the landmark box's height or width)
+CROP_MARGIN_RANGE = (-0.5, 2.0)
+#: the smallest crop box a rule may give, as a fraction of the landmark box on each axis: margins
+#: that shrink the crop to nothing (top + bottom = -1, side = -0.5) leave no pixels to look at
+MIN_CROP_EXTENT = 0.5
+
+
+class CropRuleError(ValueError):
+    """A crop rule value that cannot be used: ``key`` (top, bottom, side, clip), ``value`` and ``why``."""
+
+    def __init__(self, key: str, value, why: str):
+        super().__init__(f"crop.{key} = {value!r}: {why}")
+        self.key, self.value, self.why = key, value, why
+
+
 @dataclass(frozen=True)
 class CropRule:
-    """Margins (fractions of the landmark box) that turn a landmark box into a crop box."""
+    """Margins (fractions of the landmark box) that turn a landmark box into a crop box.
+
+    Checked when made (from a config, a checkpoint, a model file or code): each margin a finite
+    number in :data:`CROP_MARGIN_RANGE`, ``clip`` a bool, and the crop box at least
+    :data:`MIN_CROP_EXTENT` of the landmark box on each axis; :class:`CropRuleError` otherwise."""
 
     top: float = 0.30
     bottom: float = 0.05
     side: float = 0.05
     clip: bool = True  # the recipe clips the crop box to the image; False pads instead
+
+    def __post_init__(self):
+        low, high = CROP_MARGIN_RANGE
+        for key in ("top", "bottom", "side"):
+            value = getattr(self, key)
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                    or not low <= value <= high):
+                raise CropRuleError(key, value, f"expected a number in {low}..{high}")
+        if not isinstance(self.clip, bool):
+            raise CropRuleError("clip", self.clip, "expected true or false")
+        if 1 + 2 * self.side < MIN_CROP_EXTENT:
+            raise CropRuleError("side", self.side, f"the crop box would be {1 + 2 * self.side:g}x the landmark box's "
+                                                   f"width; it must be at least {MIN_CROP_EXTENT}x")
+        if 1 + self.top + self.bottom < MIN_CROP_EXTENT:
+            raise CropRuleError("top", self.top, f"with bottom = {self.bottom!r} the crop box would be "
+                                                 f"{1 + self.top + self.bottom:g}x the landmark box's height; it must "
+                                                 f"be at least {MIN_CROP_EXTENT}x")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -142,11 +142,21 @@ def scheme_from_dict(data, where: str = "<scheme>") -> PointScheme:
                        point_names=tuple(names), closed=tuple(str(g) for g in closed))
 
 
+#: the largest scheme file read (a 98-point scheme is about 3 kB)
+MAX_SCHEME_BYTES = 1 << 20
+
+
 def load_scheme(path) -> PointScheme:
     """Read and validate a scheme YAML file; raises :class:`SchemeError` with a one-line message naming
-    the file and the key."""
+    the file and the key. Only a regular file of at most :data:`MAX_SCHEME_BYTES` is read (not
+    ``/dev/zero`` or a FIFO)."""
     path = Path(path)
     try:
+        if not path.is_file():
+            raise SchemeError(f"{path}: cannot read: {'no such file' if not path.exists() else 'not a regular file'}")
+        if path.stat().st_size > MAX_SCHEME_BYTES:
+            raise SchemeError(f"{path}: {path.stat().st_size} bytes is too large for a scheme file "
+                              f"(at most {MAX_SCHEME_BYTES})")
         data = yaml.safe_load(path.read_text())
     except OSError as e:
         raise SchemeError(f"{path}: cannot read: {e.strerror or e}") from None
@@ -194,6 +204,30 @@ def spec_value(scheme: PointScheme) -> str | dict:
     if builtin is not None and builtin == scheme and builtin.name == scheme.name:
         return builtin.name
     return scheme_to_dict(scheme)
+
+
+#: the built-in schemes by name ("68", "98", "29", "5")
+BUILTIN_NAMES: dict[str, PointScheme] = {s.name: s for s in SCHEMES.values()}
+
+
+def scheme_from_spec(value, num_points: int, where: str) -> PointScheme:
+    """The scheme a model spec or a store index records (:func:`spec_value`): a built-in scheme's
+    name or point count, or a scheme's full mapping; None: the built-in scheme of ``num_points``.
+    Never a path: a string in a file is not a file to read. :class:`SchemeError` naming ``where``
+    otherwise, or when the scheme's point count is not ``num_points``."""
+    if value is None:
+        out = get_scheme(num_points)
+    elif isinstance(value, dict):
+        out = scheme_from_dict(value, where)
+    elif isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) in BUILTIN_NAMES:
+        out = BUILTIN_NAMES[str(value)]
+    else:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise SchemeError(f"{where} = {shown}: expected a built-in scheme name ({', '.join(BUILTIN_NAMES)}) "
+                          "or a scheme mapping (a model file or store carries its scheme, never a path to one)")
+    if out.num_points != int(num_points):
+        raise SchemeError(f"{where}: scheme {out.name!r} has {out.num_points} points, the model/data has {num_points}")
+    return out
 
 
 def resolve_scheme(scheme, num_points: int | None = None) -> PointScheme:

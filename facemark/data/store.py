@@ -202,11 +202,11 @@ class Store:
 
     @property
     def scheme(self):
-        """The store's :class:`~facemark.schemes.PointScheme`: the one recorded by ``prepare --scheme``,
-        else the built-in one of its point count."""
-        from facemark.schemes import resolve_scheme
+        """The store's :class:`~facemark.schemes.PointScheme`: the one recorded by ``prepare --scheme``
+        (a built-in name or the full mapping, never a path), else the built-in one of its point count."""
+        from facemark.schemes import scheme_from_spec
 
-        return resolve_scheme(self.index.get("scheme"), self.num_points)
+        return scheme_from_spec(self.index.get("scheme"), self.num_points, f"{self.path / 'index.json'}: scheme")
 
     @property
     def samples(self) -> list[dict]:
