@@ -13,6 +13,7 @@ behind ``cv2.imread`` decode a JPEG that stops early to a partly grey image inst
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -108,6 +109,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".dib", ".jpe", ".jp2", ".web
                   ".ppm", ".pxm", ".pnm", ".sr", ".ras", ".hdr", ".pic")
 
 
+#: the most pixels an image may declare: every command checks an image's declared size (its header)
+#: against this before decoding it (a 1.2 MB PNG can declare 20000 x 20000, 1.2 GB of pixels); the
+#: HTTP service's default limit too. ``facemark --max-mpx`` sets it for a run.
+MAX_PIXELS = 40_000_000
+
+
 class ImageError(ValueError):
     """An image that cannot be used; the message names the file (``reason`` holds the rest)."""
 
@@ -134,12 +141,38 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def decode_image(data: bytes, name: str | os.PathLike = "image") -> np.ndarray:
     """Decode image bytes like :func:`read_image`; ``name`` goes into the error message."""
+    check_declared_pixels(data, name)
     if data[:2] == b"\xff\xd8" and not jpeg_complete(data):
         raise ImageError(name, "not a readable image (truncated JPEG: it ends before its end-of-image marker)")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         raise ImageError(name, "not a readable image (corrupt, truncated or an unsupported format)")
+    check_pixels(image.shape[1], image.shape[0], name)  # formats whose header PIL cannot read
     return image
+
+
+def check_pixels(width: int, height: int, name: str | os.PathLike = "image") -> None:
+    """:class:`ImageError` naming ``name`` when ``width x height`` is over :data:`MAX_PIXELS`."""
+    if int(width) * int(height) > MAX_PIXELS:
+        raise ImageError(name, f"{width}x{height} ({int(width) * int(height) / 1e6:.1f} Mpx) is over the "
+                               f"{MAX_PIXELS / 1e6:g} Mpx limit (facemark --max-mpx sets it)")
+
+
+def check_declared_pixels(data: bytes, name: str | os.PathLike = "image") -> None:
+    """Refuse image bytes whose header declares more than :data:`MAX_PIXELS`, before any pixel is
+    decoded (:func:`check_pixels`). A header PIL cannot read is left to the decoder to refuse."""
+    try:
+        width, height = _header_size(io.BytesIO(data), name)
+    except ImageTooLarge:
+        raise ImageError(name, f"declares more than {MAX_PIXELS / 1e6:g} Mpx (the limit; facemark --max-mpx sets it)"
+                         ) from None
+    except ImageError:
+        return
+    check_pixels(width, height, name)
+
+
+class ImageTooLarge(ImageError):
+    """PIL's own decompression-bomb limit refused the header (far above any sensible :data:`MAX_PIXELS`)."""
 
 
 def load_image(image) -> np.ndarray:
@@ -164,18 +197,25 @@ def load_image(image) -> np.ndarray:
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(width, height)`` of an image file as :func:`read_image` would return it, from its header
     alone (no pixel is decoded); :class:`ImageError` when the header cannot be read."""
+    return _header_size(path, path)
+
+
+def _header_size(source, name) -> tuple[int, int]:
+    """:func:`image_size` of a path or a file object (``name`` names it in errors)."""
     from PIL import Image
 
     try:
         with warnings.catch_warnings():  # a huge declared size is not our concern here
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 width, height = im.size
                 orientation = im.getexif().get(0x0112, 1)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: image file not found") from None
+        raise FileNotFoundError(f"{name}: image file not found") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(name, "not a readable image (DecompressionBombError)") from None
     except Exception as err:  # PIL raises many kinds on a bad header
-        raise ImageError(path, f"not a readable image ({type(err).__name__})") from None
+        raise ImageError(name, f"not a readable image ({type(err).__name__})") from None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # EXIF: rotated by 90 degrees
 
 
