@@ -34,7 +34,7 @@ from tqdm import tqdm
 from facemark import metrics, plots
 from facemark.data.dataset import jitter_box  # training's box noise, for robustness figures
 from facemark.data.record import DataError, FaceSample
-from facemark.data.store import Store, read_image, region_box
+from facemark.data.store import Store, check_prepared, read_image, region_box
 from facemark.files import write_atomic
 from facemark.geometry import Box, apply_affine, best_match, box_from_points, crop_affine, crop_image, rotate_face, warp
 from facemark.schemes import SCHEMES, resolve_scheme, scheme_from_spec
@@ -82,6 +82,7 @@ def load_faces(data, split: str = "val") -> tuple[list[FaceSample], list[dict], 
         if (path / "index.json").is_file():
             data = Store.open(path, verify=False)
         elif (path / split / "index.json").is_file():
+            check_prepared(path)  # split.json, train/ and val/ from one prepare run
             data = Store.open(path / split, verify=False)
     if isinstance(data, Store):
         faces = [

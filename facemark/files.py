@@ -13,6 +13,7 @@ behind ``cv2.imread`` decode a JPEG that stops early to a partly grey image inst
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import re
@@ -87,6 +88,41 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
             entry.unlink(missing_ok=True)
         removed.append(entry)
     return removed
+
+
+def replace_folder(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put the complete folder ``new`` at ``target`` in one rename, whatever ``target`` held.
+
+    When ``target`` exists, Linux's ``renameat2(RENAME_EXCHANGE)`` swaps the two folders atomically
+    (a crash leaves either the old folder or the new one at ``target``, never a mix) and the old one,
+    now under ``new``'s temporary name, is deleted (:func:`remove_stale_temporaries` deletes it after
+    a crash). Where that call is missing, the old folder is first renamed aside (``.<name>.old.tmp-<pid>``).
+    """
+    new, target = Path(new), Path(target)
+    if target.exists() and not _exchange(new, target):
+        aside = target.with_name(f".{target.name}.old.tmp-{os.getpid()}")
+        os.replace(target, aside)
+        os.replace(new, target)
+        new = aside
+    elif not target.exists():
+        os.replace(new, target)
+    fsync_directory(target.parent)
+    if new.exists():  # the old folder
+        shutil.rmtree(new, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc >= 2.28
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: a kernel or file system without it
+        return False
+    raise OSError(error, os.strerror(error), str(b))
 
 
 def _process_alive(pid: int) -> bool:

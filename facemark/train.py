@@ -39,7 +39,7 @@ from tqdm import tqdm
 from facemark.checkpoint import CheckpointError, checkpoint_state, load_checkpoint, save_checkpoint
 from facemark.config import TrainConfig, config_to_dict
 from facemark.data.dataset import LandmarkDataset
-from facemark.data.store import Store
+from facemark.data.store import Store, check_prepared
 from facemark.files import remove_stale_temporaries, write_atomic
 from facemark.geometry import from_crop
 from facemark.losses import get_loss
@@ -169,6 +169,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
 
     # -- data
     data = Path(config.data)
+    check_prepared(data)  # split.json, train/ and val/ from one prepare run
     train_set = LandmarkDataset(Store.open(data / "train"), config.input_size, config.crop, config.augment, config.seed)
     val_set = LandmarkDataset(Store.open(data / "val"), config.input_size, config.crop)
     num_points = train_set.store.num_points

@@ -555,3 +555,29 @@ def test_fuzz_cofw(fuzz_dir, case):
     else:
         _cofw_file(path, images, phis)
     refused_or_read(read_cofw_mat, path, fuzz_dir / "cofw_images")
+
+
+def test_a_fifo_named_like_an_annotation_is_skipped_and_listed(synthetic_dataset):
+    """A FIFO named x.pts (with x.png beside it) made `prepare` hang: non-regular files are skipped."""
+    import os
+    import threading
+
+    folder = synthetic_dataset / "faces"
+    fifo = folder / "x_1.pts"
+    os.mkfifo(fifo)
+    os.link(folder / "face000_1.png", folder / "x_1.png")
+
+    def writer():  # a reader that opens the FIFO gets a few bytes and an end, instead of blocking
+        with open(fifo, "w") as f:
+            f.write("1 2\n")
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        samples, skipped = read_dataset(synthetic_dataset)
+        assert len(samples) == 40
+        assert skipped == [(str(fifo), "not a regular file (a FIFO, device or socket); skipped")]
+    finally:
+        read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # let the writer finish if nobody read
+        thread.join()
+        os.close(read_end)
