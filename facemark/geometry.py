@@ -92,6 +92,24 @@ def box_from_points(points: np.ndarray) -> Box:
     return float(x0), float(y0), float(x1), float(y1)
 
 
+#: how far beyond its image a face box may reach, in image sizes (width for x, height for y): a box
+#: further out (a 1e9-pixel box) is a typo, and its points would overflow the drawing and the JSON
+BOX_MARGIN = 1.0
+
+
+def check_box(box: Box, image_size: tuple[int, int]) -> None:
+    """ValueError unless ``box`` is finite, non-empty and within :data:`BOX_MARGIN` image sizes of the
+    ``(width, height)`` image."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    width, height = image_size
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or not (x1 > x0 and y1 > y0):
+        raise ValueError(f"box {tuple(box)} is not 4 finite numbers with x1 > x0 and y1 > y0")
+    if (min(x0, x1) < -BOX_MARGIN * width or max(x0, x1) > (1 + BOX_MARGIN) * width
+            or min(y0, y1) < -BOX_MARGIN * height or max(y0, y1) > (1 + BOX_MARGIN) * height):
+        raise ValueError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) reaches more than {BOX_MARGIN:g}x the image size "
+                         f"outside the {width}x{height} image")
+
+
 def crop_box_from_box(box: Box, image_size: tuple[int, int] | None, rule: CropRule = SEED_CROP) -> Box:
     """Crop box (pixel-edge coordinates, see :func:`to_crop`) for a landmark box.
 
