@@ -142,12 +142,19 @@ def _annotate(args) -> int:
     result = annotate(args.images, landmarker, out=args.out, pts=args.pts, overwrite=args.overwrite,
                       max_faces=args.max_faces)
     qualities = [q for _, q in result["faces"] if q is not None]
-    print(f"{len(result['faces'])} faces labelled in {len(args.images)} images, lowest quality first"
+    for item in result["skipped"]:
+        print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
+    print(f"{len(result['faces'])} faces labelled in {result['images']} images, lowest quality first"
           + (f" (quality {min(qualities):.3f} .. {max(qualities):.3f})" if qualities else "")
-          + f"; wrote {len(result['written'])} files" + (f" ({result['written'][0]})" if args.out else "")
+          + f"; wrote {len(result['written'])} files" + (f" ({result['written'][0]})" if args.out and result["written"] else "")
           + (f"; kept {len(result['kept'])} existing .pts (--overwrite replaces them)" if result["kept"] else "")
           + (f"; {result['extra_faces']} more faces not written (a .pts holds one)" if result["extra_faces"] else "")
-          + (f"; no face in {len(result['no_face'])}: {', '.join(result['no_face'][:5])}" if result["no_face"] else ""))
+          + (f"; no face in {len(result['no_face'])}: {', '.join(result['no_face'][:5])}" if result["no_face"] else "")
+          + (f"; {len(result['skipped'])} skipped" if result["skipped"] else ""))
+    if result["skipped"] and not (args.skip_bad and result["images"]):
+        print(f"facemark: error: {len(result['skipped'])} of the images could not be labelled (listed above)"
+              f"{'' if args.skip_bad else '; --skip-bad accepts that'}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -337,15 +344,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(commands, "annotate", "pre-label images with the model (dlib XML or .pts), lowest quality first, "
                                       "for a person to correct")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", default=None, help="dlib imglab XML file to write, e.g. labels.xml (default: none; --out or --pts is required)")
     where.add_argument("--pts", action="store_true", help="write <image>.pts beside each image (its best face) (default: off)")
-    p.add_argument("--overwrite", action="store_true", help="--pts: replace existing .pts files (default: keep them)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing labels: .pts files (default: kept) or "
+                   "the --out XML file (default: refused)")
     p.add_argument("--model", default="default", help="'default', a .pt checkpoint or an .onnx model")
     p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
     p.add_argument("--max-faces", type=_at_least_one, default=None, help="at most this many faces per image "
                    "(default: all)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="exit 0 although some images could not be labelled (they are still listed)")
     p.set_defaults(func=_annotate)
 
     p = command(commands, "eval", "score a model on annotated faces (NME, CED, AUC), or compare runs")
