@@ -190,7 +190,7 @@ def decode_image(data: bytes, name: str | os.PathLike = "image") -> np.ndarray:
 def check_pixels(width: int, height: int, name: str | os.PathLike = "image") -> None:
     """:class:`ImageError` naming ``name`` when ``width x height`` is over :data:`MAX_PIXELS`."""
     if int(width) * int(height) > MAX_PIXELS:
-        raise ImageError(name, f"{width}x{height} ({int(width) * int(height) / 1e6:.1f} Mpx) is over the "
+        raise ImageError(name, f"{width}x{height} ({int(width) * int(height) / 1e6:.3g} Mpx) is over the "
                                f"{MAX_PIXELS / 1e6:g} Mpx limit (facemark --max-mpx sets it)")
 
 

@@ -6,7 +6,7 @@ point that point ``i`` becomes after a horizontal flip of the image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,8 @@ class PointScheme:
     point_names: tuple[str, ...] = field(default=(), compare=False)
     # names of the ``groups`` drawn as closed outlines (eyes, lips); the others are open polylines
     closed: tuple[str, ...] = field(default=(), compare=False)
+    # the scheme file it was read from (load_scheme, the shipped ones too), for messages; empty for spec schemes
+    source: str = field(default="", compare=False)
 
     def flip(self, points: np.ndarray, width: float) -> np.ndarray:
         """Mirror ``(..., K, 2)`` pixel points of an image of ``width`` pixels (pixel centres)."""
@@ -164,7 +166,7 @@ def load_scheme(path) -> PointScheme:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
         raise SchemeError(f"{path}: not valid YAML{at}") from None
-    return scheme_from_dict(data, str(path))
+    return replace(scheme_from_dict(data, str(path)), source=str(path))
 
 
 def scheme_to_dict(scheme: PointScheme) -> dict:
@@ -247,7 +249,8 @@ def resolve_scheme(scheme, num_points: int | None = None) -> PointScheme:
     else:
         out = load_scheme(scheme)
     if num_points is not None and out.num_points != int(num_points):
-        raise SchemeError(f"scheme {out.name!r} has {out.num_points} points, the data/model has {num_points}")
+        where = f"{out.source}: " if out.source else ""
+        raise SchemeError(f"{where}scheme {out.name!r} has {out.num_points} points, the data/model has {num_points}")
     return out
 
 

@@ -220,3 +220,18 @@ def test_custom_scheme_prepare_train_eval_predict(synthetic_dataset, tmp_path, c
     capsys.readouterr()
     assert main(["train", "--config", str(config), "--scheme", str(five), "--set", f"out={tmp_path / 'run2'}"]) != 0
     assert "scheme '5' has 5 points, the data/model has 68" in capsys.readouterr().err
+
+
+def test_a_scheme_file_with_another_point_count_is_named(tmp_path, tiny_checkpoint):
+    """`predict --scheme wflw98.yaml` with a 68-point model said "scheme '98' has 98 points ...", naming no file."""
+    import yaml
+
+    from facemark.api import Landmarker
+    from facemark.schemes import resolve_scheme
+
+    path = tmp_path / "my98.yaml"
+    path.write_text(yaml.safe_dump(scheme_to_dict(get_scheme(98))))
+    for call in (lambda: Landmarker(tiny_checkpoint, scheme=load_scheme(path)), lambda: resolve_scheme(path, 68)):
+        with pytest.raises(SchemeError) as err:
+            call()
+        assert str(err.value) == f"{path}: scheme '98' has 98 points, the data/model has 68"

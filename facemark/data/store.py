@@ -96,7 +96,8 @@ def write_store(
         raise ValueError(f"no samples to write to {out_dir}")
     num_points = len(samples[0].points)
     if scheme is not None and scheme.num_points != num_points:
-        raise DataError(samples[0].image_path, f"scheme {scheme.name!r} has {scheme.num_points} points, the data {num_points}")
+        raise DataError(scheme.source or "--scheme", f"scheme {scheme.name!r} has {scheme.num_points} points, the data "
+                                                    f"({samples[0].image_path}, ...) {num_points}")
     order = np.random.default_rng(seed).permutation(len(samples))
     tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp_dir, ignore_errors=True)
