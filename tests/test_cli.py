@@ -128,3 +128,10 @@ def test_max_mpx_sets_the_pixel_cap_of_every_command(tmp_path, tiny_checkpoint, 
     assert main(argv) == 0  # the default, 40 Mpx
     with pytest.raises(SystemExit):
         main(["--max-mpx", "nan", *argv])
+    video = tmp_path / "clip.mp4"  # a video's frame size is checked before its frames are read
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (100, 120))
+    writer.write(np.zeros((120, 100, 3), np.uint8))
+    writer.release()
+    assert main(["--max-mpx", "0.01", *argv[:1], str(video), *argv[2:]]) == 1
+    (skip,) = json.loads((tmp_path / "out" / "predictions.json").read_text())["skipped"]
+    assert skip["path"] == str(video) and "100x120 (0.012 Mpx) is over the 0.01 Mpx limit" in skip["reason"]
