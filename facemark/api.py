@@ -26,8 +26,8 @@ import numpy as np
 
 from facemark.files import load_image
 from facemark.geometry import (
-    Box, CropRule, box_centre, box_from_points, check_box, crop_box_from_box, crop_image, crops_to_input, from_crop,
-    turned_box, upright_turn,
+    Box, CropRule, box_centre, box_from_points, crop_box_from_box, crop_image, crops_to_input, from_crop, turned_box,
+    upright_turn,
 )
 from facemark.schemes import five_from_68_box, get_scheme, resolve_scheme
 
@@ -278,8 +278,6 @@ class Landmarker:
         for i, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
             height, width = image.shape[:2]
             image_rolls = rolls[i] if rolls is not None else [0.0] * len(image_boxes)
-            for box in image_boxes:  # a 1e9-pixel box: one line here, not an OpenCV error when drawn
-                check_box(box, (width, height))
             jobs += [(i, self.crop_box((width, height), tuple(map(float, box))),
                       upright_turn(box_centre(box), roll) if roll else None)
                      for box, roll in zip(image_boxes, image_rolls, strict=True)]

@@ -43,7 +43,7 @@ import numpy as np
 from facemark.api import Face, Landmarker, check_max_faces
 from facemark.detectors.given import GivenBoxes
 from facemark.files import IMAGE_SUFFIXES, atomic_path, check_pixels, fsync_directory, load_image, write_atomic
-from facemark.geometry import box_from_points
+from facemark.geometry import box_from_points, check_box
 from facemark.plots import draw_box as _draw_box
 from facemark.plots import draw_lines as _draw_lines
 from facemark.plots import draw_points, write_image
@@ -154,6 +154,8 @@ class _Predictor:
         given = None
         if self.boxes is not None:  # KeyError (reported) if none are given for this file
             given = [{"box": self.boxes.landmark_box(d.box), "score": d.score} for d in self.boxes.detect(key=key)]
+            for face in given:  # a 1e9-pixel box: one line, not an OpenCV error when its points are drawn
+                check_box(face["box"], (image.shape[1], image.shape[0]))
         return self.lm.detect(image, self.max_faces, boxes=given, pose=self.pose, aligned=self.align)
 
     def face_dicts(self, faces: list[Face], aligned_stem: Path | None) -> list[dict]:
