@@ -235,3 +235,16 @@ def test_a_scheme_file_with_another_point_count_is_named(tmp_path, tiny_checkpoi
         with pytest.raises(SchemeError) as err:
             call()
         assert str(err.value) == f"{path}: scheme '98' has 98 points, the data/model has 68"
+
+
+def test_only_a_small_regular_file_is_read_as_a_scheme(tmp_path):
+    """`--scheme /dev/zero` read 4.8 GB before a MemoryError and a FIFO blocked: a scheme file is a
+    regular file of at most 1 MB (/dev/null stands in for the devices here: it ends at once)."""
+    with pytest.raises(SchemeError, match=r"^/dev/null: cannot read: not a regular file$"):
+        load_scheme("/dev/null")
+    big = tmp_path / "big.yaml"
+    from facemark.schemes import SCHEME_DIR
+
+    big.write_text("#" * (2 << 20) + "\n" + (SCHEME_DIR / "ibug68.yaml").read_text())  # valid, but 2 MB
+    with pytest.raises(SchemeError, match=r"big.yaml: \d+ bytes is too large for a scheme file \(at most 1048576\)"):
+        load_scheme(big)
