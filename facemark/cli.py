@@ -273,9 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="facemark", description="2D facial landmark detection",
                                      formatter_class=_HelpWithDefaults)
-    parser.add_argument("--max-mpx", type=_positive, default=40,
+    parser.add_argument("--max-mpx", type=_positive, default=None,
                         help="the largest image every command accepts, in megapixels (its declared size is checked "
-                             "before it is decoded; the HTTP service's limit too); give it before the command")
+                             "before it is decoded; the HTTP service's limit too); give it before the command "
+                             "(default: 40, facemark.files.MAX_PIXELS)")
     commands = parser.add_subparsers(dest="command", required=True)
     detectors = list_detectors()
     detector_help = f"face detector, one of {', '.join(detectors)} (default: {DEFAULT_DETECTOR})"
@@ -460,7 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     import facemark.files
 
     args = build_parser().parse_args(argv)
-    facemark.files.MAX_PIXELS = int(args.max_mpx * 1e6)
+    cap = facemark.files.MAX_PIXELS
+    if args.max_mpx is not None:  # this run's pixel cap; restored after, for callers that run main() in-process
+        facemark.files.MAX_PIXELS = int(args.max_mpx * 1e6)
     if getattr(args, "out", "") is None and getattr(args, "root", None):
         root = Path(args.root).resolve()
         args.out = str(Path("data") / (root.stem if root.is_file() else root.name))
@@ -469,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"facemark: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        facemark.files.MAX_PIXELS = cap
 
 
 if __name__ == "__main__":
