@@ -9,7 +9,9 @@ before anything uses them, so a crafted or foreign file is a one-line error nami
 
 from __future__ import annotations
 
+import math
 import pickle
+import shutil
 import typing
 import zipfile
 from pathlib import Path
@@ -20,7 +22,7 @@ import torch
 from facemark.files import atomic_path
 from facemark.geometry import CropRule
 from facemark.models import create_model, list_models
-from facemark.spec import DEFAULT_MEAN, ModelSpec
+from facemark.spec import DEFAULT_MEAN, ModelSpec, check_spec_dict
 
 
 class CheckpointError(RuntimeError):
@@ -46,6 +48,8 @@ def check_model_args(model_name: str, model_args: dict) -> dict:
                 args[key] = pydantic.TypeAdapter(hints[key]).validate_python(value)
             except pydantic.ValidationError as err:
                 raise ValueError(f"model_args.{key} = {value!r}: {err.errors()[0]['msg']}") from None
+            if isinstance(args[key], float) and not math.isfinite(args[key]):
+                raise ValueError(f"model_args.{key} = {value!r}: expected a finite number")
     for key in ("num_points", "input_size"):
         if key in args and args[key] < 1:
             raise ValueError(f"model_args.{key} = {args[key]!r}: must be at least 1")
@@ -87,9 +91,19 @@ def model_metadata(state: dict) -> dict:
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write ``state`` to ``path`` via a temporary file, fsync and rename."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Write ``state`` to ``path`` via a temporary file, fsync and rename; a failed write (a full
+    disk) is a one-line :class:`CheckpointError` naming the file, the previous checkpoint kept."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (RuntimeError, OSError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else "the write failed"
+        try:
+            free = f"; {shutil.disk_usage(Path(path).parent).free / 2**20:.0f} MB free on its disk"
+        except OSError:
+            free = ""
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({reason}{free}); "
+                              "the previous one, if any, is unchanged") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -129,12 +143,18 @@ def load_checkpoint(path: str | Path) -> dict:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise CheckpointError(f"{path}: checkpoint field 'model' does not fit {state['model_name']} "
                               f"{state['model_args']} ({'; '.join(problems[:3])}{more})")
+    try:  # the same spec checks as an ONNX file's: scheme (never a path), input size, crop geometry, mean/std
+        check_spec_dict(state, path)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     return state
 
 
 def _field_error(err: ValueError) -> str:
     if isinstance(err, pydantic.ValidationError):
         e = err.errors()[0]
+        if isinstance(e.get("ctx", {}).get("error"), ValueError):  # CropRule's own check (facemark.geometry)
+            return str(e["ctx"]["error"])
         return f"crop.{'.'.join(map(str, e['loc']))} = {e['input']!r}: {e['msg']}"
     return str(err)
 

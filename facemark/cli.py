@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -142,12 +143,19 @@ def _annotate(args) -> int:
     result = annotate(args.images, landmarker, out=args.out, pts=args.pts, overwrite=args.overwrite,
                       max_faces=args.max_faces)
     qualities = [q for _, q in result["faces"] if q is not None]
-    print(f"{len(result['faces'])} faces labelled in {len(args.images)} images, lowest quality first"
+    for item in result["skipped"]:
+        print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
+    print(f"{len(result['faces'])} faces labelled in {result['images']} images, lowest quality first"
           + (f" (quality {min(qualities):.3f} .. {max(qualities):.3f})" if qualities else "")
-          + f"; wrote {len(result['written'])} files" + (f" ({result['written'][0]})" if args.out else "")
+          + f"; wrote {len(result['written'])} files" + (f" ({result['written'][0]})" if args.out and result["written"] else "")
           + (f"; kept {len(result['kept'])} existing .pts (--overwrite replaces them)" if result["kept"] else "")
           + (f"; {result['extra_faces']} more faces not written (a .pts holds one)" if result["extra_faces"] else "")
-          + (f"; no face in {len(result['no_face'])}: {', '.join(result['no_face'][:5])}" if result["no_face"] else ""))
+          + (f"; no face in {len(result['no_face'])}: {', '.join(result['no_face'][:5])}" if result["no_face"] else "")
+          + (f"; {len(result['skipped'])} skipped" if result["skipped"] else ""))
+    if result["skipped"] and not (args.skip_bad and result["images"]):
+        print(f"facemark: error: {len(result['skipped'])} of the images could not be labelled (listed above)"
+              f"{'' if args.skip_bad else '; --skip-bad accepts that'}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -178,7 +186,7 @@ def load_predictor(model: str, data: str | Path | None = None, train_store: str 
 
 
 def _eval(args) -> int:
-    from facemark.evaluate import compare, evaluate
+    from facemark.evaluate import check_settings, compare, evaluate
 
     if args.compare:
         result = compare(args.compare, args.out)
@@ -187,6 +195,8 @@ def _eval(args) -> int:
         return 0
     if not (args.model and args.data):
         raise ValueError("eval needs --model and --data (or --compare METRICS.json ...)")
+    check_settings(box=args.box, jitter=args.jitter, rotate=args.rotate, max_error=args.max_error,
+                   worst_k=args.worst_k)  # before the model loads
     try:
         predictor = load_predictor(args.model, data=args.data, train_store=args.train_store,
                                    detector=args.detector, backend=args.backend)
@@ -199,6 +209,39 @@ def _eval(args) -> int:
     print(result["headline"])
     print(f"wrote metrics.json, report.md, ced.png, worst.png to {args.out}")
     return 0
+
+
+def _positive(text: str) -> float:
+    """argparse type: a finite number > 0 (nan and inf are floats too)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 1..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number (1..65535), got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1..65535, got {value}")
+    return value
+
+
+def _at_least_zero(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
 
 
 def _at_least_one(text: str) -> int:
@@ -230,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="facemark", description="2D facial landmark detection",
                                      formatter_class=_HelpWithDefaults)
+    parser.add_argument("--max-mpx", type=_positive, default=None,
+                        help="the largest image every command accepts, in megapixels (its declared size is checked "
+                             "before it is decoded; the HTTP service's limit too); give it before the command "
+                             "(default: 40, facemark.files.MAX_PIXELS)")
     commands = parser.add_subparsers(dest="command", required=True)
     detectors = list_detectors()
     detector_help = f"face detector, one of {', '.join(detectors)} (default: {DEFAULT_DETECTOR})"
@@ -270,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(data, "preview", "draw a grid of random samples with their points")
     p.add_argument("store", help="a store folder (e.g. data/300w-lite/train)")
     p.add_argument("--out", default="preview.png", help="image file to write")
-    p.add_argument("--count", type=int, default=16, help="samples in the grid")
+    p.add_argument("--count", type=_at_least_one, default=16, help="samples in the grid")
     p.add_argument("--augment", action="store_true", help="show training augmentation")
     p.set_defaults(func=_data_preview)
 
@@ -337,15 +384,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(commands, "annotate", "pre-label images with the model (dlib XML or .pts), lowest quality first, "
                                       "for a person to correct")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", default=None, help="dlib imglab XML file to write, e.g. labels.xml (default: none; --out or --pts is required)")
     where.add_argument("--pts", action="store_true", help="write <image>.pts beside each image (its best face) (default: off)")
-    p.add_argument("--overwrite", action="store_true", help="--pts: replace existing .pts files (default: keep them)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing labels: .pts files (default: kept) or "
+                   "the --out XML file (default: refused)")
     p.add_argument("--model", default="default", help="'default', a .pt checkpoint or an .onnx model")
     p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
     p.add_argument("--max-faces", type=_at_least_one, default=None, help="at most this many faces per image "
                    "(default: all)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="exit 0 although some images could not be labelled (they are still listed)")
     p.set_defaults(func=_annotate)
 
     p = command(commands, "eval", "score a model on annotated faces (NME, CED, AUC), or compare runs")
@@ -366,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jitter", type=float, default=0.0, help="random box-edge noise, fraction of the box (gt boxes)")
     p.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
                    help="turn each photo by a random angle in +-DEG about the face first (tilted heads)")
-    p.add_argument("--worst-k", type=int, default=16, help="faces in the worst-faces gallery")
+    p.add_argument("--worst-k", type=_at_least_zero, default=16, help="faces in the worst-faces gallery")
     p.add_argument("--train-store", default=None, help="for mean-shape (default: the train store beside --data)")
     p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
     p.add_argument("--compare", nargs="+", default=None, metavar="METRICS_JSON",
@@ -376,15 +426,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(commands, "serve", "HTTP service and web page (POST /v1/landmarks, GET /, /docs)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port (1..65535)")
     p.add_argument("--model", default="default", help="'default', a .pt checkpoint, an .onnx model or a classical "
                    ".dat/.lbf.npz model")
     p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
     p.add_argument("--detector", choices=detectors, default=None, metavar="NAME", help=detector_help)
-    p.add_argument("--workers", type=int, default=2, help="inference threads (one process)")
-    p.add_argument("--queue", type=int, default=8, help="requests that may wait for a worker before 503")
-    p.add_argument("--max-upload-mb", type=float, default=10, help="larger uploads are answered 413")
-    p.add_argument("--upload-timeout", type=float, default=30, metavar="SECONDS",
+    p.add_argument("--workers", type=_at_least_one, default=2, help="inference threads (one process)")
+    p.add_argument("--queue", type=_at_least_zero, default=8, help="requests that may wait for a worker before 503")
+    p.add_argument("--max-upload-mb", type=_positive, default=10, help="larger uploads are answered 413")
+    p.add_argument("--upload-timeout", type=_positive, default=30, metavar="SECONDS",
                    help="an upload still arriving after this long is answered 408 (frees its queue place)")
     p.set_defaults(func=_serve)
     return parser
@@ -393,16 +443,27 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args) -> int:
     import uvicorn
 
+    from facemark.api import Landmarker
+    from facemark.files import MAX_PIXELS
     from facemark.serve.app import create_app
 
+    # the model and detector load once here, so a bad --model (a folder, a crafted spec) is one line
+    # before the server starts, not a traceback from its start-up; the app loads its own copy
+    Landmarker(args.model, backend=args.backend, detector=args.detector).detector  # noqa: B018
     app = create_app(args.model, backend=args.backend, detector=args.detector, max_upload_mb=args.max_upload_mb,
-                     workers=args.workers, queue=args.queue, upload_timeout_s=args.upload_timeout)
+                     max_pixels=MAX_PIXELS, workers=args.workers, queue=args.queue,
+                     upload_timeout_s=args.upload_timeout)
     uvicorn.run(app, host=args.host, port=args.port)  # the model loads in the app's lifespan, at start
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    import facemark.files
+
     args = build_parser().parse_args(argv)
+    cap = facemark.files.MAX_PIXELS
+    if args.max_mpx is not None:  # this run's pixel cap; restored after, for callers that run main() in-process
+        facemark.files.MAX_PIXELS = int(args.max_mpx * 1e6)
     if getattr(args, "out", "") is None and getattr(args, "root", None):
         root = Path(args.root).resolve()
         args.out = str(Path("data") / (root.stem if root.is_file() else root.name))
@@ -411,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"facemark: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        facemark.files.MAX_PIXELS = cap
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ class ConfigError(ValueError):
 
 AtLeastOne = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Fraction = Annotated[float, Field(gt=0, le=1)]
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+LearningRate = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]  # Adam above 1 only diverges
 
 
 @dataclass
@@ -46,13 +46,13 @@ class TrainConfig:
     loss: str = ""  # empty: the model's default loss
     batch_size: AtLeastOne = 64
     steps: AtLeastOne = 150_000
-    lr: Positive = 1e-3
+    lr: LearningRate = 1e-3
     schedule: Literal["exponential", "cosine", "step"] = "exponential"
     lr_decay: Fraction = 0.98  # exponential: x lr_decay every lr_decay_steps; step: x0.1 at lr_milestones
     lr_decay_steps: AtLeastOne = 1000
     lr_milestones: list[Fraction] = field(default_factory=lambda: [0.6, 0.85])  # fractions of steps
     warmup_steps: NonNegative = 0
-    l2: NonNegativeFloat = 1e-5  # L2 penalty on conv/linear weights added to the loss, as in the recipe
+    l2: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 1e-5  # L2 penalty on conv/linear weights added to the loss, as in the recipe
     # bookkeeping
     val_every: AtLeastOne = 1000
     ckpt_every: AtLeastOne = 1000
@@ -100,6 +100,9 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
         config = _TYPES.validate_python(values)
     except pydantic.ValidationError as err:
         e = err.errors()[0]
+        own = e.get("ctx", {}).get("error")  # CropRule's and Augment's own checks name their key
+        if isinstance(own, ValueError):
+            raise ConfigError(f"{where}: {own}") from None
         raise ConfigError(f"{where}: {'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}") from None
     if config.loss and config.loss not in LOSSES:
         raise ConfigError(f"{where}: loss = {config.loss!r}: unknown loss (known: {', '.join(LOSSES)}, or empty "

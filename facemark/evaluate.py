@@ -23,6 +23,7 @@ not import the inference API: training's validation pass lives beside the train 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -34,10 +35,10 @@ from tqdm import tqdm
 from facemark import metrics, plots
 from facemark.data.dataset import jitter_box  # training's box noise, for robustness figures
 from facemark.data.record import DataError, FaceSample
-from facemark.data.store import Store, read_image, region_box
+from facemark.data.store import Store, check_prepared, read_image, region_box
 from facemark.files import write_atomic
 from facemark.geometry import Box, apply_affine, best_match, box_from_points, crop_affine, crop_image, rotate_face, warp
-from facemark.schemes import SCHEMES, resolve_scheme
+from facemark.schemes import SCHEMES, resolve_scheme, scheme_from_spec
 
 BOX_PROTOCOLS = ("gt", "detector")
 MATCH_IOU = 0.5  # a detection is the annotated face when its landmark box overlaps the true one this much
@@ -82,6 +83,7 @@ def load_faces(data, split: str = "val") -> tuple[list[FaceSample], list[dict], 
         if (path / "index.json").is_file():
             data = Store.open(path, verify=False)
         elif (path / split / "index.json").is_file():
+            check_prepared(path)  # split.json, train/ and val/ from one prepare run
             data = Store.open(path / split, verify=False)
     if isinstance(data, Store):
         faces = [
@@ -161,10 +163,29 @@ def _store_scheme(data, split: str, num_points: int):
                 import json
 
                 recorded = json.loads(index.read_text()).get("scheme")
-                if recorded is not None:
-                    return resolve_scheme(recorded, num_points)
+                if recorded is not None:  # a built-in name or the full mapping, never a path
+                    return scheme_from_spec(recorded, num_points, f"{index}: scheme")
                 break
     return SCHEMES.get(num_points)
+
+
+#: the largest box jitter: each edge moves by up to this fraction of the box (at 0.5 a box can vanish)
+MAX_JITTER = 0.4
+
+
+def check_settings(box: str = "gt", jitter: float = 0.0, rotate: float = 0.0, max_error: float = 0.10,
+                   worst_k: int = 16) -> None:
+    """ValueError naming the setting unless the evaluation protocol's values are usable (finite, in range)."""
+    if box not in BOX_PROTOCOLS:
+        raise ValueError(f"box must be one of {BOX_PROTOCOLS}, got {box!r}")
+    checks = (("jitter", jitter, 0.0, MAX_JITTER, "a fraction of the box"), ("rotate", rotate, 0.0, 180.0, "degrees"),
+              ("max_error", max_error, 1e-6, 1.0, "a fraction of the normalising distance"))
+    for name, value, low, high, unit in checks:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not low <= value <= high:
+            raise ValueError(f"{name} must be in {low:g}..{high:g} ({unit}), got {value!r}")
+    if isinstance(worst_k, bool) or not isinstance(worst_k, int) or worst_k < 0:
+        raise ValueError(f"worst_k must be a whole number >= 0, got {worst_k!r}")
 
 
 def evaluate(
@@ -194,10 +215,7 @@ def evaluate(
     is missing or corrupt is listed in ``skipped`` with the reason. With ``out``, writes
     ``metrics.json``, ``report.md``, ``ced.png`` and ``worst.png`` (the ``worst_k`` worst faces).
     """
-    if box not in BOX_PROTOCOLS:
-        raise ValueError(f"box must be one of {BOX_PROTOCOLS}, got {box!r}")
-    if not 0 <= rotate <= 180:
-        raise ValueError(f"rotate must be in 0..180 degrees, got {rotate!r}")
+    check_settings(box, jitter, rotate, max_error, worst_k)
     faces, skipped, data_text = load_faces(data, split)
     if not faces:
         raise ValueError(f"{data_text}: no faces to evaluate")
@@ -205,6 +223,12 @@ def evaluate(
     # the scheme for NME normalisation and per-group errors: ``scheme`` (--scheme), else the model's
     # (its spec), else the data store's (prepare --scheme), else the point count's built-in one
     num_points = len(faces[0].points)
+    model_points = getattr(predictor, "num_points", None)  # a Landmarker's; baselines fit the data
+    if model_points is not None and int(model_points) != num_points:
+        model_file = getattr(predictor, "model_path", None)
+        raise ValueError(f"{data_text}: its faces have {num_points} points, the model {name}"
+                         f"{f' ({model_file})' if model_file else ''} gives {model_points}: evaluate a "
+                         f"{model_points}-point model on {model_points}-point data (`facemark data convert --to`)")
     if scheme is not None:
         scheme = resolve_scheme(scheme, num_points)
     elif getattr(predictor, "scheme", None) is not None and predictor.scheme.num_points == num_points:

@@ -13,6 +13,8 @@ behind ``cv2.imread`` decode a JPEG that stops early to a partly grey image inst
 
 from __future__ import annotations
 
+import ctypes
+import io
 import os
 import re
 import shutil
@@ -88,6 +90,41 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def replace_folder(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put the complete folder ``new`` at ``target`` in one rename, whatever ``target`` held.
+
+    When ``target`` exists, Linux's ``renameat2(RENAME_EXCHANGE)`` swaps the two folders atomically
+    (a crash leaves either the old folder or the new one at ``target``, never a mix) and the old one,
+    now under ``new``'s temporary name, is deleted (:func:`remove_stale_temporaries` deletes it after
+    a crash). Where that call is missing, the old folder is first renamed aside (``.<name>.old.tmp-<pid>``).
+    """
+    new, target = Path(new), Path(target)
+    if target.exists() and not _exchange(new, target):
+        aside = target.with_name(f".{target.name}.old.tmp-{os.getpid()}")
+        os.replace(target, aside)
+        os.replace(new, target)
+        new = aside
+    elif not target.exists():
+        os.replace(new, target)
+    fsync_directory(target.parent)
+    if new.exists():  # the old folder
+        shutil.rmtree(new, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc >= 2.28
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: a kernel or file system without it
+        return False
+    raise OSError(error, os.strerror(error), str(b))
+
+
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -106,6 +143,12 @@ def _process_alive(pid: int) -> bool:
 #: an image beside an annotation in this order, and ``facemark predict`` collects these from folders.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".dib", ".jpe", ".jp2", ".webp", ".tif", ".tiff", ".pbm", ".pgm",
                   ".ppm", ".pxm", ".pnm", ".sr", ".ras", ".hdr", ".pic")
+
+
+#: the most pixels an image may declare: every command checks an image's declared size (its header)
+#: against this before decoding it (a 1.2 MB PNG can declare 20000 x 20000, 1.2 GB of pixels); the
+#: HTTP service's default limit too. ``facemark --max-mpx`` sets it for a run.
+MAX_PIXELS = 40_000_000
 
 
 class ImageError(ValueError):
@@ -134,12 +177,38 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def decode_image(data: bytes, name: str | os.PathLike = "image") -> np.ndarray:
     """Decode image bytes like :func:`read_image`; ``name`` goes into the error message."""
+    check_declared_pixels(data, name)
     if data[:2] == b"\xff\xd8" and not jpeg_complete(data):
         raise ImageError(name, "not a readable image (truncated JPEG: it ends before its end-of-image marker)")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         raise ImageError(name, "not a readable image (corrupt, truncated or an unsupported format)")
+    check_pixels(image.shape[1], image.shape[0], name)  # formats whose header PIL cannot read
     return image
+
+
+def check_pixels(width: int, height: int, name: str | os.PathLike = "image") -> None:
+    """:class:`ImageError` naming ``name`` when ``width x height`` is over :data:`MAX_PIXELS`."""
+    if int(width) * int(height) > MAX_PIXELS:
+        raise ImageError(name, f"{width}x{height} ({int(width) * int(height) / 1e6:.3g} Mpx) is over the "
+                               f"{MAX_PIXELS / 1e6:g} Mpx limit (facemark --max-mpx sets it)")
+
+
+def check_declared_pixels(data: bytes, name: str | os.PathLike = "image") -> None:
+    """Refuse image bytes whose header declares more than :data:`MAX_PIXELS`, before any pixel is
+    decoded (:func:`check_pixels`). A header PIL cannot read is left to the decoder to refuse."""
+    try:
+        width, height = _header_size(io.BytesIO(data), name)
+    except ImageTooLarge:
+        raise ImageError(name, f"declares more than {MAX_PIXELS / 1e6:g} Mpx (the limit; facemark --max-mpx sets it)"
+                         ) from None
+    except ImageError:
+        return
+    check_pixels(width, height, name)
+
+
+class ImageTooLarge(ImageError):
+    """PIL's own decompression-bomb limit refused the header (far above any sensible :data:`MAX_PIXELS`)."""
 
 
 def load_image(image) -> np.ndarray:
@@ -164,18 +233,25 @@ def load_image(image) -> np.ndarray:
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(width, height)`` of an image file as :func:`read_image` would return it, from its header
     alone (no pixel is decoded); :class:`ImageError` when the header cannot be read."""
+    return _header_size(path, path)
+
+
+def _header_size(source, name) -> tuple[int, int]:
+    """:func:`image_size` of a path or a file object (``name`` names it in errors)."""
     from PIL import Image
 
     try:
         with warnings.catch_warnings():  # a huge declared size is not our concern here
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 width, height = im.size
                 orientation = im.getexif().get(0x0112, 1)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: image file not found") from None
+        raise FileNotFoundError(f"{name}: image file not found") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(name, "not a readable image (DecompressionBombError)") from None
     except Exception as err:  # PIL raises many kinds on a bad header
-        raise ImageError(path, f"not a readable image ({type(err).__name__})") from None
+        raise ImageError(name, f"not a readable image ({type(err).__name__})") from None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # EXIF: rotated by 90 degrees
 
 

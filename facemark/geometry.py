@@ -18,6 +18,8 @@ to the image. Training, evaluation, inference and the HTTP service all call
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -27,14 +29,50 @@ import numpy as np
 Box = tuple[float, float, float, float]
 
 
+#: the range of each crop margin (a fraction of the landmark box's height or width)
+CROP_MARGIN_RANGE = (-0.5, 2.0)
+#: the smallest crop box a rule may give, as a fraction of the landmark box on each axis: margins
+#: that shrink the crop to nothing (top + bottom = -1, side = -0.5) leave no pixels to look at
+MIN_CROP_EXTENT = 0.5
+
+
+class CropRuleError(ValueError):
+    """A crop rule value that cannot be used: ``key`` (top, bottom, side, clip), ``value`` and ``why``."""
+
+    def __init__(self, key: str, value, why: str):
+        super().__init__(f"crop.{key} = {value!r}: {why}")
+        self.key, self.value, self.why = key, value, why
+
+
 @dataclass(frozen=True)
 class CropRule:
-    """Margins (fractions of the landmark box) that turn a landmark box into a crop box."""
+    """Margins (fractions of the landmark box) that turn a landmark box into a crop box.
+
+    Checked when made (from a config, a checkpoint, a model file or code): each margin a finite
+    number in :data:`CROP_MARGIN_RANGE`, ``clip`` a bool, and the crop box at least
+    :data:`MIN_CROP_EXTENT` of the landmark box on each axis; :class:`CropRuleError` otherwise."""
 
     top: float = 0.30
     bottom: float = 0.05
     side: float = 0.05
     clip: bool = True  # the recipe clips the crop box to the image; False pads instead
+
+    def __post_init__(self):
+        low, high = CROP_MARGIN_RANGE
+        for key in ("top", "bottom", "side"):
+            value = getattr(self, key)
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                    or not low <= value <= high):
+                raise CropRuleError(key, value, f"expected a number in {low}..{high}")
+        if not isinstance(self.clip, bool):
+            raise CropRuleError("clip", self.clip, "expected true or false")
+        if 1 + 2 * self.side < MIN_CROP_EXTENT:
+            raise CropRuleError("side", self.side, f"the crop box would be {1 + 2 * self.side:g}x the landmark box's "
+                                                   f"width; it must be at least {MIN_CROP_EXTENT}x")
+        if 1 + self.top + self.bottom < MIN_CROP_EXTENT:
+            raise CropRuleError("top", self.top, f"with bottom = {self.bottom!r} the crop box would be "
+                                                 f"{1 + self.top + self.bottom:g}x the landmark box's height; it must "
+                                                 f"be at least {MIN_CROP_EXTENT}x")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,6 +90,24 @@ def box_from_points(points: np.ndarray) -> Box:
     x0, y0 = points.min(axis=0)
     x1, y1 = points.max(axis=0)
     return float(x0), float(y0), float(x1), float(y1)
+
+
+#: how far beyond its image a face box may reach, in image sizes (width for x, height for y): a box
+#: further out (a 1e9-pixel box) is a typo, and its points would overflow the drawing and the JSON
+BOX_MARGIN = 1.0
+
+
+def check_box(box: Box, image_size: tuple[int, int]) -> None:
+    """ValueError unless ``box`` is finite, non-empty and within :data:`BOX_MARGIN` image sizes of the
+    ``(width, height)`` image."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    width, height = image_size
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or not (x1 > x0 and y1 > y0):
+        raise ValueError(f"box {tuple(box)} is not 4 finite numbers with x1 > x0 and y1 > y0")
+    if (min(x0, x1) < -BOX_MARGIN * width or max(x0, x1) > (1 + BOX_MARGIN) * width
+            or min(y0, y1) < -BOX_MARGIN * height or max(y0, y1) > (1 + BOX_MARGIN) * height):
+        raise ValueError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) reaches more than {BOX_MARGIN:g}x the image size "
+                         f"outside the {width}x{height} image")
 
 
 def crop_box_from_box(box: Box, image_size: tuple[int, int] | None, rule: CropRule = SEED_CROP) -> Box:

@@ -4,15 +4,21 @@
 finds faces with a :class:`~facemark.api.Landmarker` (or uses boxes given per image), and writes
 
 * each image, annotated, to ``out_dir`` under its own name (a folder's files keep their relative
-  paths); each video as an annotated ``.mp4`` and a ``<name>.frames.json`` with its per-frame faces;
+  paths); each video as an annotated ``.mp4`` and a ``<name>.frames.jsonl`` (JSON Lines: a first line
+  with the video's path, size, fps and settings, then one line per frame with its faces), streamed
+  to ``<name>.frames.jsonl.partial`` as frames are processed and renamed when the video ends, so a
+  long video's results never sit in memory and a run that dies keeps the frames done;
 * with ``align``: 112 x 112 ArcFace-aligned crops to ``out_dir/aligned/`` (:mod:`facemark.align`);
 * with ``pose``: yaw, pitch and roll per face (:mod:`facemark.pose`), in the JSON and on the image;
 * one JSON (default ``out_dir/predictions.json``) with, per image, its path, size and faces
   (box, score, points), and the files that were skipped with the reason.
 
-All files are written atomically (temporary file, then rename). A file that cannot be read or
-processed (a truncated image included) is reported on stderr and listed under ``"skipped"``; it
-never stops the run, and the command line exits non-zero for it unless ``--skip-bad`` is given.
+All files are written atomically (temporary file, then rename). An output never replaces an input:
+a run whose outputs would land on its inputs (``predict photo.jpg --out .``) is refused before any
+work, as are an ``--out`` that is a file and a run with nothing to process. A file that cannot be
+read or processed (a truncated image, one over the pixel cap, a box far outside it, a result that
+is not finite) is reported on stderr and listed under ``"skipped"``; it never stops the run, and
+the command line exits non-zero for it unless ``--skip-bad`` is given.
 
 This module is file input and output only: the faces (points, pose, aligned chips) come from
 :meth:`Landmarker.detect` (images) and :meth:`Landmarker.track` (videos: the detector every few
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 from dataclasses import asdict
@@ -35,8 +42,8 @@ import numpy as np
 
 from facemark.api import Face, Landmarker, check_max_faces
 from facemark.detectors.given import GivenBoxes
-from facemark.files import IMAGE_SUFFIXES, atomic_path, load_image, write_atomic
-from facemark.geometry import box_from_points
+from facemark.files import IMAGE_SUFFIXES, atomic_path, check_pixels, fsync_directory, load_image, write_atomic
+from facemark.geometry import box_from_points, check_box
 from facemark.plots import draw_box as _draw_box
 from facemark.plots import draw_lines as _draw_lines
 from facemark.plots import draw_points, write_image
@@ -50,18 +57,42 @@ SAMPLE_IMAGE = Path(str(files("facemark") / "assets" / "astronaut.jpg"))  # NASA
 # --------------------------------------------------------------------------- inputs
 
 
+def input_files(paths: Iterable[str | Path], suffixes: Iterable[str],
+                exclude: Path | None = None) -> tuple[list[tuple[Path, Path]], list[dict]]:
+    """``([(file, its path relative to what was named), ...], skipped)``: the input expansion of
+    ``facemark predict`` and ``facemark annotate``. A named file is used whatever its suffix (its
+    relative path is its name); a folder is searched recursively for regular files with one of
+    ``suffixes`` (any case), leaving out anything under ``exclude`` (the output folder) when that
+    lies inside the folder; a missing path is listed in ``skipped``."""
+    suffixes = {s.lower() for s in suffixes}
+    exclude = exclude.resolve() if exclude else None
+    found, skipped = [], []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            inside = exclude is not None and exclude != path.resolve() and exclude.is_relative_to(path.resolve())
+            found += [(p, p.relative_to(path)) for p in sorted(path.rglob("*"))
+                      if p.is_file() and p.suffix.lower() in suffixes
+                      and not (inside and p.resolve().is_relative_to(exclude))]
+        elif path.is_file():
+            found.append((path, Path(path.name)))
+        else:
+            skipped.append({"path": str(path), "reason": "no such file or folder"})
+    return found, skipped
+
+
 def collect_inputs(
     paths: Iterable[str | Path], exclude: Path | None = None
 ) -> tuple[list[tuple[Path, Path]], list[dict]]:
     """``([(input file, output path relative to out_dir), ...], skipped)`` for files and folders.
 
-    Folders are searched recursively for image and video files (other files are ignored, and so is
-    anything under ``exclude``, the output folder); a named file is used whatever its suffix.
+    Folders are searched recursively for image and video files (:func:`input_files`; other files
+    are ignored, and so is the output folder ``exclude`` when it lies inside one); a named file is
+    used whatever its suffix.
     """
-    jobs, skipped, taken = [], [], set()
-    exclude = exclude.resolve() if exclude else None
-
-    def add(path: Path, rel: Path) -> None:
+    found, skipped = input_files(paths, IMAGE_SUFFIXES + tuple(VIDEO_SUFFIXES), exclude)
+    jobs, taken = [], set()
+    for path, rel in found:
         if path.suffix.lower() in VIDEO_SUFFIXES:
             rel = rel.with_suffix(".mp4")
         elif rel.suffix.lower() not in _WRITABLE:
@@ -71,22 +102,37 @@ def collect_inputs(
             candidate, n = rel.with_name(f"{rel.stem}-{n}{rel.suffix}"), n + 1
         taken.add(candidate.as_posix().lower())
         jobs.append((path, candidate))
-
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() in VIDEO_SUFFIXES)
-                and not (exclude and p.resolve().is_relative_to(exclude))
-            )
-            for p in found:
-                add(p, p.relative_to(path))
-        elif path.is_file():
-            add(path, Path(path.name))
-        else:
-            skipped.append({"path": str(path), "reason": "no such file or folder"})
     return jobs, skipped
+
+
+def frames_path(out: Path) -> Path:
+    """Where the per-frame JSON Lines of the annotated video ``out`` go."""
+    return out.with_name(f"{out.stem}.frames.jsonl")
+
+
+def check_outputs(jobs: list[tuple[Path, Path]], out_dir: Path, json_path: Path) -> None:
+    """Refuse, before any work, an ``out_dir`` that is a file, a ``json_path`` that is a folder, and
+    outputs that would be written over one of the inputs."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: --out names a file; give a folder for the annotated files")
+    if json_path.is_dir():
+        raise ValueError(f"{json_path}: --json names a folder; give a file name")
+    inputs = {path.resolve(): path for path, _ in jobs}
+    planned = [(out_dir / rel, path) for path, rel in jobs]
+    planned += [(frames_path(out_dir / rel), path) for path, rel in jobs if path.suffix.lower() in VIDEO_SUFFIXES]
+    planned.append((json_path, None))
+    for output, _ in planned:
+        if output.resolve() in inputs:
+            raise ValueError(f"{output} would be written over the input {inputs[output.resolve()]}: facemark never "
+                             "writes over an input; give --out a folder that holds none of them")
+
+
+def _json_line(data: dict) -> str:
+    """One line of strict JSON; ValueError when a value is NaN or infinite (not JSON)."""
+    try:
+        return json.dumps(data, allow_nan=False)
+    except ValueError:
+        raise ValueError("a result holds NaN or infinity, which JSON cannot carry") from None
 
 
 # --------------------------------------------------------------------------- one image / frame
@@ -97,15 +143,19 @@ class _Predictor:
     how they are drawn and written: the faces themselves come whole from :meth:`Landmarker.detect`."""
 
     def __init__(self, landmarker: Landmarker, boxes: GivenBoxes | None, max_faces: int | None,
-                 draw_box: bool, draw_indices: bool, align: bool, pose: bool, draw_lines: bool = False):
+                 draw_box: bool, draw_indices: bool, align: bool, pose: bool, draw_lines: bool = False,
+                 inputs: frozenset[Path] = frozenset()):
         self.lm, self.boxes, self.max_faces = landmarker, boxes, max_faces
         self.draw_box, self.draw_indices, self.align, self.pose = draw_box, draw_indices, align, pose
         self.draw_lines = draw_lines
+        self.inputs = inputs  # resolved input paths: never written over
 
     def faces(self, image: np.ndarray, key: Path) -> list[Face]:
         given = None
         if self.boxes is not None:  # KeyError (reported) if none are given for this file
             given = [{"box": self.boxes.landmark_box(d.box), "score": d.score} for d in self.boxes.detect(key=key)]
+            for face in given:  # a 1e9-pixel box: one line, not an OpenCV error when its points are drawn
+                check_box(face["box"], (image.shape[1], image.shape[0]))
         return self.lm.detect(image, self.max_faces, boxes=given, pose=self.pose, aligned=self.align)
 
     def face_dicts(self, faces: list[Face], aligned_stem: Path | None) -> list[dict]:
@@ -115,6 +165,8 @@ class _Predictor:
             item = face.to_dict()
             if face.aligned is not None and aligned_stem is not None:
                 path = aligned_stem.with_name(f"{aligned_stem.name}_face{i}.png")
+                if path.resolve() in self.inputs:
+                    raise ValueError(f"{path} would be written over an input")
                 write_image(path, face.aligned)
                 item["aligned"] = str(path)
             out.append(item)
@@ -141,7 +193,7 @@ class _Predictor:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    text = json.dumps(data, indent=1)
+    text = json.dumps(data, indent=1, allow_nan=False)  # every entry was checked (_json_line): strict JSON
     # one line per innermost list of numbers (a point, a box, a size), not one line per number
     text = re.sub(r"\[\s+([-+\d.eE,\s]+?)\s+\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +215,10 @@ def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothi
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ValueError(f"{path}: not a readable video")
+    frames_jsonl = frames_path(out)
+    partial = frames_jsonl.with_name(frames_jsonl.name + ".partial")
     try:
+        check_pixels(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), path)
         fps = capture.get(cv2.CAP_PROP_FPS)
         fps = fps if math.isfinite(fps) and 0 < fps < 1000 else 25.0  # some containers report no rate
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
@@ -171,6 +226,7 @@ def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothi
         if not ok:
             raise ValueError(f"{path}: no video frame could be decoded")
         height, width = frame.shape[:2]
+        check_pixels(width, height, path)
 
         def read():  # the frames, the first one already read; `frame` stays the last one yielded
             nonlocal ok, frame
@@ -184,10 +240,17 @@ def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothi
         else:  # given boxes: the model on them in every frame, ids and smoothing from the FaceTracker
             tracker = FaceTracker(smooth or Smoothing(), smooth=bool(smooth))
             found = (tracker.update(predictor.faces(image, path), index / fps) for index, image in enumerate(read()))
-        frames = []
-        # the temporary file keeps the .mp4 suffix: VideoWriter picks the container by it
-        with atomic_path(out) as tmp, tqdm(total=total, desc=path.name, unit="frame", leave=False,
-                                           disable=not progress) as bar:
+        count = faces_seen = 0
+        settings = asdict(smooth) if smooth else None
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        # the per-frame results stream to disk as JSON Lines (never all in memory; a run that dies keeps
+        # the frames done in the .partial file); the temporary video keeps the .mp4 suffix: VideoWriter
+        # picks the container by it
+        with open(partial, "w", encoding="utf-8") as lines, atomic_path(out) as tmp, \
+                tqdm(total=total, desc=path.name, unit="frame", leave=False, disable=not progress) as bar:
+            lines.write(_json_line({"path": str(path), "size": [width, height], "fps": fps, "smoothing": settings,
+                                    "detector_every": every if predictor.boxes is None else None}) + "\n")
+            lines.flush()
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
             if not writer.isOpened():
                 raise RuntimeError(f"OpenCV cannot write an mp4v video to {tmp}")
@@ -195,19 +258,21 @@ def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothi
                 for index, faces in enumerate(found):  # `frame` is still the frame these faces are on
                     stem = aligned_stem.with_name(f"{aligned_stem.name}_frame{index:06d}") if aligned_stem else None
                     writer.write(predictor.draw(frame, faces))
-                    frames.append({"frame": index, "time": round(index / fps, 4),
-                                   "faces": predictor.face_dicts(faces, stem)})
+                    lines.write(_json_line({"frame": index, "time": round(index / fps, 4),
+                                            "faces": predictor.face_dicts(faces, stem)}) + "\n")
+                    lines.flush()
+                    count, faces_seen = count + 1, faces_seen + len(faces)
                     bar.update()
             finally:
                 writer.release()
+            lines.flush()
+            os.fsync(lines.fileno())
+        os.replace(partial, frames_jsonl)
+        fsync_directory(frames_jsonl.parent)
     finally:
         capture.release()
-    frames_json = out.with_name(f"{out.stem}.frames.json")
-    settings = asdict(smooth) if smooth else None
-    _write_json(frames_json, {"path": str(path), "size": [width, height], "fps": fps, "smoothing": settings,
-                              "detector_every": every if predictor.boxes is None else None, "frames": frames})
-    return {"path": str(path), "output": str(out), "frames_json": str(frames_json), "size": [width, height],
-            "fps": fps, "frames": len(frames), "faces": sum(len(f["faces"]) for f in frames)}
+    return {"path": str(path), "output": str(out), "frames_jsonl": str(frames_jsonl), "size": [width, height],
+            "fps": fps, "frames": count, "faces": faces_seen}
 
 
 # --------------------------------------------------------------------------- entry point
@@ -246,10 +311,15 @@ def predict_paths(
     if boxes is not None and not isinstance(boxes, GivenBoxes):
         boxes = GivenBoxes.from_json(boxes) if isinstance(boxes, (str, Path)) else GivenBoxes(boxes)
     smoothing = (Smoothing() if smooth is True else smooth) or None
-    predictor = _Predictor(landmarker, boxes, max_faces, draw_box, draw_indices, align, pose, draw_lines)
+    paths = [Path(p) for p in paths]
+    jobs, skipped = collect_inputs(paths, exclude=out_dir)
+    if not jobs and not skipped:
+        raise ValueError(f"no image or video files in {', '.join(map(str, paths)) or 'the inputs'}: nothing to do")
+    check_outputs(jobs, out_dir, json_path)
+    predictor = _Predictor(landmarker, boxes, max_faces, draw_box, draw_indices, align, pose, draw_lines,
+                           inputs=frozenset(path.resolve() for path, _ in jobs))
     # build the detector now, so a missing optional dependency stops the run before any file
     detector = "given boxes" if boxes is not None else landmarker.detector.name
-    jobs, skipped = collect_inputs(paths, exclude=out_dir)
     for item in skipped:
         tqdm.write(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
     images, videos = [], []
@@ -262,10 +332,12 @@ def predict_paths(
                 continue
             image = load_image(path)
             faces = predictor.faces(image, path)
-            write_image(out, predictor.draw(image, faces))
             height, width = image.shape[:2]
-            images.append({"path": str(path), "output": str(out), "size": [width, height],
-                           "faces": predictor.face_dicts(faces, aligned_stem)})
+            entry = {"path": str(path), "output": str(out), "size": [width, height],
+                     "faces": predictor.face_dicts(faces, aligned_stem)}
+            _json_line(entry)  # strict JSON, before the drawing is written
+            write_image(out, predictor.draw(image, faces))
+            images.append(entry)
         except Exception as err:  # one bad file must not end a long run: report it and go on
             skipped.append({"path": str(path), "reason": _reason(err)})
             tqdm.write(f"skipped {path}: {skipped[-1]['reason']}", file=sys.stderr)

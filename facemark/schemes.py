@@ -6,7 +6,7 @@ point that point ``i`` becomes after a horizontal flip of the image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,8 @@ class PointScheme:
     point_names: tuple[str, ...] = field(default=(), compare=False)
     # names of the ``groups`` drawn as closed outlines (eyes, lips); the others are open polylines
     closed: tuple[str, ...] = field(default=(), compare=False)
+    # the scheme file it was read from (load_scheme, the shipped ones too), for messages; empty for spec schemes
+    source: str = field(default="", compare=False)
 
     def flip(self, points: np.ndarray, width: float) -> np.ndarray:
         """Mirror ``(..., K, 2)`` pixel points of an image of ``width`` pixels (pixel centres)."""
@@ -142,11 +144,21 @@ def scheme_from_dict(data, where: str = "<scheme>") -> PointScheme:
                        point_names=tuple(names), closed=tuple(str(g) for g in closed))
 
 
+#: the largest scheme file read (a 98-point scheme is about 3 kB)
+MAX_SCHEME_BYTES = 1 << 20
+
+
 def load_scheme(path) -> PointScheme:
     """Read and validate a scheme YAML file; raises :class:`SchemeError` with a one-line message naming
-    the file and the key."""
+    the file and the key. Only a regular file of at most :data:`MAX_SCHEME_BYTES` is read (not
+    ``/dev/zero`` or a FIFO)."""
     path = Path(path)
     try:
+        if not path.is_file():
+            raise SchemeError(f"{path}: cannot read: {'no such file' if not path.exists() else 'not a regular file'}")
+        if path.stat().st_size > MAX_SCHEME_BYTES:
+            raise SchemeError(f"{path}: {path.stat().st_size} bytes is too large for a scheme file "
+                              f"(at most {MAX_SCHEME_BYTES})")
         data = yaml.safe_load(path.read_text())
     except OSError as e:
         raise SchemeError(f"{path}: cannot read: {e.strerror or e}") from None
@@ -154,7 +166,7 @@ def load_scheme(path) -> PointScheme:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
         raise SchemeError(f"{path}: not valid YAML{at}") from None
-    return scheme_from_dict(data, str(path))
+    return replace(scheme_from_dict(data, str(path)), source=str(path))
 
 
 def scheme_to_dict(scheme: PointScheme) -> dict:
@@ -196,6 +208,30 @@ def spec_value(scheme: PointScheme) -> str | dict:
     return scheme_to_dict(scheme)
 
 
+#: the built-in schemes by name ("68", "98", "29", "5")
+BUILTIN_NAMES: dict[str, PointScheme] = {s.name: s for s in SCHEMES.values()}
+
+
+def scheme_from_spec(value, num_points: int, where: str) -> PointScheme:
+    """The scheme a model spec or a store index records (:func:`spec_value`): a built-in scheme's
+    name or point count, or a scheme's full mapping; None: the built-in scheme of ``num_points``.
+    Never a path: a string in a file is not a file to read. :class:`SchemeError` naming ``where``
+    otherwise, or when the scheme's point count is not ``num_points``."""
+    if value is None:
+        out = get_scheme(num_points)
+    elif isinstance(value, dict):
+        out = scheme_from_dict(value, where)
+    elif isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) in BUILTIN_NAMES:
+        out = BUILTIN_NAMES[str(value)]
+    else:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise SchemeError(f"{where} = {shown}: expected a built-in scheme name ({', '.join(BUILTIN_NAMES)}) "
+                          "or a scheme mapping (a model file or store carries its scheme, never a path to one)")
+    if out.num_points != int(num_points):
+        raise SchemeError(f"{where}: scheme {out.name!r} has {out.num_points} points, the model/data has {num_points}")
+    return out
+
+
 def resolve_scheme(scheme, num_points: int | None = None) -> PointScheme:
     """A scheme from what a user or a spec gives: a :class:`PointScheme`, a built-in name/point count
     (``"68"``, ``5``), a path to a YAML file, or a scheme mapping (as stored in a model spec); ``None``
@@ -213,7 +249,8 @@ def resolve_scheme(scheme, num_points: int | None = None) -> PointScheme:
     else:
         out = load_scheme(scheme)
     if num_points is not None and out.num_points != int(num_points):
-        raise SchemeError(f"scheme {out.name!r} has {out.num_points} points, the data/model has {num_points}")
+        where = f"{out.source}: " if out.source else ""
+        raise SchemeError(f"{where}scheme {out.name!r} has {out.num_points} points, the data/model has {num_points}")
     return out
 
 

@@ -28,7 +28,8 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from facemark.geometry import CropRule
+from facemark.geometry import CropRule, CropRuleError
+from facemark.schemes import scheme_from_spec
 
 #: The ONNX metadata key holding the spec (JSON).
 METADATA_KEY = "facemark"
@@ -53,10 +54,9 @@ class ModelSpec:
 
     @property
     def point_scheme(self):
-        """The :class:`~facemark.schemes.PointScheme` the model was trained with."""
-        from facemark.schemes import resolve_scheme
-
-        return resolve_scheme(self.scheme, self.num_points)
+        """The :class:`~facemark.schemes.PointScheme` the model was trained with (a built-in name or a
+        full mapping: a string in a model file is never read as a path)."""
+        return scheme_from_spec(self.scheme, self.num_points, "model spec field 'scheme'")
 
     def to_dict(self) -> dict:
         """The JSON-ready dict stored in checkpoints and ONNX metadata (``num_points`` included for readers
@@ -94,9 +94,8 @@ class ModelSpec:
         )
 
 
-#: the largest crop side a spec may ask for, and the range of each crop margin (fractions of the box)
+#: the largest crop side a spec may ask for
 MAX_INPUT_SIZE = 1024
-CROP_MARGIN_RANGE = (-0.5, 2.0)
 
 
 def check_spec_dict(data, source: str | Path) -> None:
@@ -127,6 +126,9 @@ def check_spec_dict(data, source: str | Path) -> None:
     count("input_size", size)
     if size > MAX_INPUT_SIZE:
         raise bad("input_size", size, f"larger than {MAX_INPUT_SIZE}")
+    for key in ("input_size", "num_points"):  # the spec's copies must agree with the model's arguments
+        if key in data and data[key] != args[key]:
+            raise bad(key, data[key], f"differs from model_args.{key} = {args[key]!r}")
     crop = data["crop"]
     if not isinstance(crop, dict):
         raise bad("crop", crop, "expected a mapping")
@@ -134,12 +136,10 @@ def check_spec_dict(data, source: str | Path) -> None:
     for key, value in crop.items():
         if key not in known:
             raise bad(f"crop.{key}", value, f"unknown key (known: {', '.join(sorted(known))})")
-        if key == "clip":
-            if not isinstance(value, bool):
-                raise bad("crop.clip", value, "expected true or false")
-        elif (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-              or not CROP_MARGIN_RANGE[0] <= value <= CROP_MARGIN_RANGE[1]):
-            raise bad(f"crop.{key}", value, f"expected a number in {CROP_MARGIN_RANGE[0]}..{CROP_MARGIN_RANGE[1]}")
+    try:
+        CropRule(**crop)  # ranges, and a crop box that keeps some of the face (facemark.geometry)
+    except CropRuleError as err:
+        raise bad(f"crop.{err.key}", err.value, err.why) from None
     for key in ("mean", "std"):
         if key in data:
             value = data[key]
@@ -148,8 +148,11 @@ def check_spec_dict(data, source: str | Path) -> None:
                 raise bad(key, value, "expected three finite numbers (R, G, B)")
             if key == "std" and not all(v > 0 for v in value):
                 raise bad(key, value, "every value must be above 0")
-    if "scheme" in data and not isinstance(data["scheme"], (str, int, dict)):
-        raise bad("scheme", data["scheme"], "expected a scheme name or a scheme mapping")
+    if "scheme" in data:  # a built-in name or the scheme's full mapping, never a path to read
+        try:
+            scheme_from_spec(data["scheme"], args["num_points"], f"{source}: model spec field 'scheme'")
+        except ValueError as err:  # SchemeError, or no built-in scheme for the point count
+            raise ValueError(" ".join(str(err).split())[:500]) from None
     quality = data.get("quality")
     if quality:
         try:
@@ -171,10 +174,61 @@ def _scheme_value(value) -> str | dict:
 
 
 def read_onnx_metadata(path: str | Path) -> dict:
-    """The facemark metadata dict of an exported ONNX file (spec + provenance)."""
+    """The facemark metadata dict of an exported ONNX file (spec + provenance), its spec checked
+    (:func:`check_spec_dict`) and checked against the graph: the input must be ``(B, 3, S, S)`` with
+    ``S`` the spec's ``input_size`` and the output ``(B, K, 2)`` with ``K`` its point count.
+    ``ValueError`` naming the file (and the field) otherwise."""
     import onnx
 
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - protobuf and onnx fail in their own ways on foreign bytes
+        raise ValueError(f"{path}: not a readable ONNX file ({type(err).__name__})") from None
+    props = {p.key: p.value for p in graph.metadata_props}
     if METADATA_KEY not in props:
         raise ValueError(f"{path}: ONNX file has no facemark metadata; export it with `facemark export`")
-    return json.loads(props[METADATA_KEY])
+    try:
+        meta = json.loads(props[METADATA_KEY])
+    except ValueError as err:
+        raise ValueError(f"{path}: ONNX metadata '{METADATA_KEY}' is not valid JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: ONNX metadata '{METADATA_KEY}' is nested too deeply to be a model spec") from None
+    check_spec_dict(meta, path)
+    try:  # exported graphs leave the point count symbolic; shape inference (with data propagation) fills it in
+        graph = onnx.shape_inference.infer_shapes(graph, data_prop=True)
+    except Exception:  # noqa: BLE001 - a graph inference cannot follow keeps its declared shapes
+        pass
+    _check_graph(graph, meta, path)
+    return meta
+
+
+def _dims(value_info) -> list[int | None]:
+    """The dimensions of a graph input or output; None where symbolic (the batch)."""
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+def _shape_text(dims: list[int | None]) -> str:
+    return "x".join("B" if d is None else str(d) for d in dims)
+
+
+def _check_graph(graph, meta: dict, path) -> None:
+    """The spec's input size and point count against the graph's input and output shapes."""
+    initialisers = {t.name for t in graph.graph.initializer}
+    inputs = [i for i in graph.graph.input if i.name not in initialisers]
+    outputs = list(graph.graph.output)
+    if not inputs or not outputs:
+        raise ValueError(f"{path}: the ONNX graph has no input or no output")
+    image = next((i for i in inputs if i.name == "image"), inputs[0])
+    points = next((o for o in outputs if o.name == "points"), outputs[0])
+    size, count = meta.get("input_size", meta["model_args"]["input_size"]), meta["model_args"]["num_points"]
+    shape_in, shape_out = _dims(image), _dims(points)
+    if len(shape_in) != 4 or shape_in[1] not in (None, 3):
+        raise ValueError(f"{path}: the ONNX graph's input '{image.name}' is {_shape_text(shape_in)}, expected Bx3xSxS")
+    if any(d is not None and d != size for d in shape_in[2:]):
+        raise ValueError(f"{path}: model spec field 'input_size' = {size!r}: the graph's input '{image.name}' "
+                         f"is {_shape_text(shape_in)}")
+    if len(shape_out) != 3 or shape_out[2] not in (None, 2):
+        raise ValueError(f"{path}: the ONNX graph's output '{points.name}' is {_shape_text(shape_out)}, expected BxKx2")
+    if shape_out[1] is not None and shape_out[1] != count:
+        raise ValueError(f"{path}: model spec field 'model_args.num_points' = {count!r}: the graph's output "
+                         f"'{points.name}' is {_shape_text(shape_out)}")

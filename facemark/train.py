@@ -15,7 +15,10 @@ one is used)::
 
 Resuming is exact: the data order and augmentation draws are functions of ``(seed, epoch,
 index)``, dropout is seeded per step, and model, optimizer, scheduler and step come from the
-checkpoint, so N straight steps and N/2 + kill + resume give the same weights.
+checkpoint, so N straight steps and N/2 + kill + resume give the same weights. A resumed run is
+compared with the checkpoint's config (:func:`resume_changes`): a changed model, crop, scheme,
+data, batch size or seed is refused in one line; any other change (lr, schedule, steps, augment,
+...) is applied, said and recorded (``config.json`` and the history hold what was used).
 """
 
 from __future__ import annotations
@@ -39,12 +42,12 @@ from tqdm import tqdm
 from facemark.checkpoint import CheckpointError, checkpoint_state, load_checkpoint, save_checkpoint
 from facemark.config import TrainConfig, config_to_dict
 from facemark.data.dataset import LandmarkDataset
-from facemark.data.store import Store
+from facemark.data.store import Store, check_prepared
 from facemark.files import remove_stale_temporaries, write_atomic
-from facemark.geometry import from_crop
 from facemark.losses import get_loss
 from facemark.metrics import describe, nme
-from facemark.schemes import resolve_scheme
+from facemark.geometry import CropRule, from_crop
+from facemark.schemes import resolve_scheme, spec_value
 from facemark.models import create_model
 
 
@@ -144,6 +147,31 @@ def init_from_checkpoint(model: torch.nn.Module, init: str) -> dict:
     return {"path": str(path), "copied": sorted(copied), "reinitialised": sorted(k for k in own if k not in copied)}
 
 
+#: config keys a resumed run must keep: they define the model (weights, crop, scheme) and the data order
+RESUME_FIXED = ("model", "model_args", "input_size", "crop", "scheme", "data", "batch_size", "seed", "extra_data",
+                "extra_fraction")
+#: config keys whose change moves the learning rate at once
+_LR_KEYS = ("lr", "schedule", "lr_decay", "lr_decay_steps", "lr_milestones", "warmup_steps", "steps")
+
+
+def resume_changes(config: TrainConfig, state: dict, model_args: dict, scheme, path: Path) -> dict[str, tuple]:
+    """``{key: (checkpoint's value, new value)}`` for the config keys that changed since the checkpoint
+    at ``path`` and may change (they are applied); :class:`CheckpointError` naming the keys when one
+    of :data:`RESUME_FIXED` changed (the model's spec is compared even in checkpoints without a config)."""
+    old, new = dict(state.get("config") or {}), config_to_dict(config)
+    fixed = {"model": (state["model_name"], config.model), "model_args": (state["model_args"], model_args),
+             "crop": (CropRule(**state["crop"]).to_dict(), config.crop.to_dict())}
+    if "scheme" in state:
+        fixed["scheme"] = (state["scheme"], spec_value(scheme))
+    fixed.update({key: (old[key], new[key]) for key in RESUME_FIXED if key not in fixed and key in old})
+    refused = [f"{key} {was!r} -> {now!r}" for key, (was, now) in fixed.items() if was != now]
+    if refused:
+        raise CheckpointError(f"{path}: cannot resume with a changed {'; '.join(refused)} (the checkpoint was trained "
+                              "with the first); keep it, or train into a new out")
+    return {key: (old[key], new[key]) for key in new
+            if key in old and key not in RESUME_FIXED and key != "out" and old[key] != new[key]}
+
+
 def l2_penalty(model: torch.nn.Module) -> torch.Tensor:
     """sum(w^2)/2 over conv and linear weights (TensorFlow's l2_loss, as the recipe uses)."""
     weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
@@ -217,6 +245,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
 
     # -- data
     data = Path(config.data)
+    check_prepared(data)  # split.json, train/ and val/ from one prepare run
     train_set = LandmarkDataset(Store.open(data / "train"), config.input_size, config.crop, config.augment, config.seed)
     val_set = LandmarkDataset(Store.open(data / "val"), config.input_size, config.crop)
     num_points = train_set.store.num_points
@@ -269,12 +298,25 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
             state = load_checkpoint(out / "last.pt")
         except CheckpointError as err:
             raise CheckpointError(f"cannot resume: {err}") from None
+        changes = resume_changes(config, state, model_args, scheme, out / "last.pt")  # before the weights load
         model.load_state_dict(state.get("train_model", state["model"]))  # with EMA, "model" holds the average
         if ema is not None:
             ema.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best_nme, history = state["step"], state["best_nme"], state["history"]
+        if any(key in changes for key in _LR_KEYS):  # the new rate from this step on, not the checkpoint's
+            scheduler.base_lrs = [config.lr] * len(optimizer.param_groups)
+            for group in optimizer.param_groups:
+                group["initial_lr"], group["lr"] = config.lr, config.lr * lr_factor(config, step)
+            scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
+        if changes:
+            history.append({"step": step, "resumed_with": {key: [was, now] for key, (was, now) in changes.items()}})
+            if master:
+                tqdm.write(f"resume at step {step}: applying the changed "
+                           + "; ".join(f"{key} {was!r} -> {now!r}" for key, (was, now) in changes.items())
+                           + (" (init is not used when resuming: the weights come from last.pt)" if "init" in changes
+                              else ""))
     raw_model = model
     if distributed:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -41,3 +41,30 @@ def test_crafted_checkpoints_name_file_and_field(tiny_checkpoint, tmp_path, caps
 def test_a_good_checkpoint_still_loads(tiny_checkpoint):
     state = load_checkpoint(tiny_checkpoint)
     assert state["model_args"] == {"num_points": 68, "input_size": 64} and state["crop"]["clip"] is False
+
+
+def test_a_write_that_fails_while_checkpointing_is_one_line(tiny_checkpoint, tmp_path):
+    """A full disk while checkpointing printed torch's "inline_container.cc" error. Here the write
+    fails as on a full disk, for real: the file size limit (RLIMIT_FSIZE) stops it part-way."""
+    import resource
+    import signal
+
+    from facemark.checkpoint import save_checkpoint
+
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    path = tmp_path / "last.pt"
+    save_checkpoint(state, path)  # the previous checkpoint
+    before = path.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, hard))
+    try:
+        with pytest.raises(CheckpointError) as err:
+            save_checkpoint(state, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    message = str(err.value)
+    assert message.startswith(f"{path}: cannot write the checkpoint (") and "MB free on its disk" in message
+    assert "\n" not in message and "inline_container" not in message
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -53,3 +53,85 @@ def test_print_config_shows_the_resolved_config_and_every_settable_key(capsys, t
     (tmp_path / "c.yaml").write_text(text)
     assert load_config(tmp_path / "c.yaml") == load_config("configs/300w_pipnet_resnet_128.yaml", ["crop.top=0.25"])
     assert main(["train", "--print-config"]) == 0 and "seed_senet" in capsys.readouterr().out  # the defaults
+
+
+@pytest.fixture
+def no_server(monkeypatch):
+    """uvicorn.run fails the test: these commands must stop before a server starts."""
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("the server started"))
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["serve", "--max-upload-mb", "nan"], "--max-upload-mb"),
+    (["serve", "--max-upload-mb", "inf"], "--max-upload-mb"),
+    (["serve", "--port", "99999"], "--port"),
+    (["serve", "--upload-timeout", "nan"], "--upload-timeout"),
+    (["data", "preview", "store", "--count", "-5"], "--count"),
+], ids=["upload-nan", "upload-inf", "port-99999", "timeout-nan", "count-minus-5"])
+def test_bad_numbers_are_refused_by_the_parser(argv, option, capsys, no_server):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and f"argument {option}: " in capsys.readouterr().err
+
+
+def test_serve_with_a_bad_model_is_one_line_before_the_server_starts(tmp_path, exported_bad_scheme, capsys, no_server):
+    """`serve --model /tmp` gave a 24-line uvicorn traceback; a model file whose scheme names a path
+    was read at start-up."""
+    for model, words in ((tmp_path, "model file not found"), (exported_bad_scheme, "never a path")):
+        assert main(["serve", "--model", str(model)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"facemark: error: {model}: ") and words in err[0]
+
+
+@pytest.fixture
+def exported_bad_scheme(tiny_checkpoint, tmp_path):
+    import json
+
+    import onnx
+
+    out = tmp_path / "tiny.onnx"
+    assert main(["export", str(tiny_checkpoint), "--onnx", str(out)]) == 0
+    graph = onnx.load(str(out))
+    meta = json.loads(graph.metadata_props[0].value)
+    meta["scheme"] = "/dev/zero"
+    graph.metadata_props[0].value = json.dumps(meta)
+    onnx.save(graph, str(out))
+    return out
+
+
+@pytest.mark.parametrize("flag, value", [("--jitter", "nan"), ("--jitter", "-1"), ("--max-error", "nan")])
+def test_eval_settings_are_checked_before_the_model_loads(flag, value, capsys, monkeypatch):
+    import facemark.cli
+
+    monkeypatch.setattr(facemark.cli, "load_predictor", lambda *args, **kwargs: pytest.fail("the model loaded"))
+    assert main(["eval", "--model", "default", "--data", "data/x", flag, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{flag[2:].replace('-', '_')} must be in " in err[0] and f"got {float(value)!r}" in err[0]
+
+
+def test_max_mpx_sets_the_pixel_cap_of_every_command(tmp_path, tiny_checkpoint, capsys):
+    """The service's 40-Mpx limit, configurable, everywhere: here predict with a 0.01 Mpx cap."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(tmp_path / "photo.png"), np.zeros((120, 100, 3), np.uint8))
+    (tmp_path / "boxes.json").write_text("[[20, 20, 80, 100]]")
+    argv = ["predict", str(tmp_path / "photo.png"), "--out", str(tmp_path / "out"), "--model", str(tiny_checkpoint),
+            "--backend", "torch", "--boxes", str(tmp_path / "boxes.json")]
+    assert main(["--max-mpx", "0.01", *argv]) == 1
+    (skip,) = json.loads((tmp_path / "out" / "predictions.json").read_text())["skipped"]
+    assert skip["reason"].endswith("100x120 (0.012 Mpx) is over the 0.01 Mpx limit (facemark --max-mpx sets it)")
+    assert main(argv) == 0  # the default, 40 Mpx
+    with pytest.raises(SystemExit):
+        main(["--max-mpx", "nan", *argv])
+    video = tmp_path / "clip.mp4"  # a video's frame size is checked before its frames are read
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (100, 120))
+    writer.write(np.zeros((120, 100, 3), np.uint8))
+    writer.release()
+    assert main(["--max-mpx", "0.01", *argv[:1], str(video), *argv[2:]]) == 1
+    (skip,) = json.loads((tmp_path / "out" / "predictions.json").read_text())["skipped"]
+    assert skip["path"] == str(video) and "100x120 (0.012 Mpx) is over the 0.01 Mpx limit" in skip["reason"]

@@ -63,3 +63,26 @@ def test_every_shipped_training_config_loads():
     assert configs
     for path in configs:
         load_config(path)
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("crop.top=.nan", "crop.top = nan: expected a number in -0.5..2.0"),  # trained to the end; predict could not use it
+    ("crop.top=-5", "crop.top = -5.0: expected a number in -0.5..2.0"),
+    ("crop.top=1e308", "crop.top = 1e+308: expected a number in -0.5..2.0"),
+    ("crop.side=-0.4", "crop.side = -0.4: the crop box would be 0.2x the landmark box's width"),
+    ("augment.rotate=.nan", "augment.rotate = nan: expected a number in 0.0..180.0"),
+    ("augment.scale=[0.9,.inf]", "augment.scale = (0.9, inf): expected two numbers in 0.1..10.0"),
+    ("augment.scale=[1.2,0.8]", "augment.scale = (1.2, 0.8): expected (smallest, largest)"),
+    ("augment.box_jitter=0.5", "augment.box_jitter = 0.5: expected a number in 0.0..0.4"),
+    ("augment.occlusion=2", "augment.occlusion = 2.0: expected a number in 0.0..1.0"),
+    ("lr=1e308", "lr = '1e308': Input should be less than or equal to 1"),
+    ("lr_decay=.nan", "lr_decay = nan: Input should be a finite number"),
+    ("model_args.width=.inf", "model_args.width = inf: expected a finite number"),
+], ids=lambda v: v if "=" in v else "")
+def test_every_float_is_range_checked(tmp_path, override, words):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: pipnet_resnet\nmodel_args:\n  width: 0.5\naugment:\n  rotate: 10\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, [override])
+    assert str(err.value).startswith(f"{path}: {words}"), str(err.value)
+    assert "\n" not in str(err.value)

@@ -215,3 +215,19 @@ def test_dlib_baseline_on_real_faces(lite_root):
     faces = [read_pts_sample(p) for p in paths]
     result = evaluate(load_predictor("dlib"), faces, progress=False)
     assert result["evaluated"] == 3 and result["summary"]["mean"] < 0.15
+
+
+def test_a_point_count_mismatch_names_the_data_and_the_model_file(synthetic_dataset, tiny_checkpoint, tmp_path):
+    """A 68-point model on 5-point data skipped every face with a numpy shape message, naming no file."""
+    from facemark.api import Landmarker
+    from facemark.data.prepare import prepare
+    from facemark.data.store import convert_stores
+    from facemark.schemes import CONVERSIONS
+
+    prepare(synthetic_dataset, tmp_path / "data", size=48, progress=False)
+    convert_stores([tmp_path / "data" / "val"], tmp_path / "val5", CONVERSIONS["5pt"], progress=False)
+    with pytest.raises(ValueError) as err:
+        evaluate(Landmarker(tiny_checkpoint), tmp_path / "val5", progress=False)
+    message = str(err.value)
+    assert message.startswith(f"store {tmp_path / 'val5'}: its faces have 5 points, the model ")
+    assert f"({tiny_checkpoint}) gives 68" in message and "\n" not in message

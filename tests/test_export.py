@@ -208,3 +208,82 @@ def test_shipped_int8_default_agrees_with_the_float_default():
     assert int8.meta["precision"] == "int8" and int8_face.quality is not None
     with pytest.raises(ValueError, match="ONNX-only"):
         Landmarker("default-int8", backend="torch")
+
+
+def _crafted_onnx(exported, path, edit) -> Path:
+    """A copy of ``exported`` whose facemark metadata is ``edit(meta)`` (a dict, dumped as JSON) or a raw string."""
+    import onnx
+
+    graph = onnx.load(str(exported))
+    meta = json.loads(graph.metadata_props[0].value)
+    value = edit(meta)
+    graph.metadata_props[0].value = value if isinstance(value, str) else json.dumps(meta)
+    onnx.save(graph, str(path))
+    return path
+
+
+def _crafted_pt(tiny_checkpoint, path, edit) -> Path:
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    edit(state)
+    torch.save(state, path)
+    return path
+
+
+def _one_line_error(path, call=Landmarker) -> str:
+    with pytest.raises((ValueError, RuntimeError)) as err:  # RuntimeError: CheckpointError
+        call(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message, message
+    return message
+
+
+def test_a_scheme_string_in_a_model_file_is_never_read_as_a_path(exported, tiny_checkpoint, tmp_path):
+    """A model file's ``scheme`` used to be opened as a YAML path ("/dev/zero": 4.8 GB then MemoryError;
+    "/dev/stdin": a hang; here a real scheme file, which loaded). Now only a built-in name or the full mapping."""
+    from facemark.schemes import SCHEME_DIR, scheme_to_dict, get_scheme
+
+    yaml_file = tmp_path / "scheme.yaml"
+    yaml_file.write_text((SCHEME_DIR / "ibug68.yaml").read_text())
+    onnx_file = _crafted_onnx(exported, tmp_path / "path.onnx", lambda m: m.update(scheme=str(yaml_file)))
+    pt_file = _crafted_pt(tiny_checkpoint, tmp_path / "path.pt", lambda s: s.update(scheme=str(yaml_file)))
+    for path in (onnx_file, pt_file):
+        message = _one_line_error(path)
+        assert "model spec field 'scheme'" in message and "never a path" in message
+    # what the spec may hold: a built-in scheme's name, or the scheme's whole mapping
+    full = _crafted_onnx(exported, tmp_path / "full.onnx", lambda m: m.update(scheme=scheme_to_dict(get_scheme(68))))
+    assert Landmarker(full).scheme == get_scheme(68)
+    # a mapping with another point count than the graph's is refused too
+    five = _crafted_onnx(exported, tmp_path / "five.onnx", lambda m: m.update(scheme=scheme_to_dict(get_scheme(5))))
+    assert "has 5 points" in _one_line_error(five)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda m: (m.update(input_size=128), m["model_args"].update(input_size=128)),
+     "model spec field 'input_size' = 128: the graph's input 'image' is Bx3x64x64"),
+    (lambda m: (m.update(num_points=98, scheme="98"), m["model_args"].update(num_points=98)),
+     "model spec field 'model_args.num_points' = 98: the graph's output 'points' is Bx68x2"),
+    (lambda m: m.update(input_size=1024), "model spec field 'input_size' = 1024: differs from model_args.input_size"),
+    (lambda m: m["crop"].update(top=-0.5, bottom=-0.5), "'crop.top' = -0.5: with bottom = -0.5 the crop box would be 0x"),
+    (lambda m: m["crop"].update(side=-0.5), "'crop.side' = -0.5: the crop box would be 0x the landmark box's width"),
+], ids=["input-size-128", "98-points", "input-size-1024", "crop-height-0", "crop-width-0"])
+def test_the_spec_is_checked_against_the_graph_and_the_crop_geometry(exported, tmp_path, edit, words):
+    """Each field was in range, so these loaded, and `serve` said /healthz ok and answered every request 500."""
+    assert words in _one_line_error(_crafted_onnx(exported, tmp_path / "crafted.onnx", edit))
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda s: s.update(input_size=1024), "model spec field 'input_size' = 1024: differs from model_args.input_size"),
+    (lambda s: s.update(num_points=98), "model spec field 'num_points' = 98: differs from model_args.num_points"),
+    (lambda s: s["crop"].update(top=-0.5, bottom=-0.5), "crop.top = -0.5: with bottom = -0.5 the crop box would be 0x"),
+    (lambda s: s.update(std=[1.0, 0.0, 1.0]), "model spec field 'std' = [1.0, 0.0, 1.0]: every value must be above 0"),
+], ids=["input-size-1024", "98-points", "crop-height-0", "std-0"])
+def test_a_checkpoint_spec_gets_the_same_checks(tiny_checkpoint, tmp_path, edit, words):
+    assert words in _one_line_error(_crafted_pt(tiny_checkpoint, tmp_path / "crafted.pt", edit))
+
+
+@pytest.mark.parametrize("raw, words", [
+    ("{not json", "ONNX metadata 'facemark' is not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+], ids=["not-json", "too-deep"])
+def test_onnx_metadata_that_is_not_a_spec_names_the_file(exported, tmp_path, raw, words):
+    assert words in _one_line_error(_crafted_onnx(exported, tmp_path / "bad.onnx", lambda m: raw))

@@ -94,3 +94,23 @@ def test_image_size_follows_exif_orientation(tmp_path):
     Image.new("RGB", (80, 40)).save(tmp_path / "rotated.jpg", exif=exif)
     assert image_size(tmp_path / "rotated.jpg") == (40, 80)
     assert read_image(tmp_path / "rotated.jpg").shape[:2] == (80, 40)
+
+
+def test_an_image_over_the_pixel_cap_is_refused_from_its_header(tmp_path, monkeypatch):
+    """`predict` on a 1.2 MB 20000 x 20000 PNG took 2.5 GB: every command now checks the declared size
+    against facemark.files.MAX_PIXELS (the service's 40 Mpx, `facemark --max-mpx`) before decoding."""
+    from PIL import Image
+
+    import facemark.files
+
+    path = tmp_path / "big.png"
+    Image.new("1", (7000, 7000)).save(path)  # 49 Mpx in a few kB
+    assert path.stat().st_size < 50_000
+    decoded = []
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: decoded.append(args))
+    with pytest.raises(ImageError, match=r"big.png: 7000x7000 \(49 Mpx\) is over the 40 Mpx limit"):
+        read_image(path)
+    assert decoded == []  # refused before any pixel was decoded
+    monkeypatch.undo()
+    monkeypatch.setattr(facemark.files, "MAX_PIXELS", 50_000_000)  # configurable
+    assert read_image(path).shape == (7000, 7000, 3)

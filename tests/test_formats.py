@@ -248,6 +248,22 @@ def test_cofw(tmp_path):
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["train_0001.png", "train_0002.png"]
 
 
+def test_cofw_image_sizes_are_checked_before_anything_is_read(tmp_path):
+    """A 12 KB COFW .mat declaring eight 30000 x 30000 images ran 3 minutes and peaked at 8 GB: an
+    image's declared size is now checked against the pixel cap (facemark.files.MAX_PIXELS) first."""
+    path = tmp_path / "bomb.mat"
+    with h5py.File(path, "w", userblock_size=512) as f:
+        ref_ds = f.create_dataset("IsTr", (1, 1), dtype=h5py.ref_dtype)
+        big = f.create_group("#refs#").create_dataset("img0", shape=(3, 8000, 8000), dtype=np.uint8,
+                                                      chunks=(3, 500, 500), compression="gzip")  # never written
+        ref_ds[0, 0] = big.ref
+        f.create_dataset("phisTr", data=np.hstack([np.full(58, 20.0), np.zeros(29)])[None].T)
+    assert path.stat().st_size < 50_000
+    with pytest.raises(DataError, match=r"bomb.mat: IsTr\{1\}: image 8000x8000 \(64 Mpx\) is over the 40 Mpx limit"):
+        read_cofw_mat(path, tmp_path / "images")
+    assert not (tmp_path / "images").exists() or not list((tmp_path / "images").iterdir())
+
+
 def test_cofw_rejects_non_hdf5(tmp_path):
     scipy.io.savemat(tmp_path / "old.mat", {"phisTr": np.zeros((1, 87))})
     with pytest.raises(DataError, match="old.mat.*v7.3"):
@@ -539,3 +555,29 @@ def test_fuzz_cofw(fuzz_dir, case):
     else:
         _cofw_file(path, images, phis)
     refused_or_read(read_cofw_mat, path, fuzz_dir / "cofw_images")
+
+
+def test_a_fifo_named_like_an_annotation_is_skipped_and_listed(synthetic_dataset):
+    """A FIFO named x.pts (with x.png beside it) made `prepare` hang: non-regular files are skipped."""
+    import os
+    import threading
+
+    folder = synthetic_dataset / "faces"
+    fifo = folder / "x_1.pts"
+    os.mkfifo(fifo)
+    os.link(folder / "face000_1.png", folder / "x_1.png")
+
+    def writer():  # a reader that opens the FIFO gets a few bytes and an end, instead of blocking
+        with open(fifo, "w") as f:
+            f.write("1 2\n")
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        samples, skipped = read_dataset(synthetic_dataset)
+        assert len(samples) == 40
+        assert skipped == [(str(fifo), "not a regular file (a FIFO, device or socket); skipped")]
+    finally:
+        read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # let the writer finish if nobody read
+        thread.join()
+        os.close(read_end)

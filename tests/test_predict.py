@@ -67,7 +67,8 @@ def test_video_gives_annotated_video_and_frame_json(tmp_path, tiny_checkpoint, f
     capture = cv2.VideoCapture(entry["output"])
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5 and capture.read()[1].shape == image.shape
     capture.release()
-    frames = json.loads((tmp_path / "out" / "clip.frames.json").read_text())["frames"]
+    header, *frames = [json.loads(line) for line in (tmp_path / "out" / "clip.frames.jsonl").read_text().splitlines()]
+    assert header["size"] == [160, 160] and header["fps"] == pytest.approx(10.0) and entry["frames_jsonl"].endswith(".jsonl")
     assert [f["frame"] for f in frames] == list(range(5))
     assert all(len(f["faces"]) == 1 and f["faces"][0]["track_id"] == 0 for f in frames)
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
@@ -139,3 +140,107 @@ def test_lines_draws_the_scheme_lines_between_the_points(tmp_path, tiny_checkpoi
         drawings[bool(flag)] = cv2.imread(str(out / "face.png")).astype(int)
     cyan = lambda im: (im[..., 0] > 150) & (im[..., 1] > 150) & (im[..., 2] < 100)  # noqa: E731 - BGR (255, 255, 0)
     assert cyan(drawings[True]).sum() > cyan(drawings[False]).sum() + 20
+
+
+def _photo(folder, face, name="photo.png"):
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / name), face[0])
+    boxes = folder.parent / "boxes.json"
+    boxes.write_text(json.dumps([list(box_from_points(face[1]))]))  # every image
+    return folder / name, boxes
+
+
+def _run(argv, tiny_checkpoint, capsys):
+    code = main(["predict", *argv, "--model", str(tiny_checkpoint), "--backend", "torch"])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_predict_never_writes_over_its_inputs(tmp_path, tiny_checkpoint, face, capsys):
+    """`predict photo.jpg --out .` replaced photo.jpg with the annotated copy (clip.mp4 likewise)."""
+    photo, boxes = _photo(tmp_path / "in", face)
+    original = photo.read_bytes()
+    code, err = _run([str(photo), "--out", str(photo.parent), "--boxes", str(boxes)], tiny_checkpoint, capsys)
+    assert code == 2 and len(err) == 1 and "would be written over the input" in err[0] and str(photo) in err[0]
+    assert photo.read_bytes() == original and not (photo.parent / "predictions.json").exists()
+    video = photo.parent / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 160))
+    for _ in range(3):
+        writer.write(face[0])
+    writer.release()
+    clip = video.read_bytes()
+    with pytest.raises(ValueError, match="would be written over the input"):
+        predict_paths([video], Landmarker(tiny_checkpoint, backend="torch"), photo.parent, boxes=boxes, progress=False)
+    assert video.read_bytes() == clip
+
+
+def test_a_folder_inside_out_is_processed_and_an_empty_run_is_an_error(tmp_path, tiny_checkpoint, face, capsys):
+    """`predict ph/photos --out ph` processed nothing and exited 0; so did a folder without images."""
+    photo, boxes = _photo(tmp_path / "ph" / "photos", face)
+    code, err = _run([str(photo.parent), "--out", str(tmp_path / "ph"), "--boxes", str(boxes)], tiny_checkpoint, capsys)
+    assert code == 0 and (tmp_path / "ph" / "photo.png").is_file()
+    assert len(json.loads((tmp_path / "ph" / "predictions.json").read_text())["images"]) == 1
+    (tmp_path / "empty").mkdir()
+    code, err = _run([str(tmp_path / "empty"), "--out", str(tmp_path / "o")], tiny_checkpoint, capsys)
+    assert code == 2 and len(err) == 1 and "no image or video files" in err[0] and str(tmp_path / "empty") in err[0]
+
+
+def test_out_naming_a_file_is_refused_before_any_work(tmp_path, tiny_checkpoint, face, capsys):
+    """It used to fail only after every file was processed, with a traceback."""
+    photo, boxes = _photo(tmp_path / "in", face)
+    (tmp_path / "taken").write_text("a file")
+    code, err = _run([str(photo), "--out", str(tmp_path / "taken"), "--boxes", str(boxes)], tiny_checkpoint, capsys)
+    assert code == 2 and err == [f"facemark: error: {tmp_path / 'taken'}: --out names a file; give a folder for the "
+                                 "annotated files"]
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[{"box": [30, 30, 120, 130], "score": NaN}]', "not valid JSON (NaN is not a number JSON allows)"),
+    ('[{"box": [30, 30, 120, 130], "score": 1e400}]', "score must be a finite number, got inf"),
+    ("[[true, 30, 120, 130]]", "a box is 4 finite numbers (x0, y0, x1, y1), got [True, 30, 120, 130]"),
+    ('[{"box": [30, 30, 120, 130], "score": "high"}]', "score must be a finite number, got 'high'"),
+], ids=["nan-score", "1e400-score", "bool-coordinate", "string-score"])
+def test_boxes_files_are_checked_for_types_and_finite_values(tmp_path, tiny_checkpoint, face, capsys, text, words):
+    """`"score": NaN` or `1e400` wrote NaN/Infinity into predictions.json (not JSON); `[[true, 2, 3, 4]]` was a box."""
+    photo, boxes = _photo(tmp_path / "in", face)
+    boxes.write_text(text)
+    code, err = _run([str(photo), "--out", str(tmp_path / "out"), "--boxes", str(boxes)], tiny_checkpoint, capsys)
+    assert code == 2 and len(err) == 1 and words in err[0] and str(boxes) in err[0]
+
+
+def test_a_box_far_outside_the_image_is_a_one_line_skip(tmp_path, tiny_checkpoint, face, capsys):
+    """A 1e9 box ended in OpenCV's `circle` error; the result JSON stays strict JSON."""
+    photo, boxes = _photo(tmp_path / "in", face)
+    boxes.write_text("[[0, 0, 1e9, 1e9]]")
+    code, err = _run([str(photo), "--out", str(tmp_path / "out"), "--boxes", str(boxes)], tiny_checkpoint, capsys)
+    result = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert code == 1 and result["images"] == []
+    assert "reaches more than 1x the image size outside the 160x160 image" in result["skipped"][0]["reason"]
+
+
+def test_video_frames_stream_to_json_lines(tmp_path, tiny_checkpoint, face, monkeypatch):
+    """Video results were held in memory (~41 KB per face per frame) and nothing was written if the run
+    died: each frame's line is on disk before the next frame, and a run that dies keeps them."""
+    from facemark.predict import _Predictor
+
+    image, points = face
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 160))
+    for shift in range(6):
+        writer.write(np.roll(image, shift, axis=1))
+    writer.release()
+    partial = tmp_path / "out" / "clip.frames.jsonl.partial"
+    seen, draw = [], _Predictor.draw
+
+    def draw_and_look(self, frame, faces):
+        seen.append(len(partial.read_text().splitlines()))  # the header and every frame before this one
+        if len(seen) == 5:
+            raise RuntimeError("the run dies at frame 4")
+        return draw(self, frame, faces)
+
+    monkeypatch.setattr(_Predictor, "draw", draw_and_look)
+    lm = Landmarker(tiny_checkpoint, backend="torch")
+    result = predict_paths([video], lm, tmp_path / "out", boxes=[list(box_from_points(points))], progress=False)
+    assert seen == [1, 2, 3, 4, 5] and "dies at frame 4" in result["skipped"][0]["reason"]
+    header, *frames = [json.loads(line) for line in partial.read_text().splitlines()]
+    assert header["path"] == str(video) and [f["frame"] for f in frames] == [0, 1, 2, 3]
+    assert not (tmp_path / "out" / "clip.mp4").exists() and not (tmp_path / "out" / "clip.frames.jsonl").exists()

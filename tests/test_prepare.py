@@ -88,3 +88,79 @@ def test_ambiguous_or_wrong_formats_are_named(tmp_path):
         read_dataset(tmp_path / "x.json")
     with pytest.raises(Exception, match="one annotation file"):
         read_dataset(tmp_path, format="wflw")
+
+
+def test_a_killed_prepare_leaves_the_previous_folder_whole(synthetic_dataset, tmp_path):
+    """24 random `kill -9` into a folder holding an older store left 12 new split.json with the old
+    stores and 7 new train stores with the old val: prepare now builds the whole folder beside it
+    and switches it in with one rename."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from facemark.data.formats import write_pts
+    from facemark.data.prepare import prepare
+
+    out = tmp_path / "data"
+    prepare(synthetic_dataset, out, size=48, progress=False)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    rng = np.random.default_rng(9)  # the dataset grows, and the next prepare dies after its train store
+    for i in range(10):
+        image, points = synthetic_face(rng)
+        cv2.imwrite(str(synthetic_dataset / "faces" / f"new{i:02d}_1.png"), image)
+        write_pts(synthetic_dataset / "faces" / f"new{i:02d}_1.pts", points)
+    script = textwrap.dedent(f"""
+        import os, signal
+        import facemark.data.prepare as p
+        original = p.write_store
+        def write_then_die(samples, out_dir, **kw):
+            result = original(samples, out_dir, **kw)
+            if out_dir.name == "train":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
+        p.write_store = write_then_die
+        p.prepare({str(synthetic_dataset)!r}, {str(out)!r}, size=48, progress=False)
+    """)
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(repo)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # the next run removes what the killed one left and switches the new folder in
+    assert prepare(synthetic_dataset, out, size=48, progress=False)["faces"] == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "synth"]
+
+
+def test_train_and_eval_refuse_a_folder_mixed_from_two_prepare_runs(synthetic_dataset, tmp_path):
+    """split.json, train/ and val/ each record the id of the prepare run that wrote them."""
+    import shutil
+
+    from facemark.config import load_config
+    from facemark.data.prepare import prepare
+    from facemark.data.record import DataError
+    from facemark.evaluate import load_faces
+    from facemark.train import train
+
+    for name in ("a", "b"):
+        prepare(synthetic_dataset, tmp_path / name, size=48, progress=False)
+    shutil.rmtree(tmp_path / "a" / "val")
+    shutil.copytree(tmp_path / "b" / "val", tmp_path / "a" / "val")
+    assert len(load_faces(tmp_path / "b", "val")[0]) > 0  # a whole folder is fine
+    with pytest.raises(DataError, match="come from different `facemark data prepare` runs"):
+        load_faces(tmp_path / "a", "val")
+    config = load_config(None, [f"data={tmp_path / 'a'}", f"out={tmp_path / 'run'}", "steps=1", "batch_size=4",
+                                "input_size=32", "num_threads=1"])
+    with pytest.raises(DataError, match=f"{tmp_path / 'a'}: split.json, train/ and val/ come from different"):
+        train(config)
+
+
+def test_prepare_refuses_to_replace_a_folder_it_did_not_write(synthetic_dataset, tmp_path):
+    """The output folder is replaced whole: one holding anything else (the dataset itself) is refused."""
+    from facemark.data.prepare import prepare
+    from facemark.data.record import DataError
+
+    with pytest.raises(DataError, match="holds faces, which `facemark data prepare` did not write"):
+        prepare(synthetic_dataset, synthetic_dataset, size=48, progress=False)
+    assert len(list((synthetic_dataset / "faces").glob("*.pts"))) == 40

@@ -220,3 +220,31 @@ def test_custom_scheme_prepare_train_eval_predict(synthetic_dataset, tmp_path, c
     capsys.readouterr()
     assert main(["train", "--config", str(config), "--scheme", str(five), "--set", f"out={tmp_path / 'run2'}"]) != 0
     assert "scheme '5' has 5 points, the data/model has 68" in capsys.readouterr().err
+
+
+def test_a_scheme_file_with_another_point_count_is_named(tmp_path, tiny_checkpoint):
+    """`predict --scheme wflw98.yaml` with a 68-point model said "scheme '98' has 98 points ...", naming no file."""
+    import yaml
+
+    from facemark.api import Landmarker
+    from facemark.schemes import resolve_scheme
+
+    path = tmp_path / "my98.yaml"
+    path.write_text(yaml.safe_dump(scheme_to_dict(get_scheme(98))))
+    for call in (lambda: Landmarker(tiny_checkpoint, scheme=load_scheme(path)), lambda: resolve_scheme(path, 68)):
+        with pytest.raises(SchemeError) as err:
+            call()
+        assert str(err.value) == f"{path}: scheme '98' has 98 points, the data/model has 68"
+
+
+def test_only_a_small_regular_file_is_read_as_a_scheme(tmp_path):
+    """`--scheme /dev/zero` read 4.8 GB before a MemoryError and a FIFO blocked: a scheme file is a
+    regular file of at most 1 MB (/dev/null stands in for the devices here: it ends at once)."""
+    with pytest.raises(SchemeError, match=r"^/dev/null: cannot read: not a regular file$"):
+        load_scheme("/dev/null")
+    big = tmp_path / "big.yaml"
+    from facemark.schemes import SCHEME_DIR
+
+    big.write_text("#" * (2 << 20) + "\n" + (SCHEME_DIR / "ibug68.yaml").read_text())  # valid, but 2 MB
+    with pytest.raises(SchemeError, match=r"big.yaml: \d+ bytes is too large for a scheme file \(at most 1048576\)"):
+        load_scheme(big)

@@ -139,3 +139,16 @@ def test_a_store_left_by_a_killed_prepare_is_removed(synthetic_dataset, tmp_path
     (stale / "images.npy").write_bytes(bytes(1000))
     prepare(synthetic_dataset, tmp_path / "out", size=64, progress=False)
     assert not stale.exists() and Store.open(tmp_path / "out" / "train")
+
+
+def test_a_store_index_scheme_is_never_read_as_a_path(synthetic_dataset, tmp_path):
+    """A string in a file is not a file to open: a store's scheme is a built-in name or the full mapping."""
+    from facemark.schemes import SCHEME_DIR, SchemeError
+
+    prepare(synthetic_dataset, tmp_path / "data", size=48, progress=False)
+    index_path = tmp_path / "data" / "train" / "index.json"
+    index = json.loads(index_path.read_text())
+    index["scheme"] = str(SCHEME_DIR / "ibug68.yaml")  # a real scheme file: it used to be opened
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(SchemeError, match=r"index.json: scheme = '.*ibug68.yaml': expected a built-in scheme name"):
+        Store.open(tmp_path / "data" / "train").scheme

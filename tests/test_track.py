@@ -146,7 +146,7 @@ def test_predict_on_a_video_tracks_its_faces(tmp_path, landmarker, photo):
     result = predict_paths([video], landmarker, tmp_path / "out", progress=False)
     (entry,) = result["videos"]
     assert entry["frames"] == 12 and entry["faces"] == 12
-    saved = json.loads((tmp_path / "out" / "clip.frames.json").read_text())["frames"]
+    saved = [json.loads(line) for line in (tmp_path / "out" / "clip.frames.jsonl").read_text().splitlines()][1:]
     assert [f["faces"][0]["track_id"] for f in saved] == [0] * 12
 
 

@@ -173,3 +173,35 @@ def test_training_and_evaluation_do_not_import_the_inference_api():
     code = ("import sys, facemark.train, facemark.evaluate, facemark.baselines; "
             "assert 'facemark.api' not in sys.modules, sorted(m for m in sys.modules if m.startswith('facemark'))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["model=pipnet_resnet", "model_args={width: 0.25}", "input_size=64"], "cannot resume with a changed model 'seed_senet' -> 'pipnet_resnet'"),
+    (["crop.top=0.25"], "cannot resume with a changed crop {'top': 0.3"),
+    (["batch_size=4"], "cannot resume with a changed batch_size 8 -> 4"),
+], ids=["model", "crop", "batch-size"])
+def test_resume_refuses_a_changed_model_or_crop_in_one_line(small_run, tmp_path, overrides, words):
+    """A changed model printed an 81-line state_dict error; a changed crop was applied mid-run without a word."""
+    path = small_run("fixed")
+    train(load_config(path), max_steps=4)
+    with pytest.raises(CheckpointError) as err:
+        train(load_config(path, overrides), resume=True)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'fixed' / 'last.pt'}: ") and words in message and "\n" not in message
+    assert load_checkpoint(tmp_path / "fixed" / "last.pt")["step"] == 4  # nothing trained
+
+
+def test_resume_applies_a_changed_lr_says_so_and_records_it(small_run, tmp_path, capsys):
+    """`--set lr=0.5` on resume was silently ignored while config.json recorded 0.5."""
+    import json
+
+    path = small_run("lr")
+    train(load_config(path), max_steps=4)
+    config = load_config(path, ["lr=0.5"])
+    assert train(config, resume=True)["step"] == 8
+    state = load_checkpoint(tmp_path / "lr" / "last.pt")
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.5 * lr_factor(config, 8))
+    assert json.loads((tmp_path / "lr" / "config.json").read_text())["lr"] == state["config"]["lr"] == 0.5
+    assert {"step": 4, "resumed_with": {"lr": [0.001, 0.5]}} in state["history"]
+    captured = capsys.readouterr()
+    assert "resume at step 4: applying the changed lr 0.001 -> 0.5" in captured.out + captured.err

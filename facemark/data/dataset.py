@@ -8,6 +8,8 @@ changes; its random draws come from ``(seed, epoch, index)`` so a resumed run se
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import cv2
@@ -43,9 +45,29 @@ class Augment:
     occlusion: float = 0.3  # probability of one patch of a random colour
     degrade: float = 0.0  # probability of a small, blurred, JPEG-compressed face (degrade_image)
 
+    def __post_init__(self):
+        """Each strength a finite number in a sensible range (:data:`AUGMENT_RANGES`); ValueError naming it otherwise."""
+        for key, (low, high) in AUGMENT_RANGES.items():
+            values = getattr(self, key)
+            for value in values if key == "scale" else (values,):
+                if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                        or not low <= value <= high):
+                    raise ValueError(f"augment.{key} = {values!r}: expected {'two numbers' if key == 'scale' else 'a number'}"
+                                     f" in {low}..{high}")
+        if len(self.scale) != 2 or self.scale[0] > self.scale[1]:
+            raise ValueError(f"augment.scale = {self.scale!r}: expected (smallest, largest)")
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"augment.flip = {self.flip!r}: expected true or false")
+
     @classmethod
     def none(cls) -> "Augment":
         return cls(0.0, (1.0, 1.0), 0.0, 0.0, False, 0.0, 0.0, 0.0, 0.0)
+
+
+#: the range of each augmentation strength: rotation in degrees, scale factors, shifts and box-edge
+#: moves as fractions (an edge moving by half the box would empty it), colour strength, probabilities
+AUGMENT_RANGES = {"rotate": (0.0, 180.0), "scale": (0.1, 10.0), "translate": (0.0, 1.0), "box_jitter": (0.0, 0.4),
+                  "colour": (0.0, 1.0), "blur": (0.0, 1.0), "occlusion": (0.0, 1.0), "degrade": (0.0, 1.0)}
 
 
 def images_to_tensor(images_bgr: np.ndarray) -> torch.Tensor:

@@ -4,21 +4,32 @@ The split is deterministic and keyed by a stable id, so it never changes when fi
 elsewhere: each face goes to validation when ``sha1(seed:group)`` falls in the lowest
 ``val_fraction`` of the hash range. ``group`` is the source photo (the sample id without its
 ``_<face number>`` suffix of one or two digits), so two faces of one photo never straddle the split.
+
+The whole output folder is built beside its target (``.<name>.tmp-<pid>``) and switched in with one
+rename (:func:`facemark.files.replace_folder`), so an interrupted run (``kill -9``) leaves the
+previous folder as it was. ``split.json`` and both stores record one ``prepared`` id, which
+training and evaluation check (:func:`facemark.data.store.check_prepared`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+import uuid
 from pathlib import Path
 
 from facemark.data.formats import FORMATS, detect_format, read_dataset
 from facemark.data.record import FaceSample
+from facemark.data.record import DataError
 from facemark.data.store import write_store
-from facemark.files import write_atomic
+from facemark.files import remove_stale_temporaries, replace_folder, write_atomic
 
 SPLIT_SEED = "facemark-v1"
+#: what a prepared folder holds; prepare replaces a folder only when it holds nothing else
+PREPARED_NAMES = frozenset({"split.json", "skipped.txt", "train", "val", "images"})
 
 
 def split_group(sample_id: str) -> str:
@@ -66,8 +77,41 @@ def prepare(
     validation split, so its figures then only monitor training (they are not held out).
     """
     root, out = Path(root), Path(out)
+    _check_replaceable(out)
     if images is None and (format == "cofw" or (format is None and detect_format(root) == "cofw")):
         images = out / "images"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out.parent)  # what a killed prepare left
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    if images is not None and Path(images).resolve().is_relative_to(out.resolve()):  # extracted images: built too
+        images = tmp / Path(images).resolve().relative_to(out.resolve())
+    try:
+        summary = _prepare_into(tmp, out, root, size, context, val_fraction, skip_bad, progress, train_on_all, format,
+                                images, scheme)
+        replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse an output folder that holds anything prepare did not write (a dataset, someone's files)."""
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "the output exists and is not a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in PREPARED_NAMES and not p.name.startswith("."))
+        if foreign:
+            raise DataError(out, f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which "
+                                 "`facemark data prepare` did not write; prepare replaces the whole folder, so give "
+                                 "a new or empty --out")
+
+
+def _prepare_into(tmp: Path, out: Path, root: Path, size, context, val_fraction, skip_bad, progress, train_on_all,
+                  format, images, scheme) -> dict:
+    """:func:`prepare`'s work, written into ``tmp``; the stores record image paths as they will be under ``out``."""
     samples, skipped = read_dataset(root, skip_bad=skip_bad, format=format, images=images)
     if not samples:
         raise FileNotFoundError(f"{root}: no annotated faces found ({', '.join(FORMATS)})")
@@ -78,23 +122,24 @@ def prepare(
         train, val = split_samples(samples, val_fraction)
     if train_on_all:
         train = list(samples)
-    out.mkdir(parents=True, exist_ok=True)
+    prepared = uuid.uuid4().hex  # one id in split.json and both stores: they belong together
     manifest = {
         "root": str(root),
+        "prepared": prepared,
         "rule": ("the CUHK lists' own split: new_training.txt -> train, new_testing.txt -> val" if format == "cuhk-5pt"
                  else f"validation when sha1('{SPLIT_SEED}:<photo id>') < {val_fraction} of the hash range")
                 + ("; train holds every face (--train-on-all)" if train_on_all else ""),
         "train": [s.sample_id for s in train],
         "val": [s.sample_id for s in val],
     }
-    write_atomic(out / "split.json", json.dumps(manifest, indent=1))
+    write_atomic(tmp / "split.json", json.dumps(manifest, indent=1))
     counts = {}
     for name, subset in (("train", train), ("val", val)):
         if not subset:
             raise ValueError(f"{root}: the {name} split is empty ({len(samples)} faces in all)")
-        _, bad = write_store(subset, out / name, size=size, context=context, skip_bad=skip_bad, progress=progress,
-                                 scheme=scheme)
+        _, bad = write_store(subset, tmp / name, size=size, context=context, skip_bad=skip_bad, progress=progress,
+                             scheme=scheme, prepared=prepared, relocate=(tmp, out))
         skipped += bad
         counts[name] = len(subset) - len(bad)
-    write_atomic(out / "skipped.txt", "".join(f"{path}\t{reason}\n" for path, reason in skipped))
+    write_atomic(tmp / "skipped.txt", "".join(f"{path}\t{reason}\n" for path, reason in skipped))
     return {"faces": sum(counts.values()), "skipped": skipped, **counts}

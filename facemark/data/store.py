@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facemark.data.record import DataError, FaceSample, check_points
-from facemark.files import ImageError, fsync_directory, read_image as _read_image, remove_stale_temporaries, write_atomic
+from facemark.files import ImageError, read_image as _read_image, remove_stale_temporaries, replace_folder, write_atomic
 from facemark.geometry import CropRule, box_from_points, crop_affine, crop_box_from_box, crop_image
 
 STORE_VERSION = 1
@@ -78,11 +78,15 @@ def write_store(
     seed: int = 0,
     progress: bool = True,
     scheme=None,
+    prepared: str | None = None,
+    relocate: tuple[Path, Path] | None = None,
 ) -> tuple[Path, list[tuple[str, str]]]:
     """Decode, crop and pack ``samples`` into a store at ``out_dir``.
 
     ``scheme``: a custom :class:`~facemark.schemes.PointScheme` (``--scheme my.yaml``), recorded in the
     index; without one the store's scheme is the built-in one of its point count.
+    ``prepared``: the id of the prepare run (``split.json`` records it too, :func:`check_prepared`);
+    ``relocate = (from, to)``: image paths under ``from`` (a folder being built) are recorded under ``to``.
     Samples are written in a seeded shuffled order. Returns the store path and the list of
     ``(path, reason)`` for samples that were skipped (only with ``skip_bad``; otherwise the first
     bad sample raises :class:`DataError`).
@@ -92,7 +96,8 @@ def write_store(
         raise ValueError(f"no samples to write to {out_dir}")
     num_points = len(samples[0].points)
     if scheme is not None and scheme.num_points != num_points:
-        raise DataError(samples[0].image_path, f"scheme {scheme.name!r} has {scheme.num_points} points, the data {num_points}")
+        raise DataError(scheme.source or "--scheme", f"scheme {scheme.name!r} has {scheme.num_points} points, the data "
+                                                    f"({samples[0].image_path}, ...) {num_points}")
     order = np.random.default_rng(seed).permutation(len(samples))
     tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -124,7 +129,7 @@ def write_store(
                 "id": sample.sample_id,
                 "subset": sample.subset,
                 "dataset": sample.dataset,
-                "image": str(sample.image_path),
+                "image": _recorded_path(sample.image_path, relocate),
                 "image_size": [int(image.shape[1]), int(image.shape[0])],
                 "region": [float(v) for v in region],
                 "visible": None if sample.visible is None else sample.visible.astype(int).tolist(),
@@ -153,15 +158,39 @@ def write_store(
             from facemark.schemes import spec_value
 
             index["scheme"] = spec_value(scheme)
+        if prepared is not None:
+            index["prepared"] = prepared
         write_atomic(tmp_dir / "index.json", json.dumps(index))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
-        fsync_directory(out_dir.parent)
+        replace_folder(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return out_dir, skipped
+
+
+def _recorded_path(path, relocate: tuple[Path, Path] | None) -> str:
+    if relocate is not None and Path(path).is_relative_to(relocate[0]):
+        return str(relocate[1] / Path(path).relative_to(relocate[0]))
+    return str(path)
+
+
+def check_prepared(folder: str | Path) -> None:
+    """A prepared folder's ``split.json``, ``train/`` and ``val/`` must come from one ``prepare`` run:
+    each records its ``prepared`` id (folders prepared before the id: none at all, accepted).
+    :class:`DataError` naming the folder when they disagree (a folder mixed by an interrupted copy)."""
+    folder = Path(folder)
+    ids = {}
+    for name, index in (("split.json", folder / "split.json"), ("train/", folder / "train" / "index.json"),
+                        ("val/", folder / "val" / "index.json")):
+        if index.is_file():
+            try:
+                ids[name] = json.loads(index.read_text()).get("prepared")
+            except (ValueError, AttributeError):
+                raise DataError(index, "not a facemark index (invalid JSON)") from None
+    if len(set(ids.values())) > 1:
+        listed = ", ".join(f"{name} {value or 'none'}" for name, value in ids.items())
+        raise DataError(folder, f"split.json, train/ and val/ come from different `facemark data prepare` runs "
+                                f"(prepared ids: {listed}); prepare it again")
 
 
 @dataclass
@@ -202,11 +231,11 @@ class Store:
 
     @property
     def scheme(self):
-        """The store's :class:`~facemark.schemes.PointScheme`: the one recorded by ``prepare --scheme``,
-        else the built-in one of its point count."""
-        from facemark.schemes import resolve_scheme
+        """The store's :class:`~facemark.schemes.PointScheme`: the one recorded by ``prepare --scheme``
+        (a built-in name or the full mapping, never a path), else the built-in one of its point count."""
+        from facemark.schemes import scheme_from_spec
 
-        return resolve_scheme(self.index.get("scheme"), self.num_points)
+        return scheme_from_spec(self.index.get("scheme"), self.num_points, f"{self.path / 'index.json'}: scheme")
 
     @property
     def samples(self) -> list[dict]:
@@ -262,11 +291,7 @@ def convert_stores(sources: list[str | Path], out_dir: str | Path, convert=None,
         if not convert and recorded[0] is not None and all(r == recorded[0] for r in recorded):
             index["scheme"] = recorded[0]  # the sources' custom scheme, unchanged
         write_atomic(tmp_dir / "index.json", json.dumps(index))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp_dir, out_dir)
-        fsync_directory(out_dir.parent)
+        replace_folder(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -45,9 +46,24 @@ def face_box_calibration(rule: CropRule = SEED_CROP) -> Calibration:
     return Calibration(a=0.0, b=(rule.top - rule.bottom) / 2.0 * d, c=c, d=d)
 
 
+def _real(value) -> bool:
+    """A finite real number (an int or a float, numpy's too), not a bool or a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _box(value) -> tuple[float, float, float, float]:
+    try:
+        values = [] if isinstance(value, (str, bytes, Mapping)) else list(value)
+    except TypeError:  # not a sequence
+        values = []
+    if len(values) != 4 or not all(_real(v) for v in values):
+        raise ValueError(f"a box is 4 finite numbers (x0, y0, x1, y1), got {value!r}")
+    return _finite_box(values)
+
+
 def _parse_detections(value, where: str) -> list[Detection]:
     if isinstance(value, Mapping) or (
-        isinstance(value, Sequence) and len(value) == 4 and all(isinstance(v, (int, float)) for v in value)
+        isinstance(value, Sequence) and len(value) == 4 and all(isinstance(v, numbers.Real) for v in value)
     ):
         value = [value]  # a single box
     if not isinstance(value, Sequence) or isinstance(value, str):
@@ -59,23 +75,32 @@ def _parse_detections(value, where: str) -> list[Detection]:
             if isinstance(item, Mapping):
                 if "box" not in item:
                     raise ValueError("a box object needs a 'box' key")
-                score, roll = float(item.get("score", 1.0)), float(item.get("roll", 0.0))
-                if not math.isfinite(roll) or not -180 <= roll <= 180:
-                    raise ValueError(f"roll must be in -180..180 degrees, got {item.get('roll')!r}")
+                score, roll = item.get("score", 1.0), item.get("roll", 0.0)
+                if not _real(score):
+                    raise ValueError(f"score must be a finite number, got {score!r}")
+                if not _real(roll) or not -180 <= roll <= 180:
+                    raise ValueError(f"roll must be in -180..180 degrees, got {roll!r}")
                 item = item["box"]
-            out.append(Detection(_finite_box(item), score, roll))
+            out.append(Detection(_box(item), float(score), float(roll)))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{where}[{i}]: {e}") from None
     return out
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def load_boxes(path: str | Path) -> list[Detection] | dict[str, list[Detection]]:
-    """Read a boxes JSON file (see the module docstring): a list (all images) or a per-image dict."""
+    """Read a boxes JSON file (see the module docstring): a list (all images) or a per-image dict.
+    Strict JSON: ``NaN`` and ``Infinity`` are refused, and so are numbers beyond the float range (``1e400``)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        data = json.loads(path.read_text(), parse_constant=_no_constant)
+    except (json.JSONDecodeError, ValueError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a boxes file (nested too deeply)") from None
     if isinstance(data, Mapping):
         return {str(k): _parse_detections(v, f"{path}: {k!r}") for k, v in data.items()}
     return _parse_detections(data, str(path))

@@ -66,7 +66,8 @@ def read_dataset(root: str | Path, skip_bad: bool = False, format: str | None = 
 
     With ``skip_bad`` a bad file is listed as ``(path, reason)`` instead of stopping the whole
     read, so one broken download does not block training on the rest; the caller decides whether
-    the skip list is acceptable. Every face must have the same number of points: a file whose count
+    the skip list is acceptable. Files with an annotation suffix that are not regular files (a FIFO,
+    a device) are always skipped and listed: reading one would block. Every face must have the same number of points: a file whose count
     differs from the most common one is bad (a 67-point ``.pts`` among 68-point ones).
     """
     root = Path(root)
@@ -110,6 +111,9 @@ def read_dataset(root: str | Path, skip_bad: bool = False, format: str | None = 
                 continue
             reader = _READERS[Path(name).suffix.lower()]
             path = Path(folder) / name
+            if not path.is_file():  # a FIFO named x.pts would block the reader for ever
+                skipped.append((str(path), "not a regular file (a FIFO, device or socket); skipped"))
+                continue
             try:
                 sample = reader(path)
             except DataError as err:

@@ -13,11 +13,12 @@ import cv2
 import h5py
 import numpy as np
 
-from facemark.files import write_atomic
+from facemark.files import ImageError, check_pixels, write_atomic
 from facemark.data.formats.guard import reader
 from facemark.data.record import DataError, FaceSample, check_points
 
 _NUM_POINTS = 29
+MAX_FACES = 1_000_000  # far above COFW's 1852: a file declaring more is not COFW
 _SPLITS = (("IsTr", "phisTr", "train"), ("IsT", "phisT", "test"))
 
 
@@ -40,6 +41,9 @@ def read_cofw_mat(path: str | Path, image_dir: str | Path) -> list[FaceSample]:
         if not splits:
             raise DataError(path, "no IsTr/phisTr or IsT/phisT variables")
         for images_key, phis_key, subset in splits:
+            for key in (images_key, phis_key):  # declared sizes, before anything is read
+                if not isinstance(f[key], h5py.Dataset) or f[key].size > MAX_FACES * 3 * _NUM_POINTS:
+                    raise DataError(path, f"{key} is not an array of at most {MAX_FACES} faces")
             refs = np.asarray(f[images_key]).reshape(-1)
             phis = np.asarray(f[phis_key], dtype=np.float64).T
             if phis.ndim != 2 or phis.shape[1] != 3 * _NUM_POINTS:
@@ -70,6 +74,12 @@ def _png(path: Path, f: h5py.File, ref, where: str) -> tuple[bytes, tuple[int, i
     target = f[ref]
     if not isinstance(target, h5py.Dataset):
         raise DataError(path, f"{where} refers to a {type(target).__name__}, not an image")
+    if target.ndim not in (2, 3) or (target.ndim == 3 and target.shape[0] != 3):
+        raise DataError(path, f"{where}: expected a uint8 grey or RGB image, got {target.dtype} {target.shape[::-1]}")
+    try:  # HDF5 holds MATLAB's h x w (x 3) transposed: (3,) w x h
+        check_pixels(target.shape[-2], target.shape[-1], f"{where}")
+    except ImageError as err:
+        raise DataError(path, f"{where}: image {err.reason}") from None
     image = np.asarray(target).T
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         raise DataError(path, f"{where}: expected a uint8 grey or RGB image, got {image.dtype} {image.shape}")
