@@ -385,19 +385,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", type=int, default=8, help="requests that may wait for a worker before 503")
     p.add_argument("--max-upload-mb", type=float, default=10, help="larger uploads are answered 413")
     p.add_argument("--upload-timeout", type=float, default=30, metavar="SECONDS",
-                   help="an upload still arriving after this long is answered 408 (frees its queue place)")
+                   help="an upload still arriving after this long is answered 408")
+    p.add_argument("--min-upload-rate", type=float, default=8, metavar="KB_PER_S",
+                   help="an upload slower than this (kB/s) after its first 5 s is answered 408")
+    p.add_argument("--header-timeout", type=float, default=10, metavar="SECONDS",
+                   help="a connection that sends no complete request head for this long is closed")
+    p.add_argument("--limit-concurrency", type=int, default=500, metavar="N",
+                   help="open connections at most (more are closed at once; requests past it get 503); keep it "
+                        "below ulimit -n")
     p.set_defaults(func=_serve)
     return parser
 
 
 def _serve(args) -> int:
-    import uvicorn
-
     from facemark.serve.app import create_app
+    from facemark.serve.server import serve
 
     app = create_app(args.model, backend=args.backend, detector=args.detector, max_upload_mb=args.max_upload_mb,
-                     workers=args.workers, queue=args.queue, upload_timeout_s=args.upload_timeout)
-    uvicorn.run(app, host=args.host, port=args.port)  # the model loads in the app's lifespan, at start
+                     workers=args.workers, queue=args.queue, upload_timeout_s=args.upload_timeout,
+                     min_upload_rate=args.min_upload_rate * 1024)
+    # the model loads in the app's lifespan, at start
+    serve(app, args.host, args.port, header_timeout_s=args.header_timeout, limit_concurrency=args.limit_concurrency)
     return 0
 
 
