@@ -19,6 +19,20 @@ uploads arrive at once. Refused uploads may end as a connection error on the cli
 
 The server's queue defaults to ``--clients``, so every request is admitted and the latency includes
 queueing; a smaller ``--queue`` shows the backpressure instead (503s are counted as errors).
+
+Attack mode measures good traffic while bad clients run alongside it, against its rate alone::
+
+    python -m bench.bench_service --model default --clients 8 --requests 150 --warmup 10 \
+        --attack slow:20,idle:20,idle:2000,crafted:3 --attack-lead 3   # -> bench/results/service_attack.md
+
+First a baseline phase (good traffic alone), then one phase per attack, each with the same
+``--requests`` from ``--clients`` good clients, the attack started ``--attack-lead`` seconds before.
+``slow:N``: N connections that send a request head, then one body byte per 0.5 s, and reconnect at
+once when answered or closed. ``idle:N``: N connections that send part of a request head and
+nothing more, reopened when closed. ``crafted:N``: N clients uploading, one after another, a 10 MB
+JPEG of ``FF D8``, ten million fill bytes and the photo (a header that took Pillow 10 s on the event
+loop). Each phase also reports the slowest ``/healthz`` answer (probed every 0.25 s) and what the
+attackers got; the report gives the server log's size, to show that refusals do not flood it.
 """
 
 from __future__ import annotations
@@ -38,6 +52,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from facemark.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -98,6 +114,154 @@ async def load(url: str, data: bytes, clients: int, requests: int) -> tuple[list
         return latencies, statuses, time.perf_counter() - started
 
 
+ATTACKS = ("slow", "idle", "crafted")
+HEAD = b"POST /v1/landmarks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n"
+
+
+async def _attacker(kind: str, port: int, crafted: bytes, stats: Counter, stop: asyncio.Event) -> None:
+    """One bad client, over and over until ``stop``; what it gets is counted in ``stats``."""
+    if kind == "crafted":
+        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=300) as client:
+            while not stop.is_set():
+                try:
+                    response = await client.post("/v1/landmarks", content=crafted)
+                    stats[f"answered {response.status_code}"] += 1
+                except httpx.HTTPError as err:
+                    stats[type(err).__name__] += 1
+        return
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+        except OSError as err:
+            stats[f"connect {type(err).__name__}"] += 1
+            await asyncio.sleep(0.1)
+            continue
+        stats["connections"] += 1
+        try:
+            writer.write(HEAD + b"\r\n" if kind == "slow" else HEAD)  # idle: the head never ends
+            while not stop.is_set():
+                if kind == "slow":
+                    writer.write(b"\xff")
+                    await writer.drain()
+                try:
+                    answer = await asyncio.wait_for(reader.read(4096), 0.5)
+                except TimeoutError:
+                    continue
+                stats[f"answered {answer[9:12].decode(errors='replace')}" if answer else "closed by the server"] += 1
+                break  # answered or closed: reconnect at once
+        except OSError:
+            stats["closed by the server"] += 1
+        finally:
+            writer.close()
+
+
+async def _probe_health(url: str, stop: asyncio.Event) -> float:
+    """The slowest ``/healthz`` answer (seconds) while ``stop`` is unset, one probe every 0.25 s."""
+    slowest = 0.0
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                await client.get("/healthz")
+            except httpx.HTTPError:
+                pass
+            slowest = max(slowest, time.perf_counter() - started)
+            await asyncio.sleep(0.25)
+    return slowest
+
+
+async def good_traffic(url: str, data: bytes, clients: int, requests: int):
+    """:func:`load` with ``/healthz`` probed alongside; ``(latencies, statuses, wall s, slowest /healthz s)``."""
+    stop = asyncio.Event()
+    health = asyncio.create_task(_probe_health(url, stop))
+    latencies, statuses, wall = await load(url, data, clients, requests)
+    stop.set()
+    return latencies, statuses, wall, await health
+
+
+def _attack_process(kind: str, count: int, port: int, image: bytes, stop, results) -> None:
+    """``count`` attackers of ``kind`` in their own process (so that their work does not slow the good
+    clients' event loop) until ``stop`` is set; puts what they got on ``results``."""
+    crafted = b"\xff\xd8" + b"\xff" * 10_000_000 + image[2:]
+
+    async def run() -> Counter:
+        done, stats = asyncio.Event(), Counter()
+        tasks = [asyncio.create_task(_attacker(kind, port, crafted, stats, done)) for _ in range(count)]
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        done.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return stats
+
+    results.put(dict(asyncio.run(run())))
+
+
+def under_attack(url: str, port: int, image: bytes, data: bytes, clients: int, requests: int,
+                 attack: tuple[str, int] | None, lead: float):
+    """Good traffic with ``attack`` = ``(kind, attackers)`` running in another process (or none);
+    ``(latencies, statuses, wall s, attacker stats, slowest /healthz s)``."""
+    if attack is None:
+        latencies, statuses, wall, slowest = asyncio.run(good_traffic(url, data, clients, requests))
+        return latencies, statuses, wall, Counter(), slowest
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")  # Linux, as /proc is; no event loop runs in this process now
+    stop, results = context.Event(), context.Queue()
+    attacker = context.Process(target=_attack_process, args=(*attack, port, image, stop, results), daemon=True)
+    attacker.start()
+    try:
+        time.sleep(lead)
+        latencies, statuses, wall, slowest = asyncio.run(good_traffic(url, data, clients, requests))
+    finally:
+        stop.set()
+    stats = Counter(results.get(timeout=120))
+    attacker.join(30)
+    return latencies, statuses, wall, stats, slowest
+
+
+def parse_attacks(text: str) -> list[tuple[str, int]]:
+    attacks = []
+    for item in text.split(","):
+        kind, _, count = item.partition(":")
+        if kind not in ATTACKS or not count.isdigit() or not 0 < int(count) <= 5000:
+            raise ValueError(f"--attack: {item!r} is not KIND:N with KIND one of {', '.join(ATTACKS)} and N in 1..5000")
+        attacks.append((kind, int(count)))
+    return attacks
+
+
+def attack_report(args, argv, model: str, image: bytes, phases: list, log_bytes: int) -> tuple[str, bool]:
+    """The Markdown report of an attack run and whether every phase kept >= 90 % of the baseline rate
+    (answers 200 per second: a fast 503 is no service)."""
+    base_rate = phases[0][2]
+    rows, ok = [], True
+    for name, statuses, rate, latencies, stats, slowest in phases:
+        p50, p95 = (np.percentile(latencies, [50, 95]) * 1000) if latencies else (float("nan"),) * 2
+        errors = {k: v for k, v in statuses.items() if k != 200}
+        ok &= rate >= 0.9 * base_rate
+        got = ", ".join(f"{k}: {v}" for k, v in sorted(stats.items())) or "-"
+        rows.append(f"| {name} | {statuses.get(200, 0)} | {errors or 'none'} | {rate:.1f} | {rate / base_rate:.0%} | "
+                    f"{p50:.0f} | {p95:.0f} | {slowest * 1000:.0f} | {got} |")
+    command = f"python -m bench.bench_service {' '.join(argv if argv is not None else sys.argv[1:])}"
+    report = "\n".join([
+        "# Service under attack", "", f"`{command}`", "",
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs (shared with whatever else runs), {HOST} only. Server: `facemark serve` defaults "
+        f"(header timeout 10 s, limit_concurrency 500, minimum upload rate 8 kB/s after 5 s, upload timeout 30 s), "
+        f"model `{model}`, {args.workers} inference workers, queue {args.queue if args.queue is not None else args.clients}. "
+        f"Good traffic: {args.requests} POSTs of `{Path(args.image).name}` ({len(image) / 1024:.0f} kB) per phase "
+        f"from {args.clients} clients; the attack runs in another process, from {args.attack_lead:g} s before it until it ends.",
+        "",
+        "| phase | good 200 | good errors | good 200/s | of baseline | p50 ms | p95 ms | slowest /healthz ms | attackers got |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|",
+        *rows, "",
+        f"Server log (stderr: uvicorn's and the app's lines at INFO and up; the access log goes to stdout, not kept) "
+        f"after all phases: {log_bytes / 1024:.1f} kB.", "",
+    ])
+    return report, ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="default")
@@ -112,8 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-timeout", type=float, default=300, help="seconds to wait for /healthz")
     parser.add_argument("--upload-mb", type=float, default=None,
                         help="pad every upload to this many MB (trailing bytes after the image)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "service.md"))
+    parser.add_argument("--attack", default=None, metavar="KIND:N[,KIND:N...]",
+                        help=f"attack mode: a baseline phase, then one phase per attack ({', '.join(ATTACKS)})")
+    parser.add_argument("--attack-lead", type=float, default=3, help="seconds an attack runs before good traffic starts")
+    parser.add_argument("--out", default=None, help="the report (default bench/results/service.md, or "
+                                                    "service_attack.md in attack mode)")
     args = parser.parse_args(argv)
+    try:
+        attacks = parse_attacks(args.attack) if args.attack else []
+    except ValueError as err:
+        parser.error(str(err))
+    args.out = args.out or str(ROOT / "bench" / "results" / ("service_attack.md" if attacks else "service.md"))
     if not (0 < args.clients <= 1000 and 0 < args.requests <= 100_000):
         parser.error("keep it bounded: 1..1000 clients and 1..100000 requests")
     if args.upload_mb is not None and not 0 < args.upload_mb <= 100:
@@ -123,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     url = f"http://{HOST}:{port}"
+    if attacks:
+        return _attack_main(args, argv, port, url, image, data, attacks)
     with tempfile.TemporaryFile() as log:
         server = start_server(args, port, log)
         try:
@@ -154,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     errors = {k: v for k, v in statuses.items() if k != 200}
     report = (
-        f"# Service load test\n\n`python bench/bench_service.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+        f"# Service load test\n\n`python -m bench.bench_service {' '.join(argv if argv is not None else sys.argv[1:])}` "
         f"on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, {HOST} only.\n\n"
         f"Server: model `{model}`, backend {args.backend or 'default'}, detector {args.detector or 'default'}, "
@@ -166,11 +341,37 @@ def main(argv: list[str] | None = None) -> int:
         f"peak RSS (VmHWM) {rss_peak_warm:.0f} MB before the measured run, {rss_peak:.0f} MB after it.\n"
     )
     print(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
+    out = write_atomic(args.out, report)
     print(f"wrote {out}")
     return 0 if ok == args.requests or args.upload_mb else 1  # with --upload-mb, refusals are the point
+
+
+def _attack_main(args, argv, port: int, url: str, image: bytes, data: bytes, attacks: list[tuple[str, int]]) -> int:
+    phases = []
+    with tempfile.TemporaryFile() as log:
+        server = start_server(args, port, log)
+        try:
+            model = httpx.get(f"{url}/healthz").json()["model"]
+            asyncio.run(load(url, image, min(args.clients, args.workers * 2), args.warmup))
+            for attack in [None, *attacks]:
+                latencies, statuses, wall, stats, slowest = under_attack(url, port, image, data, args.clients,
+                                                                         args.requests, attack, args.attack_lead)
+                name = "baseline (no attack)" if attack is None else f"{attack[0]} x {attack[1]}"
+                phases.append((name, statuses, statuses.get(200, 0) / wall, latencies, stats, slowest))
+                print(f"{name}: {statuses.get(200, 0) / wall:.1f} answers 200/s, {dict(statuses)}, attackers {dict(stats)}",
+                      flush=True)
+        finally:
+            server.terminate()
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        log_bytes = log.seek(0, os.SEEK_END)
+    report, ok = attack_report(args, argv, model, image, phases, log_bytes)
+    print(report)
+    out = write_atomic(args.out, report)
+    print(f"wrote {out}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

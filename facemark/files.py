@@ -7,8 +7,12 @@ behind. A process killed in the middle of a write (``kill -9``) leaves its tempo
 :func:`remove_stale_temporaries` deletes those of dead processes.
 
 Images are read by one loader, :func:`read_image` (bytes: :func:`decode_image`), used by data
-preparation, the API and the HTTP service alike. It refuses truncated files: some libjpeg builds
-behind ``cv2.imread`` decode a JPEG that stops early to a partly grey image instead of failing.
+preparation, the API and the HTTP service alike. It refuses truncated files: ``cv2.imread`` decodes
+a JPEG that stops early to a partly grey image instead of failing, even when an end marker is
+appended to the cut file, so the JPEG's compressed data is checked to reach the end of the image
+(libjpeg-turbo through ``simplejpeg``, which reports what OpenCV's libjpeg only prints). Before any
+parser walks a header, :func:`check_structure` refuses headers that cost seconds to walk: millions
+of JPEG fill bytes or empty segments, PNG chunks or a PNM comment (Pillow reads them one at a time).
 """
 
 from __future__ import annotations
@@ -159,6 +163,24 @@ class ImageError(ValueError):
         self.path, self.reason = str(path), reason
 
 
+class ImageHeaderTooLong(ImageError):
+    """An image whose header is longer than any parser should walk (:data:`MAX_SEGMENTS`, :data:`MAX_PNM_HEADER`)."""
+
+
+class ImageTooLarge(ImageError):
+    """An image whose header declares more pixels than allowed (``max_pixels``)."""
+
+
+#: JPEG markers and fill bytes before the image data, or PNG chunks before it, walked at most: real
+#: files have a few dozen (a progressive JPEG with an ICC profile split over APP2 segments: < 300)
+MAX_SEGMENTS = 1000
+#: bytes a PNM (PPM, PGM, PBM) header may take, comments included (Pillow reads it a byte at a time)
+MAX_PNM_HEADER = 4096
+#: formats whose size Pillow reads from the header and whose pixels OpenCV decodes: what
+#: :func:`decode_image` accepts when it is given ``max_pixels``
+SIZED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "PPM")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to BGR ``uint8`` (EXIF orientation applied, as browsers do).
 
@@ -175,23 +197,36 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return decode_image(data, path)
 
 
-def decode_image(data: bytes, name: str | os.PathLike = "image") -> np.ndarray:
-    """Decode image bytes like :func:`read_image`; ``name`` goes into the error message."""
-    check_declared_pixels(data, name)
-    if data[:2] == b"\xff\xd8" and not jpeg_complete(data):
-        raise ImageError(name, "not a readable image (truncated JPEG: it ends before its end-of-image marker)")
+def decode_image(data: bytes, name: str | os.PathLike = "image", max_pixels: int | None = None) -> np.ndarray:
+    """Decode image bytes like :func:`read_image`; ``name`` goes into the error message.
+
+    Headers too long to walk are refused first (:func:`check_structure`, :class:`ImageHeaderTooLong`),
+    then the size the header declares, before any pixel is decoded (a few-kB PNG can declare
+    30000 x 30000): over :data:`MAX_PIXELS` (``facemark --max-mpx``) by default, a header Pillow
+    cannot read left to the decoder; with ``max_pixels`` (the HTTP service), over that limit
+    (:class:`ImageTooLarge`) or a format outside :data:`SIZED_FORMATS` is refused. Anything else
+    unusable is :class:`ImageError`.
+    """
+    check_structure(data, name)
+    if max_pixels is not None:
+        image_header(data, max_pixels, name)
+    else:
+        check_declared_pixels(data, name)
+    if data[:2] == b"\xff\xd8" and not jpeg_data_complete(data):  # before OpenCV, which would print libjpeg's warning
+        raise ImageError(name, "not a readable image (truncated JPEG: its compressed data stops before the end of the image)")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         raise ImageError(name, "not a readable image (corrupt, truncated or an unsupported format)")
-    check_pixels(image.shape[1], image.shape[0], name)  # formats whose header PIL cannot read
+    check_pixels(image.shape[1], image.shape[0], name, max_pixels)  # formats whose header PIL cannot read
     return image
 
 
-def check_pixels(width: int, height: int, name: str | os.PathLike = "image") -> None:
-    """:class:`ImageError` naming ``name`` when ``width x height`` is over :data:`MAX_PIXELS`."""
-    if int(width) * int(height) > MAX_PIXELS:
-        raise ImageError(name, f"{width}x{height} ({int(width) * int(height) / 1e6:.3g} Mpx) is over the "
-                               f"{MAX_PIXELS / 1e6:g} Mpx limit (facemark --max-mpx sets it)")
+def check_pixels(width: int, height: int, name: str | os.PathLike = "image", limit: int | None = None) -> None:
+    """:class:`ImageTooLarge` naming ``name`` when ``width x height`` is over ``limit`` (default :data:`MAX_PIXELS`)."""
+    limit = MAX_PIXELS if limit is None else limit
+    if int(width) * int(height) > limit:
+        raise ImageTooLarge(name, f"{width}x{height} ({int(width) * int(height) / 1e6:.3g} Mpx) is over the "
+                                  f"{limit / 1e6:g} Mpx limit (facemark --max-mpx sets it)")
 
 
 def check_declared_pixels(data: bytes, name: str | os.PathLike = "image") -> None:
@@ -207,8 +242,26 @@ def check_declared_pixels(data: bytes, name: str | os.PathLike = "image") -> Non
     check_pixels(width, height, name)
 
 
-class ImageTooLarge(ImageError):
-    """PIL's own decompression-bomb limit refused the header (far above any sensible :data:`MAX_PIXELS`)."""
+
+def image_header(data: bytes, max_pixels: int, name: str | os.PathLike = "image") -> tuple[int, int, str]:
+    """``(width, height, format)`` from the header alone (run :func:`check_structure` first);
+    :class:`ImageTooLarge` past ``max_pixels``, :class:`ImageError` when the header is not one of
+    :data:`SIZED_FORMATS`."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():  # PIL warns about large images; the limit below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=SIZED_FORMATS) as im:
+                (width, height), fmt = im.size, im.format
+    except Image.DecompressionBombError as err:  # PIL's own hard limit, above any sensible max_pixels
+        raise ImageTooLarge(name, str(err)) from None
+    except Exception:
+        raise ImageError(name, f"not an image in a supported format ({', '.join(SIZED_FORMATS)})") from None
+    if width * height > max_pixels:
+        raise ImageTooLarge(name, f"the image is {width}x{height} ({width * height / 1e6:.1f} Mpx); "
+                                  f"the limit is {max_pixels / 1e6:g} Mpx")
+    return width, height, fmt
 
 
 def load_image(image) -> np.ndarray:
@@ -257,30 +310,97 @@ def _header_size(source, name) -> tuple[int, int]:
 
 # a marker after entropy-coded data: 0xFF not followed by stuffing (00), a restart marker (D0-D7) or fill (FF)
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# a PNM header: magic, then width, height (and maxval but for bitmaps), each after whitespace or comments
+_PNM_MAGIC = re.compile(rb"P[1-6Ff]\s")
+_PNM_HEADER = re.compile(rb"P([1-6Ff])(?:(?:\s|#[^\r\n]*[\r\n])+[^\s#]+){2}")
+_PNM_MAXVAL = re.compile(rb"(?:\s|#[^\r\n]*[\r\n])+[^\s#]+")  # maxval (PFM: scale)
+
+
+def check_structure(data: bytes, name: str | os.PathLike = "image") -> None:
+    """Refuse, before any parser walks it, a header that would cost seconds to walk, and a JPEG whose
+    segments stop before its end-of-image marker.
+
+    Pillow reads JPEG markers, PNG chunks and PNM comments one at a time in Python: ten million
+    JPEG fill bytes take it 10 s, 2.6 million empty comment segments 4.6 s, 870,000 empty PNG chunks
+    3 s, a 10 MB PNM comment 4 s. Past :data:`MAX_SEGMENTS` markers (fill bytes included) before a
+    JPEG's image data, :data:`MAX_SEGMENTS` PNG chunks before the first ``IDAT`` or a PNM header over
+    :data:`MAX_PNM_HEADER` bytes: :class:`ImageHeaderTooLong`. The walk itself is bounded the same way.
+    """
+    if data[:2] == b"\xff\xd8":
+        problem = _jpeg_segments_problem(data)
+        if problem == "too long":
+            raise ImageHeaderTooLong(name, f"not a usable image (a JPEG with more than {MAX_SEGMENTS} markers "
+                                           "and fill bytes in its header)")
+        if problem:
+            raise ImageError(name, f"not a readable image (truncated JPEG: {problem})")
+    elif data[:8] == _PNG_SIGNATURE:
+        pos = 8
+        for _ in range(MAX_SEGMENTS + 1):
+            if pos + 8 > len(data) or data[pos + 4 : pos + 8] in (b"IDAT", b"IEND"):
+                return  # the decoder judges the rest
+            pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+        raise ImageHeaderTooLong(name, f"not a usable image (a PNG with more than {MAX_SEGMENTS} chunks before "
+                                       "its image data)")
+    elif _PNM_MAGIC.match(data):
+        head = data[:MAX_PNM_HEADER]
+        found = _PNM_HEADER.match(head)
+        if found and found.group(1) not in b"14":  # greymaps and pixmaps have a maxval too
+            found = _PNM_MAXVAL.match(head, found.end())
+        if (found is None or found.end() == len(head)) and len(data) > MAX_PNM_HEADER:
+            raise ImageHeaderTooLong(name, f"not a usable image (a PNM header longer than {MAX_PNM_HEADER} bytes, "
+                                           "or malformed)")
 
 
 def jpeg_complete(data: bytes) -> bool:
-    """Whether a JPEG's segments run through to its end-of-image marker.
+    """Whether a JPEG's segments run through to its end-of-image marker (within :data:`MAX_SEGMENTS`)."""
+    return _jpeg_segments_problem(data) is None
 
-    Some libjpeg builds decode a truncated JPEG to a partly grey image instead of failing;
-    walking the segments catches that for the cost of a regex scan.
-    """
+
+def _jpeg_segments_problem(data: bytes) -> str | None:
+    """``None`` when a JPEG's segments run to its end-of-image marker; ``"too long"`` past
+    :data:`MAX_SEGMENTS` markers and fill bytes; otherwise what is wrong. The entropy-coded data of a
+    scan is skipped with one regex search (C speed), whatever its length."""
     pos = 2  # after SOI
-    while pos + 2 <= len(data):
+    for _ in range(MAX_SEGMENTS):
+        if pos + 2 > len(data):
+            break
         if data[pos] != 0xFF:
-            return False
+            return "bytes where a marker should be"
         marker = data[pos + 1]
         if marker == 0xD9:  # EOI
-            return True
+            return None
         if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill byte, RSTn, TEM: no length
             pos += 1 if marker == 0xFF else 2
             continue
         if pos + 4 > len(data):
-            return False
+            break
         pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
         if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next real marker
             found = _NEXT_MARKER.search(data, pos)
             if found is None:
-                return False
+                break
             pos = found.start()
-    return False
+    else:
+        return "too long"
+    return "it ends before its end-of-image marker"
+
+
+def jpeg_data_complete(data: bytes) -> bool:
+    """Whether a JPEG's compressed data covers the whole image.
+
+    A file cut short and given an end marker again (``first half + FF D9``) has all its segments,
+    and OpenCV decodes it, filling what is missing with grey; libjpeg only prints a warning. This
+    decodes the file at 1/8 scale with libjpeg-turbo (``simplejpeg``, about a third of a full
+    decode's time) and asks for its warnings: "premature end" means data is missing. Other libjpeg
+    complaints are left to OpenCV, which decoded the file.
+    """
+    import simplejpeg
+
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data, strict=False)[2]
+        simplejpeg.decode_jpeg(data, "CMYK" if colorspace in ("CMYK", "YCCK") else "GRAY", min_factor=8,
+                               strict=True)
+    except ValueError as err:
+        return "premature end" not in str(err).lower()
+    return True

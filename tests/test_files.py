@@ -114,3 +114,56 @@ def test_an_image_over_the_pixel_cap_is_refused_from_its_header(tmp_path, monkey
     monkeypatch.undo()
     monkeypatch.setattr(facemark.files, "MAX_PIXELS", 50_000_000)  # configurable
     assert read_image(path).shape == (7000, 7000, 3)
+
+
+def _photo_jpeg(progressive: bool = False) -> bytes:
+    image = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 255, (120, 160, 3), np.uint8), (5, 5), 0)
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])[1].tobytes()
+
+
+def _png_chunk(kind: bytes, data: bytes = b"") -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_a_truncated_jpeg_with_an_end_marker_appended_is_refused(tmp_path):
+    """First half + FF D9: the segments run to an end marker, but the compressed data stops early
+    (OpenCV decodes it with grey rows); the loader checks that the data reaches the end."""
+    for progressive in (False, True):
+        jpeg = _photo_jpeg(progressive)
+        cut = jpeg[: len(jpeg) // 2] + b"\xff\xd9"
+        assert cv2.imdecode(np.frombuffer(cut, np.uint8), cv2.IMREAD_COLOR) is not None  # OpenCV alone accepts it
+        (tmp_path / "cut.jpg").write_bytes(cut)
+        with pytest.raises(ImageError, match=r"cut.jpg: not a readable image \(truncated JPEG"):
+            read_image(tmp_path / "cut.jpg")  # what `prepare` (facemark.data.store) and the API read with
+        with pytest.raises(ImageError, match=r"upload: not a readable image \(truncated JPEG"):
+            decode_image(cut, "upload")  # what the service decodes with
+        assert decode_image(jpeg).shape == (120, 160, 3)
+
+
+def test_headers_with_too_many_segments_are_refused_before_any_parser_walks_them():
+    """Fill bytes, empty comment segments or empty PNG chunks by the million, or a megabyte-long PNM
+    comment, cost seconds in Pillow's header parse; past MAX_SEGMENTS (MAX_PNM_HEADER) the loader
+    refuses the image; a few are fine."""
+    from facemark.files import MAX_PNM_HEADER, MAX_SEGMENTS, ImageHeaderTooLong
+
+    jpeg = _photo_jpeg()
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    ihdr_end = 8 + 25  # signature + the IHDR chunk
+
+    def padded(n: int) -> list[bytes]:
+        return [b"\xff\xd8" + b"\xff" * n + jpeg[2:],  # fill bytes before the next marker
+                b"\xff\xd8" + b"\xff\xfe\x00\x02" * n + jpeg[2:],  # empty COM segments
+                png[:ihdr_end] + _png_chunk(b"prVt") * n + png[ihdr_end:]]  # empty private ancillary chunks
+
+    for data in padded(MAX_SEGMENTS + 1):
+        with pytest.raises(ImageHeaderTooLong, match=rf"upload: .*more than {MAX_SEGMENTS}"):
+            decode_image(data, "upload")
+    for data in padded(50):
+        assert decode_image(data).ndim == 3
+    ppm = b"P6\n# a comment\n8 8\n255\n" + bytes(192)
+    assert decode_image(ppm).shape == (8, 8, 3)
+    with pytest.raises(ImageHeaderTooLong, match=f"longer than {MAX_PNM_HEADER} bytes"):
+        decode_image(ppm[:3] + b"#" + b"x" * 100_000 + ppm[3:], "upload")  # Pillow reads a comment byte by byte

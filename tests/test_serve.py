@@ -208,12 +208,33 @@ def test_healthz_page_and_docs(client):
 
 # -- hardening: memory bounded by the queue, what goes wrong said plainly ----------------------
 
+def _scope(app, path: str = URL, content_type: str = "image/jpeg") -> dict:
+    headers = [(b"content-type", content_type.encode()), (b"host", b"testserver")]
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": path, "raw_path": path.encode(), "query_string": b"", "headers": headers,
+            "client": ("127.0.0.1", 50000), "server": ("testserver", 80), "root_path": "", "app": app}
+
+
+async def _asgi_call(app, receive, path: str = URL, content_type: str = "image/jpeg"):
+    """One request straight to the ASGI app with the given ``receive``; ``(status, JSON body or None)``."""
+    import json
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await app(_scope(app, path, content_type), receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body) if body.startswith(b"{") else None
+
+
 async def _asgi_post(app, chunks: list[bytes], content_type: str = "image/jpeg", disconnect: bool = False,
                      delay: float = 0.0):
     """POST ``chunks`` straight to the ASGI app, ``delay`` seconds before each; ``(status, JSON body or
     None, chunks the app read)``."""
     import asyncio
-    import json
 
     pending = list(chunks)
     read = 0
@@ -227,19 +248,28 @@ async def _asgi_post(app, chunks: list[bytes], content_type: str = "image/jpeg",
             return {"type": "http.request", "body": chunk, "more_body": bool(pending) or disconnect}
         return {"type": "http.disconnect"}
 
-    sent = []
+    status, body = await _asgi_call(app, receive, content_type=content_type)
+    return status, body, read
 
-    async def send(message):
-        sent.append(message)
 
-    headers = [(b"content-type", content_type.encode()), (b"host", b"testserver")]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": URL, "raw_path": URL.encode(), "query_string": b"", "headers": headers,
-             "client": ("127.0.0.1", 50000), "server": ("testserver", 80), "root_path": "", "app": app}
-    await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], json.loads(body) if body.startswith(b"{") else None, read
+def _stalled_upload(first: bytes):
+    """``(receive, reading, release)``: a client that sends ``first`` and then nothing until ``release`` is set
+    (then it hangs up); ``reading`` is set once the app has started to read its body."""
+    import asyncio
+
+    reading, release = asyncio.Event(), asyncio.Event()
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        reading.set()
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": first, "more_body": True}
+        await release.wait()
+        return {"type": "http.disconnect"}
+
+    return receive, reading, release
 
 
 def test_a_full_queue_is_503_before_the_body_is_read(tiny_checkpoint, face_jpeg):
@@ -277,7 +307,7 @@ def test_a_multipart_upload_is_cut_off_at_the_limit_while_it_streams(tiny_checkp
 
 
 def test_a_slow_upload_is_408_and_gives_its_place_back(tiny_checkpoint, face_jpeg):
-    """An upload still arriving after ``upload_timeout_s`` is cut off: 408, and its queue place is free again."""
+    """An upload still arriving after ``upload_timeout_s`` is cut off: 408, and all it held is free again."""
     import asyncio
 
     app = make_app(tiny_checkpoint, workers=1, queue=0, upload_timeout_s=0.3)
@@ -330,16 +360,25 @@ def test_track_session_keeps_ids_across_frames(client, face_jpeg):
     assert client.delete("/v1/track/cam-1").status_code == 204 and client.delete("/v1/track/cam-2").status_code == 204
 
 
-def test_track_sessions_are_bounded_and_expire(tiny_checkpoint, face_jpeg):
-    with TestClient(make_app(tiny_checkpoint, max_sessions=2)) as client:
+def test_a_full_session_table_refuses_new_sessions_not_the_active_ones(tiny_checkpoint, face_jpeg):
+    """Posts under fresh session names (1x1 PNGs) cannot evict an active session: while every
+    session is active a new one is refused, 503 with Retry-After; idle or ended ones make room."""
+    speck = encode(np.zeros((1, 1, 3), np.uint8))
+    with TestClient(make_app(tiny_checkpoint, max_sessions=2, session_idle_s=30)) as client:
         service = client.app.state.service
-        for name in ("a", "b", "a", "c"):  # "a" used again: "b" is the least recently used when "c" comes
-            assert client.post(f"/v1/track/{name}", content=face_jpeg).status_code == 200
-        assert list(service.sessions) == ["a", "c"]
-        assert client.post("/v1/track/b", content=face_jpeg).json()["frame"] == 1  # evicted: starts afresh
-        assert list(service.sessions) == ["c", "b"]
-        service.session_idle_s = 1e-9  # every other session is now idle
-        assert client.post("/v1/track/d", content=face_jpeg).status_code == 200
+        assert client.post("/v1/track/victim", content=face_jpeg).json()["frame"] == 1
+        assert client.post("/v1/track/x0", content=speck).status_code == 200  # a free place
+        for i in range(1, 40):
+            response = client.post(f"/v1/track/x{i}", content=speck)
+            assert_error(response, 503, "sessions_full")
+            assert 1 <= int(response.headers["retry-after"]) <= 30
+        for frame in (2, 3):
+            assert client.post("/v1/track/victim", content=face_jpeg).json()["frame"] == frame
+        assert list(service.sessions) == ["x0", "victim"]
+        assert client.delete("/v1/track/x0").status_code == 204  # an ended session makes room
+        assert client.post("/v1/track/x1", content=speck).json()["frame"] == 1
+        service.session_idle_s = 1e-9  # every session is now idle: a new one replaces them
+        assert client.post("/v1/track/d", content=speck).status_code == 200
         assert list(service.sessions) == ["d"]
 
 
@@ -361,3 +400,109 @@ def test_track_full_queue_is_503_and_makes_no_session(tiny_checkpoint, face_jpeg
         assert_error(response, 503, "busy")
         assert response.headers["retry-after"] == "1" and "busy" not in service.sessions
         assert client.post("/v1/track/busy", content=face_jpeg).status_code == 200
+
+
+# -- hardening II: crafted headers, slow clients, fair sessions, media types -------------------
+
+def test_image_checks_and_decoding_run_in_the_worker_pool(client, face_jpeg, monkeypatch):
+    """No header parse, segment walk or decode on the event loop: one crafted image must not stall every client."""
+    import PIL.Image
+
+    import facemark.files
+
+    threads = []
+
+    def spy(fn):
+        def wrapped(*args, **kwargs):
+            threads.append(threading.current_thread().name)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(PIL.Image, "open", spy(PIL.Image.open))
+    monkeypatch.setattr(cv2, "imdecode", spy(cv2.imdecode))
+    if hasattr(facemark.files, "check_structure"):
+        monkeypatch.setattr(facemark.files, "check_structure", spy(facemark.files.check_structure))
+    assert client.post(URL, content=face_jpeg).status_code == 200
+    assert client.post("/v1/track/pool", content=face_jpeg).status_code == 200
+    assert client.post(URL, content=b"not an image").status_code == 415
+    assert threads and all(name.startswith("facemark-infer") for name in threads), threads
+    client.delete("/v1/track/pool")
+
+
+def test_an_image_header_too_long_to_walk_is_400(client, face_jpeg):
+    from facemark.files import MAX_SEGMENTS
+
+    png = encode(np.zeros((8, 8, 3), np.uint8))
+    empty_chunk = struct.pack(">I", 0) + b"prVt" + struct.pack(">I", zlib.crc32(b"prVt"))
+    crafted = [b"\xff\xd8" + b"\xff" * 1_000_000 + face_jpeg[2:],  # a million fill bytes, then a valid JPEG
+               b"\xff\xd8" + b"\xff\xfe\x00\x02" * (MAX_SEGMENTS + 1) + face_jpeg[2:],  # empty comments
+               png[:33] + empty_chunk * (MAX_SEGMENTS + 1) + png[33:]]  # empty PNG chunks
+    for data in crafted:
+        for url in (URL, "/v1/track/crafted"):
+            response = client.post(url, content=data)
+            assert_error(response, 400, "header_too_long")
+            assert str(MAX_SEGMENTS) in response.json()["detail"]
+    assert "crafted" not in client.app.state.service.sessions
+    assert client.post(URL, content=face_jpeg).status_code == 200
+
+
+def test_a_truncated_jpeg_with_an_end_marker_is_415(client, face_jpeg):
+    cut = face_jpeg[: len(face_jpeg) // 2] + b"\xff\xd9"  # decodes with grey rows where the data is missing
+    for url in (URL, "/v1/track/cut"):
+        response = client.post(url, content=cut)
+        assert_error(response, 415, "unsupported_media_type")
+        assert "truncated" in response.json()["detail"]
+
+
+def test_media_types_are_case_insensitive(client, face_jpeg):
+    import httpx
+
+    request = httpx.Request("POST", "http://x" + URL, files={"file": ("face.jpg", face_jpeg, "image/jpeg")})
+    body, content_type = request.read(), request.headers["content-type"]
+    expected = client.post(URL, content=face_jpeg).json()
+    for media_type in ("MULTIPART/FORM-DATA", "Multipart/Form-Data"):
+        response = client.post(URL, content=body, headers={"content-type": content_type.replace("multipart/form-data", media_type)})
+        assert response.status_code == 200, response.text
+        assert response.json() == expected
+
+
+def test_a_stalled_upload_holds_no_queue_place(tiny_checkpoint, face_jpeg):
+    """A client trickling its body holds no worker or queue place (only the bytes it sent count
+    against the memory bound), so others are served meanwhile."""
+    import asyncio
+
+    app = make_app(tiny_checkpoint, workers=1, queue=0)
+
+    async def run():
+        receive, reading, release = _stalled_upload(face_jpeg[:1])
+        stalled = asyncio.ensure_future(_asgi_call(app, receive))
+        await asyncio.wait_for(reading.wait(), 60)
+        good = await asyncio.wait_for(_asgi_post(app, [face_jpeg]), 300)
+        release.set()
+        await asyncio.wait_for(stalled, 60)
+        return good
+
+    with TestClient(app):
+        status, body, _ = asyncio.run(run())
+    assert status == 200, body
+
+
+def test_an_upload_below_the_minimum_rate_is_408_long_before_the_timeout(tiny_checkpoint, face_jpeg):
+    """An upload must keep up ``min_upload_rate`` after ``upload_grace_s``; one that stalls is cut off
+    then (408), not after ``upload_timeout_s``."""
+    import asyncio
+
+    app = make_app(tiny_checkpoint, min_upload_rate=1_000_000, upload_grace_s=0.2, upload_timeout_s=3600)
+
+    async def run():
+        receive, _, release = _stalled_upload(face_jpeg[:100])
+        try:
+            return await asyncio.wait_for(_asgi_call(app, receive), 60)  # generous: the cut comes at about 0.2 s
+        finally:
+            release.set()
+
+    with TestClient(app) as client:
+        status, body = asyncio.run(run())
+        assert (status, body["error"]) == (408, "upload_too_slow"), body
+        assert "bytes/s" in body["detail"]
+        assert client.post(URL, content=face_jpeg).status_code == 200

@@ -7,19 +7,27 @@ page at ``/``, ``GET /healthz`` and docs at ``/docs``.
 
 Every request body is treated as hostile: its size is capped while it is read (the
 ``Content-Length`` header is checked but not trusted), a multipart form is parsed as it streams in
-(its file spooled to disk past 1 MB), the image's width and height are read from its header before
-any pixel is decoded (a few-kB PNG can declare a 30000 x 30000 image), and the format is sniffed
-from the bytes, never from a file name or a MIME type. Inference runs in a bounded thread pool
-behind a bounded queue, and a request takes its place in that queue *before* its body is read:
-when the workers and the queue are full it is answered 503 without reading a byte, so at most
-``workers + queue`` uploads (each at most ``max_upload_mb``) are in memory at any time.
+(its file spooled to disk past 1 MB), and nothing of it is parsed on the event loop: in the worker
+pool, the one image loader (:func:`facemark.files.decode_image`) refuses headers too long to walk,
+reads the width and height from the header before any pixel is decoded (a few-kB PNG can declare
+a 30000 x 30000 image), sniffs the format from the bytes (never from a file name or a MIME type)
+and refuses truncated files. Inference runs in a bounded thread pool behind a bounded queue.
+
+Memory stays bounded without letting slow clients lock others out: a body's bytes count against a
+budget of ``(workers + queue) * max_upload_mb`` as they arrive, and a request takes one of the
+``workers + queue`` places only once its body is in. A request that finds every place taken is
+answered 503 before a byte of its body is read; an upload that falls below ``min_upload_rate``
+after ``upload_grace_s`` (or is still arriving after ``upload_timeout_s``) is cut off with 408, so a
+client trickling its body holds neither a place nor more than the bytes it sent. Slow or idle
+connections (no complete request head) are the server's business: see :mod:`facemark.serve.server`.
 
 Status codes: 200; 400 empty or malformed body (a multipart part header over the parser's ~4 kB,
-as a very long file name makes, is named as such); 413 upload over ``max_upload_mb`` or image over
-``max_pixels``; 415 not a decodable image (garbage, truncated or an unsupported format); 422 bad
-query parameter; 501 ``aligned``/``pose`` asked for but not available in this installation; 503
-busy (with ``Retry-After``); 500 anything else. Every error is JSON ``{"error", "detail"}``. A
-client that hangs up mid-upload is one INFO line in the server log.
+as a very long file name makes, is named as such), an image header too long to walk; 408 upload too
+slow; 413 upload over ``max_upload_mb`` or image over ``max_pixels``; 415 not a decodable image
+(garbage, truncated or an unsupported format); 422 bad query parameter; 501 ``aligned``/``pose``
+asked for but not available in this installation; 503 busy, or every live-tracking session active
+(with ``Retry-After``); 500 anything else. Every error is JSON ``{"error", "detail"}``. A client
+that hangs up mid-upload is one INFO line in the server log.
 """
 
 from __future__ import annotations
@@ -28,14 +36,13 @@ import asyncio
 import base64
 import hashlib
 import importlib
-import io
 import logging
+import math
 import os
 import re
 import threading
 import time
 from collections import OrderedDict
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -47,16 +54,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import parse_options_header
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
 import facemark
 from facemark.api import ALIGNED_SIZE, Landmarker
-from facemark.files import ImageError, decode_image, jpeg_complete
+from facemark import files
+from facemark.files import ImageError, ImageHeaderTooLong, ImageTooLarge, decode_image
 from facemark.track import VideoTracker
 
-#: formats whose header PIL reads and whose pixels OpenCV decodes; anything else is answered 415
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "PPM")
 log = logging.getLogger("uvicorn.error")  # uvicorn's server log, which shows INFO lines
 
 
@@ -131,11 +138,12 @@ def _error_response(status: int, error: str, detail: str, headers: dict[str, str
 
 # -- input checks --------------------------------------------------------------------------
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, arrived=None) -> bytes:
     """The image bytes of a raw body or of the ``file`` field of a multipart form, at most ``limit`` bytes.
 
     Bytes are counted as they arrive (the ``Content-Length`` header may lie or be absent), and a
     multipart form is parsed while it streams in, so nothing over the limit is ever held.
+    ``arrived(n)`` is called with the size of each piece of the body as it comes in.
     """
     def too_large() -> ServiceError:
         return ServiceError(413, "upload_too_large", f"the upload is over the {limit / 2**20:g} MB limit")
@@ -151,13 +159,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     async def receive() -> Message:
         nonlocal received
         message = await request.receive()
-        received += len(message.get("body", b""))
+        size = len(message.get("body", b""))
+        received += size
         if received > limit:
             raise too_large()
+        if arrived is not None and size:
+            arrived(size)
         return message
 
     counted = Request(request.scope, receive)
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    media_type, _ = parse_options_header(request.headers.get("content-type", ""))  # lower-cased, as Starlette reads it
+    if media_type == b"multipart/form-data":
         body = await _multipart_file(counted)
     else:
         body = bytearray()
@@ -197,28 +209,6 @@ def _multipart_problem(err: BaseException) -> str:
     return f"malformed multipart body: {getattr(chain[-1], 'detail', chain[-1])}"
 
 
-def image_header(data: bytes, max_pixels: int) -> tuple[int, int, str]:
-    """``(width, height, format)`` from the image header alone, before any pixel is decoded."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():  # PIL warns about large images; the limit below decides
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as im:
-                (width, height), fmt = im.size, im.format
-    except Image.DecompressionBombError as err:  # PIL's own hard limit, above any sensible max_pixels
-        raise ServiceError(413, "image_too_large", str(err)) from None
-    except Exception:
-        raise ServiceError(415, "unsupported_media_type",
-                           f"the body is not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})") from None
-    if width * height > max_pixels:
-        raise ServiceError(413, "image_too_large", f"the image is {width}x{height} ({width * height / 1e6:.1f} Mpx); "
-                                                   f"the limit is {max_pixels / 1e6:g} Mpx")
-    if fmt == "JPEG" and not jpeg_complete(data):
-        raise ServiceError(415, "unsupported_media_type", "the JPEG is truncated (it ends before its end-of-image marker)")
-    return width, height, fmt
-
-
 def _optional(module: str, name: str, flag: str):
     """``facemark.<module>.<name>`` for an optional output, or 501 when this installation lacks it."""
     try:
@@ -244,18 +234,22 @@ class Service:
     """The loaded model, the bounded inference pool, the request limits and the tracking sessions of one app."""
 
     def __init__(self, landmarker: Landmarker, detector: str, max_upload_bytes: int, max_pixels: int,
-                 workers: int, queue: int, max_sessions: int = 8, session_idle_s: float = 60.0,
-                 upload_timeout_s: float = 30.0):
+                 workers: int, queue: int, max_sessions: int = 8, session_idle_s: float = 15.0,
+                 upload_timeout_s: float = 30.0, min_upload_rate: float = 8192, upload_grace_s: float = 5.0):
         self.landmarker, self.workers, self.queue = landmarker, workers, queue
-        self.upload_timeout_s = upload_timeout_s  # a queue place is held at most this long while the body arrives
+        self.upload_timeout_s = upload_timeout_s  # an upload is cut off after this long, however fast
+        self.min_upload_rate, self.upload_grace_s = min_upload_rate, upload_grace_s  # bytes/s after the grace
         self.max_sessions, self.session_idle_s = max_sessions, session_idle_s
         self.sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently used first
         self._sessions_lock = threading.Lock()
         self.max_upload_bytes, self.max_pixels = max_upload_bytes, max_pixels
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="facemark-infer")
-        # `workers` running + `queue` waiting; a slot is freed when its job ends, not when its request
-        # ends, so a client that hangs up cannot free a slot that its job still occupies
+        # `workers` running + `queue` waiting, taken once a body is in; a slot is freed when its job
+        # ends, not when its request ends, so a client that hangs up cannot free a slot that its job
+        # still occupies
         self.slots = threading.BoundedSemaphore(workers + queue)
+        # the bytes of bodies held in memory, as they arrive: uploads in progress and jobs alike
+        self.budget = _Budget((workers + queue) * max_upload_bytes)
         self._local = threading.local()
         digest = hashlib.sha256(landmarker.model_path.read_bytes()).hexdigest()[:12]
         self.model_info = ModelInfo(name=landmarker.name, version=digest, num_points=landmarker.num_points,
@@ -263,11 +257,16 @@ class Service:
                                     facemark_version=facemark.__version__).model_dump()
 
     def admit(self) -> "_Place":
-        """A place among the workers and the queue, taken before the body is read; 503 at once when none is free."""
+        """A request's share of the service, before its body is read: 503 at once when every worker and
+        queue place is taken (none is held yet: :meth:`_Place.take_slot` takes one once the body is in)."""
         if not self.slots.acquire(blocking=False):
-            raise ServiceError(503, "busy", f"all {self.workers} workers are busy and {self.queue} requests are "
-                                            "queued; retry shortly", {"Retry-After": "1"})
-        return _Place(self.slots)
+            raise self._busy()
+        self.slots.release()
+        return _Place(self)
+
+    def _busy(self) -> ServiceError:
+        return ServiceError(503, "busy", f"all {self.workers} workers are busy and {self.queue} requests are "
+                                         "queued; retry shortly", {"Retry-After": "1"})
 
     async def run(self, place: "_Place", fn, *args):
         """``fn(*args)`` in the pool; ``place`` is given back when the job ends (not when the request does)."""
@@ -287,12 +286,21 @@ class Service:
             lm = self._local.lm = self.landmarker.with_own_detector()
         return lm
 
+    def decode(self, data: bytes):
+        """The upload's pixels (in a worker thread, never on the event loop), by the one image loader:
+        header length, declared size, format, truncation and EXIF orientation all handled there."""
+        try:
+            return decode_image(data, "upload", max_pixels=self.max_pixels)
+        except ImageHeaderTooLong as err:
+            raise ServiceError(400, "header_too_long", err.reason) from None
+        except ImageTooLarge as err:
+            raise ServiceError(413, "image_too_large", err.reason) from None
+        except ImageError as err:
+            raise ServiceError(415, "unsupported_media_type", err.reason) from None
+
     def infer(self, data: bytes, max_faces: int | None, aligned: bool = False, pose: bool = False) -> dict:
         """Decode and run one image (in a worker thread); the faces come whole from the Landmarker."""
-        try:
-            image = decode_image(data)  # the one image loader: EXIF orientation applied, truncation refused
-        except ImageError:
-            raise ServiceError(415, "unsupported_media_type", "the image could not be decoded (corrupt or truncated)") from None
+        image = self.decode(data)
         height, width = image.shape[:2]
         faces = []
         for face in self._worker_landmarker().detect(image, max_faces, pose=pose, aligned=aligned):
@@ -303,32 +311,44 @@ class Service:
         return {"image": {"width": width, "height": height}, "faces": faces, "model": self.model_info}
 
     def session(self, name: str) -> _Session:
-        """The tracking session ``name``, made when new; idle sessions are dropped, and past
-        ``max_sessions`` the least recently used one is (its client simply starts afresh)."""
+        """The tracking session ``name``, made when new; idle sessions are dropped. An active session is
+        never dropped for a new one: past ``max_sessions`` active sessions a new name is refused (503,
+        ``Retry-After``: when the least recently used one turns idle, unless it is used again)."""
         now = time.monotonic()
         with self._sessions_lock:
-            for key in [k for k, v in self.sessions.items() if now - v.used > self.session_idle_s]:
-                del self.sessions[key]
+            self._room_for(name, now)
             found = self.sessions.get(name)
             if found is None:
-                while len(self.sessions) >= self.max_sessions:
-                    self.sessions.popitem(last=False)
                 found = self.sessions[name] = _Session(self.landmarker, TRACK_EVERY)
             self.sessions.move_to_end(name)
             found.used = now
             return found
 
+    def check_session(self, name: str) -> None:
+        """503 now (before the body is read) when :meth:`session` would refuse ``name``."""
+        with self._sessions_lock:
+            self._room_for(name, time.monotonic())
+
+    def _room_for(self, name: str, now: float) -> None:
+        for key in [k for k, v in self.sessions.items() if now - v.used > self.session_idle_s]:
+            del self.sessions[key]
+        if name not in self.sessions and len(self.sessions) >= self.max_sessions:
+            oldest = next(iter(self.sessions.values()))
+            wait = max(1, math.ceil(self.session_idle_s - (now - oldest.used)))
+            raise ServiceError(503, "sessions_full", f"all {self.max_sessions} live-tracking sessions are active; "
+                                                     f"one turns idle after {self.session_idle_s:g} s without frames",
+                               {"Retry-After": str(wait)})
+
     def end_session(self, name: str) -> bool:
         with self._sessions_lock:
             return self.sessions.pop(name, None) is not None
 
-    def track(self, name: str, session: _Session, data: bytes) -> dict:
-        """One frame of a tracking session (in a worker thread): the same faces as :meth:`infer`, with ``track_id``."""
-        try:
-            image = decode_image(data)
-        except ImageError:
-            raise ServiceError(415, "unsupported_media_type", "the image could not be decoded (corrupt or truncated)") from None
+    def track(self, name: str, data: bytes) -> dict:
+        """One frame of a tracking session (in a worker thread): the same faces as :meth:`infer`, with
+        ``track_id``; the session is made only for a frame that decodes."""
+        image = self.decode(data)
         height, width = image.shape[:2]
+        session = self.session(name)
         with session.lock:
             session.tracker.landmarker = self._worker_landmarker()  # this worker's detector
             faces = session.tracker.push(image, time.monotonic() - session.started)
@@ -341,16 +361,54 @@ TRACK_EVERY = 5  # detector period of a live session, in frames (a webcam page s
 SESSION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-class _Place:
-    """One of a service's ``workers + queue`` places; :meth:`release` gives it back (once)."""
+class _Budget:
+    """Bytes of request bodies in memory, at most ``total``; thread-safe (jobs end in worker threads)."""
 
-    def __init__(self, slots: threading.BoundedSemaphore):
-        self._slots, self._held = slots, True
+    def __init__(self, total: int):
+        self.total, self.used = total, 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if self.used + size > self.total:
+                return False
+            self.used += size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.used -= size
+
+
+class _Place:
+    """A request's share of its service: the bytes of its body (against the memory budget, as they
+    arrive) and, once the body is in, one of the ``workers + queue`` slots; :meth:`release` gives
+    back both (once)."""
+
+    def __init__(self, service: "Service"):
+        self._service, self._held = service, True
+        self.bytes, self._slot = 0, False
+
+    def take_bytes(self, size: int) -> None:
+        """Count ``size`` more body bytes; 503 when the uploads in progress already hold the budget."""
+        if not self._service.budget.take(size):
+            raise ServiceError(503, "busy", f"uploads in progress already hold the server's "
+                                            f"{self._service.budget.total / 2**20:g} MB for request bodies; retry shortly",
+                               {"Retry-After": "1"})
+        self.bytes += size
+
+    def take_slot(self) -> None:
+        """One of the workers + queue places, for a body that is in; 503 when none is free."""
+        if not self._service.slots.acquire(blocking=False):
+            raise self._service._busy()
+        self._slot = True
 
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._slots.release()
+            self._service.budget.give(self.bytes)
+            if self._slot:
+                self._service.slots.release()
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -368,17 +426,35 @@ _BODY = {  # the body is read by hand (to cap its size), so describe it to OpenA
 
 
 async def _admit_and_read(request: Request, service: "Service"):
-    """A queue place, then the checked body: 503 before a byte of the body is read (a full queue
-    costs no memory); the place is given back if the body is refused."""
+    """The body, then a worker or queue place: 503 before a byte of the body is read when every place
+    is taken (a full queue costs no memory); while the body arrives only its bytes are held (against
+    the memory budget), and it must keep up ``min_upload_rate`` after ``upload_grace_s`` and be in
+    within ``upload_timeout_s`` (408). Everything is given back if the body is refused. Nothing is
+    parsed here, on the event loop: the image is checked in the worker pool."""
     place = service.admit()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    cutoff = started + service.upload_timeout_s
     try:
         try:
-            async with asyncio.timeout(service.upload_timeout_s):  # a slow uploader cannot keep its place
-                data = await read_body(request, service.max_upload_bytes)
+            async with asyncio.timeout(min(cutoff, started + service.upload_grace_s)) as deadline:
+                def arrived(size: int) -> None:
+                    place.take_bytes(size)  # and the deadline moves on by the time those bytes buy
+                    deadline.reschedule(min(cutoff, started + service.upload_grace_s + place.bytes / service.min_upload_rate))
+
+                data = await read_body(request, service.max_upload_bytes, arrived)
         except TimeoutError:
-            raise ServiceError(408, "upload_timeout", f"the upload took longer than {service.upload_timeout_s:g} s; "
-                                                      "send it again on a faster connection") from None
-        image_header(data, service.max_pixels)
+            client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+            if loop.time() >= cutoff:
+                error, detail = "upload_timeout", (f"the upload took longer than {service.upload_timeout_s:g} s; "
+                                                   "send it again on a faster connection")
+            else:
+                error, detail = "upload_too_slow", (f"the upload fell below {service.min_upload_rate:g} bytes/s after "
+                                                    f"{service.upload_grace_s:g} s ({place.bytes} bytes in "
+                                                    f"{loop.time() - started:.1f} s)")
+            log.info("%s: upload to %s cut off: %s", client, request.url.path, error)
+            raise ServiceError(408, error, detail) from None
+        place.take_slot()
     except BaseException:
         place.release()
         raise
@@ -409,13 +485,15 @@ async def track(request: Request, session: str) -> dict:
     """Send the frames of one video (a webcam) one at a time, each as in ``/v1/landmarks``, under a
     session name of your choosing (1-64 of ``A-Z a-z 0-9 _ -``). The server keeps a tracker per
     session (``Landmarker.track``: the detector every few frames, points followed and smoothed in
-    between, a stable ``track_id`` per face). Sessions are few (8 by default): an idle one (60 s) or,
-    past the bound, the least recently used one is dropped, and its next frame starts afresh."""
+    between, a stable ``track_id`` per face). Sessions are few (8 by default) and an idle one (15 s
+    without frames) is dropped (its next frame starts afresh); while all are active a new session
+    is refused, 503 with ``Retry-After``, and no active session is ever dropped for it."""
     service: Service = request.app.state.service
     if not SESSION_NAME.fullmatch(session):
         raise ServiceError(422, "invalid_request", "session: 1-64 characters of A-Z a-z 0-9 _ -")
+    service.check_session(session)  # 503 before the body is read
     place, data = await _admit_and_read(request, service)
-    return await service.run(place, service.track, session, service.session(session), data)
+    return await service.run(place, service.track, session, data)
 
 
 @router.delete("/v1/track/{session}", status_code=204, summary="End a live tracking session")
@@ -439,18 +517,22 @@ async def index() -> HTMLResponse:
 # -- the app -------------------------------------------------------------------------------
 
 def create_app(model: str = "default", backend: str | None = None, detector: str | None = None,
-               max_upload_mb: float = 10, max_pixels: int = 40_000_000, workers: int = 2, queue: int = 8,
-               max_sessions: int = 8, session_idle_s: float = 60.0, upload_timeout_s: float = 30.0) -> FastAPI:
+               max_upload_mb: float = 10, max_pixels: int | None = None, workers: int = 2, queue: int = 8,
+               max_sessions: int = 8, session_idle_s: float = 15.0, upload_timeout_s: float = 30.0,
+               min_upload_rate: float = 8192, upload_grace_s: float = 5.0) -> FastAPI:
     """The ASGI app; the model loads once, when the server starts (the lifespan handler).
 
+    ``max_pixels``: the largest image accepted (default :data:`facemark.files.MAX_PIXELS`);
     ``workers``: inference threads; ``queue``: requests allowed to wait for one before 503;
     ``max_sessions``, ``session_idle_s``: live tracking sessions kept (``/v1/track``) and how long an idle one lives;
-    ``upload_timeout_s``: an upload still arriving after this long is answered 408 and its queue place freed.
+    ``upload_timeout_s``: an upload still arriving after this long is answered 408; ``min_upload_rate``
+    (bytes/s), ``upload_grace_s``: one that falls below that rate after the grace is answered 408 at once.
     """
+    max_pixels = files.MAX_PIXELS if max_pixels is None else max_pixels
     if (workers < 1 or queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or max_sessions < 1 or session_idle_s <= 0
-            or not upload_timeout_s > 0):
+            or not upload_timeout_s > 0 or not min_upload_rate > 0 or not upload_grace_s > 0):
         raise ValueError("need workers >= 1, queue >= 0, max_upload_mb > 0, max_pixels >= 1, max_sessions >= 1, "
-                         "session_idle_s > 0 and upload_timeout_s > 0")
+                         "session_idle_s > 0, upload_timeout_s > 0, min_upload_rate > 0 and upload_grace_s > 0")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -462,7 +544,8 @@ def create_app(model: str = "default", backend: str | None = None, detector: str
         landmarker = Landmarker(model, backend=backend, detector=detector, num_threads=threads)
         landmarker.detector  # noqa: B018 - load now: a bad detector fails the start, not the first request
         service = Service(landmarker, detector or DEFAULT_DETECTOR, int(max_upload_mb * 2**20), max_pixels,
-                          workers, queue, max_sessions, session_idle_s, upload_timeout_s)
+                          workers, queue, max_sessions, session_idle_s, upload_timeout_s, min_upload_rate,
+                          upload_grace_s)
         app.state.service = service
         try:
             yield
