@@ -431,38 +431,25 @@ def build_parser() -> argparse.ArgumentParser:
                    ".dat/.lbf.npz model")
     p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
     p.add_argument("--detector", choices=detectors, default=None, metavar="NAME", help=detector_help)
-<<<<<<< HEAD
     p.add_argument("--workers", type=_at_least_one, default=2, help="inference threads (one process)")
     p.add_argument("--queue", type=_at_least_zero, default=8, help="requests that may wait for a worker before 503")
     p.add_argument("--max-upload-mb", type=_positive, default=10, help="larger uploads are answered 413")
     p.add_argument("--upload-timeout", type=_positive, default=30, metavar="SECONDS",
                    help="an upload still arriving after this long is answered 408 (frees its queue place)")
-=======
-    p.add_argument("--workers", type=int, default=2, help="inference threads (one process)")
-    p.add_argument("--queue", type=int, default=8, help="requests that may wait for a worker before 503")
-    p.add_argument("--max-upload-mb", type=float, default=10, help="larger uploads are answered 413")
-    p.add_argument("--upload-timeout", type=float, default=30, metavar="SECONDS",
-                   help="an upload still arriving after this long is answered 408")
-    p.add_argument("--min-upload-rate", type=float, default=8, metavar="KB_PER_S",
+    p.add_argument("--min-upload-rate", type=_positive, default=8, metavar="KB_PER_S",
                    help="an upload slower than this (kB/s) after its first 5 s is answered 408")
-    p.add_argument("--header-timeout", type=float, default=10, metavar="SECONDS",
+    p.add_argument("--header-timeout", type=_positive, default=10, metavar="SECONDS",
                    help="a connection that sends no complete request head for this long is closed")
-    p.add_argument("--limit-concurrency", type=int, default=500, metavar="N",
+    p.add_argument("--limit-concurrency", type=_at_least_one, default=500, metavar="N",
                    help="open connections at most (more are closed at once; requests past it get 503); keep it "
                         "below ulimit -n")
->>>>>>> step15-serve
     p.set_defaults(func=_serve)
     return parser
 
 
 def _serve(args) -> int:
-<<<<<<< HEAD
-    import uvicorn
-
     from facemark.api import Landmarker
     from facemark.files import MAX_PIXELS
-=======
->>>>>>> step15-serve
     from facemark.serve.app import create_app
     from facemark.serve.server import serve
 
@@ -470,16 +457,10 @@ def _serve(args) -> int:
     # before the server starts, not a traceback from its start-up; the app loads its own copy
     Landmarker(args.model, backend=args.backend, detector=args.detector).detector  # noqa: B018
     app = create_app(args.model, backend=args.backend, detector=args.detector, max_upload_mb=args.max_upload_mb,
-<<<<<<< HEAD
                      max_pixels=MAX_PIXELS, workers=args.workers, queue=args.queue,
-                     upload_timeout_s=args.upload_timeout)
-    uvicorn.run(app, host=args.host, port=args.port)  # the model loads in the app's lifespan, at start
-=======
-                     workers=args.workers, queue=args.queue, upload_timeout_s=args.upload_timeout,
-                     min_upload_rate=args.min_upload_rate * 1024)
+                     upload_timeout_s=args.upload_timeout, min_upload_rate=args.min_upload_rate * 1024)
     # the model loads in the app's lifespan, at start
     serve(app, args.host, args.port, header_timeout_s=args.header_timeout, limit_concurrency=args.limit_concurrency)
->>>>>>> step15-serve
     return 0
 
 
