@@ -60,7 +60,6 @@ from starlette.types import Message
 
 import facemark
 from facemark.api import ALIGNED_SIZE, Landmarker
-from facemark import files
 from facemark.files import ImageError, ImageHeaderTooLong, ImageTooLarge, decode_image
 from facemark.track import VideoTracker
 
@@ -528,7 +527,7 @@ def create_app(model: str = "default", backend: str | None = None, detector: str
     ``upload_timeout_s``: an upload still arriving after this long is answered 408; ``min_upload_rate``
     (bytes/s), ``upload_grace_s``: one that falls below that rate after the grace is answered 408 at once.
     """
-    max_pixels = files.MAX_PIXELS if max_pixels is None else max_pixels
+    max_pixels = facemark.files.MAX_PIXELS if max_pixels is None else max_pixels
     if (workers < 1 or queue < 0 or max_upload_mb <= 0 or max_pixels < 1 or max_sessions < 1 or session_idle_s <= 0
             or not upload_timeout_s > 0 or not min_upload_rate > 0 or not upload_grace_s > 0):
         raise ValueError("need workers >= 1, queue >= 0, max_upload_mb > 0, max_pixels >= 1, max_sessions >= 1, "
