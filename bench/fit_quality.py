@@ -38,12 +38,12 @@ from pathlib import Path
 import numpy as np
 
 from facemark import metrics
-from facemark.api import DEFAULT_MODEL_DIR, Landmarker
-from facemark.data.dataset import jitter_box
+from facemark.api import Landmarker
+from facemark.spec import MODEL_DIR as DEFAULT_MODEL_DIR
 from facemark.data.store import read_image
 from facemark.evaluate import MATCH_IOU, load_faces
 from facemark.files import write_atomic
-from facemark.geometry import best_match, box_from_points
+from facemark.geometry import best_match, box_from_points, jitter_box
 from facemark.quality import GOOD_NME, QualityCalibration, face_design, fit_logistic, point_design
 from facemark.schemes import five_from_68_box, get_scheme
 

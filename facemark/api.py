@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -29,12 +28,9 @@ from facemark.geometry import (
     Box, CropRule, box_centre, box_from_points, crop_box_from_box, crop_image, crops_to_input, from_crop, turned_box,
     upright_turn,
 )
+from facemark.runtime import open_model
 from facemark.schemes import five_from_68_box, get_scheme, resolve_scheme
 
-DEFAULT_MODEL_DIR = Path(str(files("facemark") / "assets" / "models"))
-#: models shipped in DEFAULT_MODEL_DIR: "default" (68 points), "default-int8" (its INT8 ONNX copy: 0.41x
-#: the time per face on one thread, +0.10 NME points; ONNX Runtime only) and "default-5" (5 points, cuhk-5pt order)
-SHIPPED_MODELS = ("default", "default-int8", "default-5")
 ALIGNED_SIZE = 112  # the ArcFace template's size
 #: detect's refine pass (and tracking) crops a face turned upright when its eye line is tilted by
 #: more than this many degrees. 0: every face. Measured (bench_end_to_end, bench_video): against
@@ -107,61 +103,6 @@ def check_max_faces(max_faces) -> int | None:
     return int(max_faces)
 
 
-class _TorchRunner:
-    def __init__(self, model, device: str):
-        import torch
-
-        self.torch, self.device = torch, torch.device(device)
-        self.model = model.to(self.device).eval()
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            inputs = self.torch.from_numpy(crops_to_input(batch)).to(self.device)
-            return self.model.predict_points(inputs).float().cpu().numpy()
-
-    def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Points ``(B, K, 2)`` and the raw point features ``(B, K, 2)`` (None for models without them)."""
-        if not hasattr(self.model, "predict_with_features"):
-            return self(batch), None
-        with self.torch.inference_mode():
-            inputs = self.torch.from_numpy(crops_to_input(batch)).to(self.device)
-            points, features = self.model.predict_with_features(inputs)
-            return points.float().cpu().numpy(), features.float().cpu().numpy()
-
-
-class _OnnxRunner:
-    def __init__(self, model_bytes_or_path, num_threads: int | None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-            options.inter_op_num_threads = 1
-        # idle pool threads sleep instead of spinning: spinning ones took the cores from the detector's
-        # session (and from other processes) between calls, slowing a photo by half (bench_end_to_end)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model_bytes_or_path, options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        # numpy, not torch, for the input: torch's thread pool would fight onnxruntime's
-        return self.session.run(["points"], {"image": crops_to_input(batch)})[0]
-
-    def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Points and the ``point_features`` output (None for files exported without it)."""
-        if "point_features" not in {o.name for o in self.session.get_outputs()}:
-            return self(batch), None
-        points, features = self.session.run(["points", "point_features"], {"image": crops_to_input(batch)})
-        return points, features
-
-
-def _onnx_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class Landmarker:
     """Facial landmarks from images: a model, its crop rule and a face detector.
 
@@ -188,41 +129,12 @@ class Landmarker:
     def __init__(self, model: str | Path = "default", backend: str | None = None, device: str = "cpu",
                  detector: str | None = None, refine: bool | None = None, flip_test: bool = True,
                  num_threads: int | None = None, scheme=None, min_quality: float | None = MIN_QUALITY):
-        if backend not in (None, "onnx", "torch"):
-            raise ValueError(f"backend must be 'onnx' or 'torch', got {backend!r}")
-        path = self._resolve(model, backend or ("onnx" if _onnx_available() else "torch"))
-        # the file decides the backend: an .onnx runs on ONNX Runtime, a .pt checkpoint on torch
-        backend = backend or {".onnx": "onnx", ".pt": "torch"}.get(path.suffix, "onnx" if _onnx_available() else "torch")
-        self.backend, self.model_path, self.refine, self.flip_test = backend, path, refine, flip_test
+        loaded = open_model(model, backend, device, num_threads)
+        self.backend, self.model_path, self.spec, self.meta, self._run = (
+            loaded.backend, loaded.path, loaded.spec, loaded.meta, loaded.runner)
+        self.refine, self.flip_test = refine, flip_test
         self.min_quality = check_min_quality(min_quality)
         self._detector_name, self._detector = detector, None
-        self.spec = None  # the model spec (facemark.spec.ModelSpec) of a .pt or .onnx model
-        if path.suffix in (".dat", ".npz"):  # classical models (dlib ERT, LBF): their own runner, any backend
-            from facemark.classical import load_classical
-
-            self._run, self.meta = load_classical(path, num_threads)
-        elif path.suffix == ".onnx":
-            if backend == "torch":
-                raise ValueError(f"{path}: an ONNX model runs only with backend='onnx'")
-            from facemark.spec import ModelSpec, read_onnx_metadata
-
-            raw = read_onnx_metadata(path)
-            self.spec = ModelSpec.from_dict(raw, source=path)  # checked; files exported before scheme and std: filled in
-            self.meta = {**raw, **self.spec.to_dict()}
-            self._run = _OnnxRunner(str(path), num_threads)
-        else:
-            if backend == "onnx":  # never exported on the fly: that is `facemark export`'s job
-                raise ValueError(f"{path}: a .pt checkpoint runs with backend='torch'; for ONNX Runtime export it "
-                                 f"first (`facemark export {path} --onnx model.onnx`)")
-            from facemark.checkpoint import load_checkpoint, model_from_checkpoint, model_metadata, model_spec
-
-            state = load_checkpoint(path)
-            self.spec, self.meta = model_spec(state), model_metadata(state)
-            if num_threads:
-                import torch
-
-                torch.set_num_threads(num_threads)
-            self._run = _TorchRunner(model_from_checkpoint(state)[0], device)
         self.num_points = int(self.meta["num_points"])
         self.input_size = int(self.meta["input_size"])
         self.crop_rule = CropRule(**self.meta["crop"])
@@ -234,27 +146,7 @@ class Landmarker:
             self.scheme = self.spec.point_scheme
         else:
             self.scheme = get_scheme(self.num_points)
-        self.name = f"{self.meta['model_name']}@{path.stem}"
-
-    # -- model files
-    @staticmethod
-    def _resolve(model: str | Path, backend: str) -> Path:
-        if str(model) in SHIPPED_MODELS:
-            candidates = [DEFAULT_MODEL_DIR / f"{model}.{ext}" for ext in (("onnx", "pt") if backend == "onnx" else ("pt",))]
-            for path in candidates:
-                if path.is_file():
-                    return path
-            if backend == "torch" and (DEFAULT_MODEL_DIR / f"{model}.onnx").is_file():
-                raise ValueError(f"'{model}' is an ONNX-only model: use backend='onnx'")
-            raise FileNotFoundError(f"no default model in {DEFAULT_MODEL_DIR} (looked for {[p.name for p in candidates]})")
-        path = Path(model)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: model file not found (give 'default', a .pt checkpoint, a .onnx file, "
-                                    "or a classical .dat / .lbf.npz model)")
-        if path.suffix not in (".pt", ".onnx", ".dat", ".npz"):
-            raise ValueError(f"{path}: expected a .pt checkpoint, an .onnx model, or a classical model "
-                             "(dlib ERT .dat, LBF .lbf.npz)")
-        return path
+        self.name = loaded.name
 
     @property
     def detector(self):

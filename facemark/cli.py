@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+from facemark.extras import MissingExtra, missing_extra_message
+
 
 def _data_prepare(args) -> int:
     from facemark.data.prepare import prepare
@@ -207,7 +209,9 @@ def _eval(args) -> int:
                       worst_k=args.worst_k,
                       detector=args.detector, scheme=_scheme_arg(args))
     print(result["headline"])
-    print(f"wrote metrics.json, report.md, ced.png, worst.png to {args.out}")
+    written = ["metrics.json", "report.md", *(["ced.png"] if result.get("ced_png", True) is not None else []),
+               *(["worst.png"] if args.worst_k > 0 else [])]
+    print(f"wrote {', '.join(written)} to {args.out}")
     return 0
 
 
@@ -478,6 +482,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"facemark: error: {err}", file=sys.stderr)
+        return 2
+    except ImportError as err:  # an optional extra's module (facemark.extras): name the extra, in one line
+        message = str(err) if isinstance(err, MissingExtra) else missing_extra_message(
+            getattr(err, "name", None), f"facemark {args.command}")
+        if message is None:
+            raise
+        print(f"facemark: error: {message}", file=sys.stderr)
         return 2
     finally:
         facemark.files.MAX_PIXELS = cap

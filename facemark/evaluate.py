@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -33,11 +34,13 @@ import numpy as np
 from tqdm import tqdm
 
 from facemark import metrics, plots
-from facemark.data.dataset import jitter_box  # training's box noise, for robustness figures
 from facemark.data.record import DataError, FaceSample
 from facemark.data.store import Store, check_prepared, read_image, region_box
+from facemark.extras import MissingExtra
 from facemark.files import write_atomic
-from facemark.geometry import Box, apply_affine, best_match, box_from_points, crop_affine, crop_image, rotate_face, warp
+from facemark.geometry import (
+    Box, apply_affine, best_match, box_from_points, crop_affine, crop_image, jitter_box, rotate_face, warp,
+)
 from facemark.schemes import SCHEMES, resolve_scheme, scheme_from_spec
 
 BOX_PROTOCOLS = ("gt", "detector")
@@ -376,7 +379,9 @@ def _report(result: dict, scheme, worst_k: int) -> str:
                   "| " + " | ".join(_pct(v) for v in groups.values()) + " |"]
     if result["skipped"]:
         lines += ["", "Skipped:", "", *(f"- `{s['file']}`: {s['reason']}" for s in result["skipped"])]
-    lines += ["", "![CED](ced.png)", "",
+    ced = ["![CED](ced.png)"] if result.get("ced_png", True) is not None else [
+        'CED plot not drawn (matplotlib is not installed: pip install "facemark[plots]")']
+    lines += ["", *ced, "",
               f"Worst {worst_k} faces (red: prediction, green: ground truth):", "", "![worst faces](worst.png)", ""]
     return "\n".join(lines)
 
@@ -404,8 +409,13 @@ def _write_outputs(result: dict, records: list[dict], out: Path, worst_k: int, s
     curves = {"all": [r["nme"] for r in records]}
     if len(result["subsets"]) > 1:
         curves.update({s: [r["nme"] for r in records if r["subset"] == s] for s in result["subsets"]})
-    plots.plot_ced(curves, out / "ced.png", result["max_error"], title=f"{result['name']}: {_short(result['box_protocol'])}",
-                   xlabel=f"{metrics.describe(result['normalisation'], scheme)} (%)")
+    try:
+        plots.plot_ced(curves, out / "ced.png", result["max_error"],
+                       title=f"{result['name']}: {_short(result['box_protocol'])}",
+                       xlabel=f"{metrics.describe(result['normalisation'], scheme)} (%)")
+    except MissingExtra as err:  # the plain install: every figure but the plot
+        result["ced_png"] = None
+        print(f"{out / 'ced.png'} not drawn: {err}", file=sys.stderr)
     if worst_k > 0:
         plots.write_image(out / "worst.png", _worst_gallery(records, worst_k))
     # atomic like the PNGs, so a reader (compare, a dashboard) never sees half a file

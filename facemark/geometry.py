@@ -204,6 +204,17 @@ def turned_box(points: np.ndarray, roll: float) -> Box:
     return box_from_points(apply_affine(turn, points))
 
 
+def jitter_box(rng: np.random.Generator, box: Box, amount: float) -> Box:
+    """``box`` with each edge moved by up to ``amount`` of the box's width or height (uniform, from ``rng``):
+    training's box noise, and evaluation's jittered boxes for robustness figures."""
+    if not amount:
+        return box
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    d = rng.uniform(-amount, amount, size=4) * (w, h, w, h)
+    return x0 + d[0], y0 + d[1], x1 + d[2], y1 + d[3]
+
+
 def box_centre(box: Box) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 

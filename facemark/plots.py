@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facemark.files import atomic_path, write_atomic
-
 from facemark import metrics
+from facemark.extras import require
+from facemark.files import atomic_path, write_atomic
 from facemark.schemes import PointScheme
 
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
@@ -31,11 +31,11 @@ _SCALE = 1 << _SHIFT
 
 
 def _new_figure(size: tuple[float, float] = (7.0, 5.0)):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, dpi=110)
-    FigureCanvasAgg(fig)
+    """A matplotlib figure on an Agg canvas (the plots extra; :class:`~facemark.extras.MissingExtra` without it)."""
+    backend = require("matplotlib.backends.backend_agg", "drawing plots")
+    figure = require("matplotlib.figure", "drawing plots")
+    fig = figure.Figure(figsize=size, dpi=110)
+    backend.FigureCanvasAgg(fig)
     return fig
 
 
@@ -68,7 +68,7 @@ def plot_ced(
     The x label defaults to :func:`facemark.metrics.describe` of ``kind`` (and ``scheme``); the
     legend gives each curve's mean NME, AUC and failure rate at ``max_error``.
     """
-    from matplotlib.ticker import PercentFormatter
+    PercentFormatter = require("matplotlib.ticker", "drawing plots").PercentFormatter
 
     fig = _new_figure()
     ax = fig.add_subplot()
@@ -106,7 +106,7 @@ def plot_loss_curve(
     """Training loss against step (log scale when all positive; a moving average over the faint raw
     curve when there are more than 50 points) and, optionally, validation NME (fractions, shown in
     percent, best value marked) on a twin axis; writes a PNG at ``path``."""
-    from matplotlib.ticker import PercentFormatter
+    PercentFormatter = require("matplotlib.ticker", "drawing plots").PercentFormatter
 
     steps, losses = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)
     fig = _new_figure((8.0, 4.5))

@@ -26,13 +26,22 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields
+from importlib.resources import files
 from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
 
 from facemark.geometry import CropRule, CropRuleError
 from facemark.schemes import scheme_from_spec
 
 #: The ONNX metadata key holding the spec (JSON).
 METADATA_KEY = "facemark"
+#: the models shipped in the package (``facemark/assets/models``): ``default`` (68 points),
+#: ``default-int8`` (its INT8 ONNX copy) and ``default-5`` (5 points, cuhk-5pt order); a ``.pt``
+#: and an ``.onnx`` each where both exist (facemark.runtime.resolve_model picks the file)
+SHIPPED_MODELS = ("default", "default-int8", "default-5")
+MODEL_DIR = Path(str(files("facemark") / "assets" / "models"))
 DEFAULT_MEAN = (0.5, 0.5, 0.5)  # the recipe's fixed per-channel mean; BatchNorm after the stem does the scale
 DEFAULT_STD = (1.0, 1.0, 1.0)
 
@@ -173,18 +182,19 @@ def _scheme_value(value) -> str | dict:
     return dict(value) if isinstance(value, dict) else str(value)
 
 
-def read_onnx_metadata(path: str | Path) -> dict:
+def read_onnx_metadata(path: str | Path, session=None) -> dict:
     """The facemark metadata dict of an exported ONNX file (spec + provenance), its spec checked
     (:func:`check_spec_dict`) and checked against the graph: the input must be ``(B, 3, S, S)`` with
-    ``S`` the spec's ``input_size`` and the output ``(B, K, 2)`` with ``K`` its point count.
-    ``ValueError`` naming the file (and the field) otherwise."""
-    import onnx
-
-    try:
-        graph = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # noqa: BLE001 - protobuf and onnx fail in their own ways on foreign bytes
-        raise ValueError(f"{path}: not a readable ONNX file ({type(err).__name__})") from None
-    props = {p.key: p.value for p in graph.metadata_props}
+    ``S`` the spec's ``input_size`` and the output ``(B, K, 2)`` with ``K`` its point count (one
+    zero crop is run through it: exported graphs leave ``K`` unnamed). ``ValueError`` naming the
+    file (and the field) otherwise. ONNX Runtime reads the file (``session``: one already opened on
+    it), so this needs neither torch nor the ``onnx`` package."""
+    if session is None:
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - protobuf and onnxruntime fail in their own ways on foreign bytes
+            raise ValueError(f"{path}: not a readable ONNX file ({type(err).__name__})") from None
+    props = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in props:
         raise ValueError(f"{path}: ONNX file has no facemark metadata; export it with `facemark export`")
     try:
@@ -194,39 +204,35 @@ def read_onnx_metadata(path: str | Path) -> dict:
     except RecursionError:
         raise ValueError(f"{path}: ONNX metadata '{METADATA_KEY}' is nested too deeply to be a model spec") from None
     check_spec_dict(meta, path)
-    try:  # exported graphs leave the point count symbolic; shape inference (with data propagation) fills it in
-        graph = onnx.shape_inference.infer_shapes(graph, data_prop=True)
-    except Exception:  # noqa: BLE001 - a graph inference cannot follow keeps its declared shapes
-        pass
-    _check_graph(graph, meta, path)
+    _check_graph(session, meta, path)
     return meta
-
-
-def _dims(value_info) -> list[int | None]:
-    """The dimensions of a graph input or output; None where symbolic (the batch)."""
-    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
 
 
 def _shape_text(dims: list[int | None]) -> str:
     return "x".join("B" if d is None else str(d) for d in dims)
 
 
-def _check_graph(graph, meta: dict, path) -> None:
+def _check_graph(session, meta: dict, path) -> None:
     """The spec's input size and point count against the graph's input and output shapes."""
-    initialisers = {t.name for t in graph.graph.initializer}
-    inputs = [i for i in graph.graph.input if i.name not in initialisers]
-    outputs = list(graph.graph.output)
+    inputs, outputs = session.get_inputs(), session.get_outputs()
     if not inputs or not outputs:
         raise ValueError(f"{path}: the ONNX graph has no input or no output")
     image = next((i for i in inputs if i.name == "image"), inputs[0])
     points = next((o for o in outputs if o.name == "points"), outputs[0])
     size, count = meta.get("input_size", meta["model_args"]["input_size"]), meta["model_args"]["num_points"]
-    shape_in, shape_out = _dims(image), _dims(points)
+    shape_in = [d if isinstance(d, int) else None for d in image.shape]
     if len(shape_in) != 4 or shape_in[1] not in (None, 3):
         raise ValueError(f"{path}: the ONNX graph's input '{image.name}' is {_shape_text(shape_in)}, expected Bx3xSxS")
     if any(d is not None and d != size for d in shape_in[2:]):
         raise ValueError(f"{path}: model spec field 'input_size' = {size!r}: the graph's input '{image.name}' "
                          f"is {_shape_text(shape_in)}")
+    try:  # the output's shape as the graph computes it for one zero crop of the spec's size
+        out = session.run([points.name], {image.name: np.zeros((1, 3, size, size), np.float32)})[0]
+    except Exception as err:  # noqa: BLE001 - onnxruntime's errors on a graph that does not fit
+        message = " ".join(str(err).split())[:200]
+        raise ValueError(f"{path}: model spec field 'input_size' = {size!r}: the graph cannot run on "
+                         f"1x3x{size}x{size} ({message})") from None
+    shape_out = [None, *out.shape[1:]]
     if len(shape_out) != 3 or shape_out[2] not in (None, 2):
         raise ValueError(f"{path}: the ONNX graph's output '{points.name}' is {_shape_text(shape_out)}, expected BxKx2")
     if shape_out[1] is not None and shape_out[1] != count:

@@ -48,6 +48,7 @@ from facemark.losses import get_loss
 from facemark.metrics import describe, nme
 from facemark.geometry import CropRule, from_crop
 from facemark.schemes import resolve_scheme, spec_value
+from facemark.spec import MODEL_DIR
 from facemark.models import create_model
 
 
@@ -129,9 +130,7 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
 
 def init_path(init: str) -> Path:
     """The checkpoint named by ``config.init``: a shipped model name ("default", "default-5") or a path."""
-    from facemark.api import DEFAULT_MODEL_DIR
-
-    shipped = DEFAULT_MODEL_DIR / f"{init}.pt"
+    shipped = MODEL_DIR / f"{init}.pt"
     return shipped if "/" not in init and shipped.is_file() else Path(init)
 
 

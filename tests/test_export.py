@@ -104,7 +104,7 @@ def test_files_written_before_the_spec_still_load(tiny_checkpoint, exported, tmp
     values those models used, and the shipped default model's two files describe it identically."""
     import onnx
 
-    from facemark.api import DEFAULT_MODEL_DIR
+    from facemark.spec import MODEL_DIR as DEFAULT_MODEL_DIR
 
     state = torch.load(tiny_checkpoint, weights_only=True)
     for key in ("scheme", "mean", "std", "num_points", "input_size"):
@@ -155,7 +155,7 @@ def test_crafted_quality_calibration_is_refused(tmp_path):
     """A calibration with the wrong feature count or a non-finite coefficient is refused at load."""
     from facemark.spec import read_onnx_metadata
 
-    meta = read_onnx_metadata(Path(facemark.api.DEFAULT_MODEL_DIR) / "default.onnx")
+    meta = read_onnx_metadata(Path(facemark.spec.MODEL_DIR) / "default.onnx")
     ModelSpec.from_dict(meta, source="default.onnx")  # the shipped calibration passes
     short = json.loads(json.dumps(meta))
     short["quality"]["face"]["coef"] = short["quality"]["face"]["coef"][:3]

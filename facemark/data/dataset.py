@@ -27,6 +27,7 @@ from facemark.geometry import (
     crop_box_from_box,
     crops_to_input,
     invert_affine,
+    jitter_box,
     warp,
 )
 
@@ -87,15 +88,6 @@ def _augment_matrix(rng: np.random.Generator, aug: Augment, size: int) -> tuple[
     if flip:
         matrix = np.array([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([matrix, [0, 0, 1]])
     return matrix, flip
-
-
-def jitter_box(rng: np.random.Generator, box, amount: float):
-    if not amount:
-        return box
-    x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    d = rng.uniform(-amount, amount, size=4) * (w, h, w, h)
-    return x0 + d[0], y0 + d[1], x1 + d[2], y1 + d[3]
 
 
 #: degrade_image's draws: the face's inter-ocular distance (outer eye corners) in the shrunk copy,

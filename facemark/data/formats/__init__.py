@@ -13,6 +13,7 @@ from facemark.data.formats.mat import read_mat_300wlp
 from facemark.data.formats.pts import find_image, read_pts, read_pts_sample, sample_names, write_pts
 from facemark.data.formats.wflw import WFLW_ATTRIBUTES, read_wflw_list
 from facemark.data.record import DataError, FaceSample
+from facemark.extras import require
 
 __all__ = [
     "CUHK_LISTS", "FORMATS", "WFLW_ATTRIBUTES", "detect_format", "find_image", "read_cofw_mat", "read_cuhk_list", "read_dataset", "read_dlib_xml", "read_mat_300wlp",
@@ -38,9 +39,7 @@ def detect_format(root: str | Path) -> str | None:
         if suffix == ".txt":
             return "wflw"
         if suffix == ".mat":
-            import h5py
-
-            return "cofw" if h5py.is_hdf5(root) else None
+            return "cofw" if require("h5py", "reading .mat files").is_hdf5(root) else None
         return None
     kinds = set()
     for _, dirs, files in os.walk(root):

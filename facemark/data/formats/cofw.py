@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-import h5py
 import numpy as np
 
 from facemark.files import ImageError, check_pixels, write_atomic
 from facemark.data.formats.guard import reader
 from facemark.data.record import DataError, FaceSample, check_points
+from facemark.extras import require
 
 _NUM_POINTS = 29
 MAX_FACES = 1_000_000  # far above COFW's 1852: a file declaring more is not COFW
@@ -32,6 +32,7 @@ def read_cofw_mat(path: str | Path, image_dir: str | Path) -> list[FaceSample]:
     (1 = occluded); points far outside their image are refused.
     """
     path, image_dir = Path(path), Path(image_dir)
+    h5py = require("h5py", "reading COFW .mat files")
     if not h5py.is_hdf5(path):
         raise DataError(path, "not a MATLAB v7.3 (HDF5) .mat file")
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -67,8 +68,9 @@ def read_cofw_mat(path: str | Path, image_dir: str | Path) -> list[FaceSample]:
     return samples
 
 
-def _png(path: Path, f: h5py.File, ref, where: str) -> tuple[bytes, tuple[int, int]]:
+def _png(path: Path, f, ref, where: str) -> tuple[bytes, tuple[int, int]]:
     """The image behind ``ref`` as PNG bytes, and its ``(width, height)``."""
+    h5py = require("h5py", "reading COFW .mat files")
     if not isinstance(ref, h5py.Reference) or not ref:
         raise DataError(path, f"{where} is not an object reference to an image")
     target = f[ref]

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 from facemark.data.record import DataError
+from facemark.extras import MissingExtra
 
 _REASON_CHARS = 300  # a foreign message can quote the input (a 50 MB "file name"): keep errors one short line
 
@@ -26,6 +27,8 @@ def reader(read):
             if len(err.reason) <= _REASON_CHARS:
                 raise
             raise DataError(err.path, _short(err.reason), err.line) from None
+        except MissingExtra:  # not the file's fault: the install lacks an extra (one line naming it)
+            raise
         except Exception as err:  # noqa: BLE001 - see the docstring
             raise DataError(Path(path), f"cannot read ({type(err).__name__}: {_short(str(err))})") from None
 

@@ -16,13 +16,11 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
-import h5py
 import numpy as np
-import scipy.io
-from scipy.io.matlab import MatReadError
 
 from facemark.data.formats.guard import reader
 from facemark.data.formats.pts import find_image, image_size_of
+from facemark.extras import require
 from facemark.data.record import DataError, FaceSample, check_points
 
 
@@ -34,11 +32,12 @@ def read_mat_300wlp(path: str | Path) -> FaceSample:
     files carry only ``pt2d`` (68 points). Points far outside the image beside it are refused.
     """
     path = Path(path)
+    h5py, matlab = require("h5py", "reading .mat annotations"), require("scipy.io", "reading .mat annotations")
     if h5py.is_hdf5(path):
         raise DataError(path, "MATLAB v7.3 (HDF5) file, not a 300W-LP/AFLW2000-3D annotation")
     try:
-        mat = scipy.io.loadmat(path, variable_names=("pt3d_68", "pt2d"))
-    except (MatReadError, ValueError, OSError, NotImplementedError, zlib.error) as e:
+        mat = matlab.loadmat(path, variable_names=("pt3d_68", "pt2d"))
+    except (matlab.matlab.MatReadError, ValueError, OSError, NotImplementedError, zlib.error) as e:
         raise DataError(path, f"cannot read .mat file: {e}") from None
     raw = mat.get("pt3d_68")
     if raw is None or raw.ndim != 2 or raw.shape[0] < 2 or raw.shape[1] != 68:

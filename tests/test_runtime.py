@@ -1,0 +1,88 @@
+"""facemark.runtime: model names and files -> spec + runner, and the plain install (no extras)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from facemark.runtime import open_model, resolve_model
+from facemark.spec import MODEL_DIR, SHIPPED_MODELS
+
+#: modules of the extras (facemark.extras): the plain install has none of them
+EXTRA_MODULES = ("torch", "onnx", "matplotlib", "scipy", "h5py", "sklearn", "tensorboard", "fastapi", "uvicorn",
+                 "ray", "pyarrow", "dlib")
+BLOCK = f"""
+import sys
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {EXTRA_MODULES!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, _Blocked())
+"""
+
+
+def _without_extras(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where every extra's module fails to import, as in a plain install."""
+    return subprocess.run([sys.executable, "-c", BLOCK + textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_plain_install_finds_faces_and_evaluates_without_any_extra(tmp_path):
+    """`pip install facemark` brings no torch: Landmarker, `predict --sample` and `eval` of an ONNX model
+    run on ONNX Runtime + OpenCV + numpy (every extra's module blocked here)."""
+    run = _without_extras(f"""
+        import facemark, numpy as np
+        from facemark.cli import main
+        from facemark.predict import SAMPLE_IMAGE
+        faces = facemark.Landmarker().detect(SAMPLE_IMAGE)
+        assert len(faces) == 1 and faces[0].points.shape == (68, 2) and faces[0].quality > 0.5
+        assert main(["predict", "--sample", "--out", {str(tmp_path / "out")!r}]) == 0
+        for name in {EXTRA_MODULES!r}:
+            assert name not in sys.modules, name
+        print("ok")
+    """)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-2000:]
+
+
+def test_a_command_that_needs_an_extra_says_which_in_one_line():
+    run = _without_extras("""
+        from facemark.cli import main
+        raise SystemExit(main(["train", "--config", "configs/300w_pipnet_resnet_128.yaml"]))
+    """)
+    assert run.returncode == 2
+    assert run.stderr.strip() == 'facemark: error: facemark train needs torch, which is not installed: pip install "facemark[train]"'
+    run = _without_extras(f"""
+        from facemark.cli import main
+        raise SystemExit(main(["predict", "--sample", "--model", {str(MODEL_DIR / "default.pt")!r}, "--out", "/tmp/x"]))
+    """)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and 'pip install "facemark[train]"' in run.stderr
+
+
+def test_shipped_names_resolve_to_their_files_and_open():
+    assert resolve_model("default") == MODEL_DIR / "default.onnx"
+    assert resolve_model("default", "torch") == MODEL_DIR / "default.pt"
+    for name in SHIPPED_MODELS:
+        model = open_model(name)
+        assert model.backend == "onnx" and model.spec is not None
+        crops = np.zeros((2, model.spec.input_size, model.spec.input_size, 3), np.uint8)
+        points, features = model.runner.run_with_features(crops)
+        assert points.shape == (2, model.spec.num_points, 2) and features.shape == points.shape
+
+
+def test_bad_model_arguments_are_one_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.onnx: model file not found"):
+        open_model(tmp_path / "nope.onnx")
+    (tmp_path / "model.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"model.txt: expected a .pt checkpoint, an .onnx model"):
+        open_model(tmp_path / "model.txt")
+    with pytest.raises(ValueError, match="backend must be 'onnx' or 'torch'"):
+        open_model("default", backend="tflite")
+    with pytest.raises(ValueError, match="a .pt checkpoint runs with backend='torch'"):
+        open_model(MODEL_DIR / "default.pt", backend="onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match=r"junk.onnx: not a readable ONNX file"):
+        open_model(tmp_path / "junk.onnx")
