@@ -25,9 +25,9 @@ import numpy as np
 
 from facemark.files import load_image
 from facemark.geometry import (
-    Box, CropRule, box_centre, box_from_points, crop_box_from_box, crop_image, crops_to_input, from_crop, turned_box,
-    upright_turn,
+    Box, CropRule, box_centre, box_from_points, crop_box_from_box, crop_image, from_crop, iou, turned_box, upright_turn,
 )
+from facemark.quality import QualityCalibration, raw_point_features
 from facemark.runtime import open_model
 from facemark.schemes import five_from_68_box, get_scheme, resolve_scheme
 
@@ -37,6 +37,9 @@ ALIGNED_SIZE = 112  # the ArcFace template's size
 #: 20° it lowered end-to-end NME 3.33 -> 3.31 % and video NME 3.68 -> 3.61 %, and it avoids the
 #: flicker of faces crossing a threshold (raw NMF 0.634 % at 20°, 0.562 % at 0)
 ROLL_ALIGN = 0.0
+#: a face placed from a detector's keypoints keeps its one pass when the box its points give overlaps
+#: the keypoints' box this much (else it is re-cut from its points and predicted again; Landmarker.refine_iou)
+REFINE_IOU = 0.9
 #: detect drops a face the detector found when its fit quality (Face.quality) is below this: hair,
 #: hands and background patches that a detector takes for a face get quality near 0 (chosen by
 #: python -m bench.bench_min_quality: it keeps every true face of the validation split)
@@ -132,7 +135,7 @@ class Landmarker:
         loaded = open_model(model, backend, device, num_threads)
         self.backend, self.model_path, self.spec, self.meta, self._run = (
             loaded.backend, loaded.path, loaded.spec, loaded.meta, loaded.runner)
-        self.refine, self.flip_test = refine, flip_test
+        self.refine, self.flip_test, self.refine_iou = refine, flip_test, REFINE_IOU
         self.min_quality = check_min_quality(min_quality)
         self._detector_name, self._detector = detector, None
         self.num_points = int(self.meta["num_points"])
@@ -187,45 +190,69 @@ class Landmarker:
         """:meth:`predict_batch`'s points of each face with its raw point features ``(K, 3)``
         (:mod:`facemark.quality`; None for models without them); ``rolls`` as there."""
         flip = self.flip_test if flip is None else bool(flip)
-        images = [load_image(image) for image in images]
-        jobs = []  # (image index, crop box, turn): a tilted face is cut turned upright about its box's centre
+        crops = self._cut([load_image(image) for image in images], boxes, rolls)
+        if flip:
+            normal, mirrored = self._run_crops(crops, batch_size, both=True)
+        else:
+            normal, mirrored = self._run_crops(crops, batch_size), [[None] * len(c) for c in crops]
+        return [[self._finish(n, m) for n, m in zip(image_normal, image_mirrored)]
+                for image_normal, image_mirrored in zip(normal, mirrored)]
+
+    def _cut(self, images: list[np.ndarray], boxes, rolls) -> list[list[tuple[Box, np.ndarray | None, np.ndarray]]]:
+        """Each face's crop as the model takes it: ``(crop box, turn, uint8 BGR (S, S, 3))``; a tilted
+        face (``rolls``) is cut turned upright about its box's centre."""
+        out = []
         for i, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
             height, width = image.shape[:2]
             image_rolls = rolls[i] if rolls is not None else [0.0] * len(image_boxes)
-            jobs += [(i, self.crop_box((width, height), tuple(map(float, box))),
-                      upright_turn(box_centre(box), roll) if roll else None)
-                     for box, roll in zip(image_boxes, image_rolls, strict=True)]
-        results: list[list[tuple[np.ndarray, np.ndarray | None]]] = [[] for _ in images]
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start : start + batch_size]
-            crops = np.stack([crop_image(images[i], crop_box, self.input_size, turn)
-                              for i, crop_box, turn in chunk])  # (B, S, S, 3)
-            normalised, features = self._scored_points(crops, flip)
-            for j, (i, crop_box, turn) in enumerate(chunk):
-                results[i].append((from_crop(normalised[j], crop_box, turn),
-                                   None if features is None else features[j]))
-        return results
+            faces = []
+            for box, roll in zip(image_boxes, image_rolls, strict=True):
+                crop_box = self.crop_box((width, height), tuple(map(float, box)))
+                turn = upright_turn(box_centre(box), roll) if roll else None
+                faces.append((crop_box, turn, crop_image(image, crop_box, self.input_size, turn)))
+            out.append(faces)
+        return out
 
-    def _scored_points(self, crops: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Model output ``(B, K, 2)`` for uint8 BGR crops (averaged with the mirrored crops' when ``flip``)
-        and the raw point features ``(B, K, 3)`` of :mod:`facemark.quality`
-        (peak, neighbour spread, flip spread: NaN without flip test), None for models without them."""
-        from facemark.quality import raw_point_features
-
+    def _run_crops(self, crops: list[list], batch_size: int = 64, mirror: bool = False,
+                   both: bool = False) -> list[list] | tuple[list[list], list[list]]:
+        """The model's raw output for each face of :meth:`_cut` (or its mirror image), ``batch_size``
+        crops at a time: ``(crop box, turn, normalised points (K, 2), raw features (K, 2) or None)``;
+        ``both``: for the crops and their mirror images, in the same batches (one model call)."""
         run = getattr(self._run, "run_with_features", None) or (lambda batch: (self._run(batch), None))
-        if not flip:
-            points, features = run(crops)
-            nan = np.full(points.shape[:2], np.nan)
-            return points, None if features is None else raw_point_features(features, nan)
-        both, features = run(np.concatenate([crops, crops[:, :, ::-1]]))
-        n = len(crops)
-        mirrored = self.scheme.flip_normalised(both[n:])
-        points = (both[:n] + mirrored) / 2
-        if features is None:
-            return points, None
-        spread = np.linalg.norm(both[:n].astype(np.float64) - mirrored, axis=-1)  # (B, K) normal vs mirrored
-        features = (features[:n] + features[n:][:, list(self.scheme.flip_perm)]) / 2  # the mirrored crop's, re-indexed
-        return points, raw_point_features(features, spread)
+        jobs = [(i, face) for i, faces in enumerate(crops) for face in faces]
+        out: list[list] = [[] for _ in crops]
+        other: list[list] = [[] for _ in crops]
+        step = max(1, batch_size // 2) if both else batch_size
+        for start in range(0, len(jobs), step):
+            chunk = jobs[start : start + step]
+            batch = np.stack([crop for _, (_, _, crop) in chunk])  # (B, S, S, 3)
+            if both:
+                batch = np.concatenate([batch, batch[:, :, ::-1]])
+            elif mirror:
+                batch = batch[:, :, ::-1]
+            points, features = run(batch)
+            for j, (i, (crop_box, turn, _)) in enumerate(chunk):
+                out[i].append((crop_box, turn, points[j], None if features is None else features[j]))
+                if both:
+                    n = j + len(chunk)
+                    other[i].append((crop_box, turn, points[n], None if features is None else features[n]))
+        return (out, other) if both else out
+
+    def _finish(self, normal, mirrored=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """A face's points in the image and its raw point features ``(K, 3)`` of :mod:`facemark.quality`
+        (peak, neighbour spread, flip spread: NaN without flip test) from :meth:`_run_crops`' output
+        for its crop and, with flip test, for the mirrored crop (averaged: test-time flip augmentation)."""
+        crop_box, turn, points, features = normal
+        if mirrored is None:
+            spread = np.full(points.shape[0], np.nan)
+        else:
+            other = self.scheme.flip_normalised(mirrored[2][None])[0]
+            spread = np.linalg.norm(points.astype(np.float64) - other, axis=-1)  # (K,) normal vs mirrored
+            points = (points + other) / 2
+            if features is not None:  # the mirrored crop's features, re-indexed
+                features = (features + mirrored[3][list(self.scheme.flip_perm)]) / 2
+        scored = None if features is None else raw_point_features(features[None], spread[None])[0]
+        return from_crop(points, crop_box, turn), scored
 
     def predict(self, image, box: Box) -> np.ndarray:
         """``(K, 2)`` points for the face in the tight landmark-style ``box = (x0, y0, x1, y1)``."""
@@ -242,8 +269,6 @@ class Landmarker:
     @property
     def quality_calibration(self):
         """The model's :class:`facemark.quality.QualityCalibration`, None when its file has none."""
-        from facemark.quality import QualityCalibration
-
         return QualityCalibration.from_dict(self.spec.quality if self.spec is not None else None)
 
     def _score_face(self, face: Face, features: np.ndarray | None) -> None:
@@ -272,15 +297,7 @@ class Landmarker:
         detections = [detector.detect(image)[:early] for detector, image in zip(detectors, images)]
         placed = [[self._place(detector, d, refine=boxes is None) for d in found]
                   for detector, found in zip(detectors, detections)]
-        first = [[k for k, (_, _, again) in enumerate(p) if again] for p in placed]  # faces that need a first pass
-        if any(first):  # predict once without flip, then re-crop from the points (the face cut upright, ROLL_ALIGN)
-            scored = self._predict_scored(images, [[placed[i][k][0] for k in ks] for i, ks in enumerate(first)],
-                                          flip=False, rolls=[[placed[i][k][1] for k in ks] for i, ks in enumerate(first)])
-            for i, ks in enumerate(first):
-                for k, (points, _) in zip(ks, scored[i]):
-                    placed[i][k] = (*self.placement(points), False)
-        scored = self._predict_scored(images, [[box for box, _, _ in p] for p in placed],
-                                      rolls=[[roll for _, roll, _ in p] for p in placed])
+        scored = self._passes(images, placed)
         faces = [
             [Face(tuple(float(v) for v in d.box), float(d.score), p) for d, (p, _) in zip(found, image_points)]
             for found, image_points in zip(detections, scored)
@@ -295,18 +312,55 @@ class Landmarker:
             self._add_outputs(image, image_faces, pose, aligned)
         return faces
 
-    def _place(self, detector, detection, refine: bool) -> tuple[Box, float, bool]:
+    def _place(self, detector, detection, refine: bool) -> tuple[Box, float, str]:
         """Where the model first crops a detected face: ``(box in the model's point scheme, of the face
-        turned upright; roll; whether a second pass re-crops from the points)``. Detector boxes and
-        keypoint placements are 68-point landmark boxes; a 5-point model takes the five points' box
-        (:data:`facemark.schemes.FIVE_FROM_68_BOX`). The second pass undoes the detector's box
-        convention: a face placed from keypoints needs it only with ``refine=True``; given boxes
-        (``refine=False``) are landmark boxes already."""
+        turned upright; roll; mode)``. Detector boxes and keypoint placements are 68-point landmark
+        boxes; a 5-point model takes the five points' box (:data:`facemark.schemes.FIVE_FROM_68_BOX`).
+        The mode (:meth:`_passes`): ``"once"`` for given boxes (landmark boxes already: ``refine=False``)
+        and with ``Landmarker(refine=False)``; ``"refine"`` with ``refine=True`` and for a detector box
+        (its box convention is undone by a second pass); ``"check"`` for a face placed from keypoints."""
         box, roll, from_keypoints = detector.place(detection)
         if self.spec is not None and self.spec.scheme == "5":
             box = five_from_68_box(box)
-        again = refine and (self.refine is True or (self.refine is None and not from_keypoints))
-        return box, roll, again
+        if not refine or self.refine is False:
+            return box, roll, "once"
+        return box, roll, "check" if from_keypoints and self.refine is None else "refine"
+
+    def _passes(self, images: list[np.ndarray], placed: list[list[tuple[Box, float, str]]]) -> list[list[tuple]]:
+        """The landmark passes of :meth:`detect` for faces placed by :meth:`_place`: points and raw
+        features of each. ``"once"``: one pass, with flip test, where placed. ``"refine"``: a pass
+        without flip test only places the crop (:meth:`placement` of its points, the face cut
+        upright), then the final pass runs there. ``"check"`` (a face placed from a detector's
+        keypoints): the first pass is kept when the placement of its own points agrees with the
+        keypoints' (IoU >= :attr:`refine_iou` and rolls within 5 degrees), its mirrored crop then
+        completing the flip test, so such a face costs what one flip-tested pass costs; else as ``"refine"``."""
+        first = [[k for k, (_, _, mode) in enumerate(p) if mode != "once"] for p in placed]
+        out: list[list] = [[None] * len(p) for p in placed]
+        kept = []  # (image, face, its crop, its first pass)
+        if any(first):
+            crops = self._cut(images, [[placed[i][k][0] for k in ks] for i, ks in enumerate(first)],
+                              [[placed[i][k][1] for k in ks] for i, ks in enumerate(first)])
+            raw = self._run_crops(crops)
+            for i, ks in enumerate(first):
+                for k, crop, normal in zip(ks, crops[i], raw[i]):
+                    box, roll, mode = placed[i][k]
+                    again_box, again_roll = self.placement(self._finish(normal)[0])
+                    if mode == "check" and abs(again_roll - roll) <= 5.0 and iou(again_box, box) >= self.refine_iou:
+                        kept.append((i, k, crop, normal))
+                    else:
+                        placed[i][k] = (again_box, again_roll, "once")
+        if kept:  # their first pass stands: the mirror of the same crop completes the flip test
+            mirrored = self._run_crops([[crop] for _, _, crop, _ in kept], mirror=True) if self.flip_test else None
+            for n, (i, k, _, normal) in enumerate(kept):
+                out[i][k] = self._finish(normal, None if mirrored is None else mirrored[n][0])
+        once = [[k for k, (_, _, mode) in enumerate(p) if mode == "once"] for p in placed]
+        if any(once):
+            final = self._predict_scored(images, [[placed[i][k][0] for k in ks] for i, ks in enumerate(once)],
+                                         rolls=[[placed[i][k][1] for k in ks] for i, ks in enumerate(once)])
+            for i, ks in enumerate(once):
+                for k, result in zip(ks, final[i]):
+                    out[i][k] = result
+        return out
 
     def roll(self, points: np.ndarray) -> float:
         """The in-plane tilt of the face of ``points``, degrees counter-clockwise on screen: the angle

@@ -59,7 +59,7 @@ def placement_target(points: np.ndarray, centre: np.ndarray, size: float, roll: 
     return np.array([cx, cy, box[2] - box[0], box[3] - box[1]]) / size
 
 
-def fit_placement(detections: list[Detection], points: list[np.ndarray], ridge: float = 1e-3) -> KeypointPlacement:
+def fit_placement(detections: list[Detection], points: list[np.ndarray], ridge: float = 1e-4) -> KeypointPlacement:
     """Fit a :class:`KeypointPlacement` on matched detections (with keypoints) and true ``(68, 2)`` points:
     ridge least squares, the penalty ``ridge`` per face."""
     rows, targets = [], []

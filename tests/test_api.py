@@ -114,11 +114,16 @@ def test_detect_mirrors_only_the_final_pass(tiny_checkpoint, face_image):
 
         placement = KeypointPlacement(tuple((0.0, 0.0, 1.0, 1.0) if i == 12 else (0.0,) * 4 for i in range(13)))
 
-    for refine, expected in ((None, [2]), (True, [1, 2]), (False, [2])):
+    # placed from keypoints: the first pass stands when its points' placement agrees (refine_iou), and
+    # its mirror completes the flip test; else it is re-cut and predicted again, mirror included
+    for refine, refine_iou, expected in ((None, 0.0, [1, 1]), (None, 1.01, [1, 2]), (True, 0.0, [1, 2]),
+                                         (False, 0.0, [2])):  # crops per model call
         batches.clear()
-        lm.refine, lm._detector = refine, WithKeypoints([box])
+        lm.refine, lm.refine_iou, lm._detector = refine, refine_iou, WithKeypoints([box])
+        placed_box, placed_roll, _ = lm._detector.place(lm._detector.detect(image)[0])
+        lm.placement = lambda points: (placed_box, placed_roll)  # the points' own placement: the same box
         lm.detect(image)
-        assert batches == expected, refine
+        assert batches == expected, (refine, refine_iou)
 
 
 def test_detect_turns_tilted_heads_upright(lite_root):
