@@ -38,7 +38,7 @@ from bench import DEFAULT_ROOT
 from facemark.calibrate import cache_file, detections_of, evenly_spaced, face_box, run_detections
 from facemark.detectors import DEFAULT_DETECTOR, calibration_for, detector_available, get_detector
 from facemark.files import read_image
-from facemark.evaluate import load_faces
+from facemark.data.faces import load_faces
 from facemark.geometry import best_match, box_from_points, iou
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detectors.md"

@@ -45,8 +45,9 @@ import numpy as np
 
 from facemark.api import Landmarker
 from facemark.data.store import read_image
-from facemark.baselines import dlib_shape_model_path
-from facemark.evaluate import evaluate, load_faces
+from facemark.data.faces import load_faces
+from facemark.detectors import get_detector
+from facemark.evaluate import evaluate
 from facemark.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ class DlibPipeline:
     def __init__(self, upsample: int = 0):
         import dlib
 
-        from facemark.detectors import get_detector
+        from facemark.baselines import dlib_shape_model_path  # the train extra (torch), imported when used: --help stays quick
 
         self._dlib = dlib
         self._hog = dlib.get_frontal_face_detector()

@@ -39,7 +39,8 @@ from bench import SHARED
 from facemark.api import Landmarker
 from facemark.data.formats.cuhk import read_cuhk_list
 from facemark.data.record import FaceSample
-from facemark.evaluate import evaluate, load_faces
+from facemark.data.faces import load_faces
+from facemark.evaluate import evaluate
 from facemark.files import read_image, write_atomic
 from facemark.schemes import get_scheme, to_five
 

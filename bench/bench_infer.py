@@ -9,7 +9,7 @@ For the torch and ONNX Runtime backends of one model, both limited to ``--thread
 Faces come from a handful of real photos: the 300w-lite images (their .pts give the boxes) or, when
 that folder is missing, the bundled sample photo (boxes from the detector).
 
-    python bench/bench_infer.py [--model default|CHECKPOINT.pt|MODEL.onnx] [--repeats 50] [--images N]
+    python -m bench.bench_infer [--model default|CHECKPOINT.pt|MODEL.onnx] [--repeats 50] [--images N]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import cv2
 
-from timing import median_ms  # bench/timing.py
+from bench.timing import median_ms
 from facemark.api import Landmarker
 from facemark.geometry import box_from_points
 from facemark.predict import SAMPLE_IMAGE
@@ -89,7 +89,7 @@ def main() -> None:
         f"(batch: {max(1, args.repeats // 5)}); flip test {'on' if lm.flip_test else 'off'} (the default is on: "
         f"each face is predicted on its crop and the mirrored crop, as one batch). CPU: {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}. "
-        "Produced by `python bench/bench_infer.py`.",
+        "Produced by `python -m bench.bench_infer`.",
         "",
         f"| backend | ms per face (crop + model, batch 1) | faces/s (batch {args.batch}) |",
         "| --- | ---: | ---: |",

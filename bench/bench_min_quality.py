@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from facemark.api import MIN_QUALITY, Landmarker
-from facemark.evaluate import load_faces
+from facemark.data.faces import load_faces
 from facemark.files import read_image, write_atomic
 from facemark.geometry import CropRule, box_from_points, crop_box_from_box, iou
 

@@ -1,6 +1,6 @@
 """Benchmark every registered model on CPU: parameters, MACs, batch-1 latency in torch and ONNX Runtime.
 
-    python bench/bench_models.py [--models seed_senet pipnet_mbv2] [--threads 2] [--iters 30] [--rounds 3]
+    python -m bench.bench_models [--models seed_senet pipnet_mbv2] [--threads 2] [--iters 30] [--rounds 3]
 
 Each model is built for 68 points at input 128 (PIPNet models also at 256, where the default net
 stride is 32, as in the PIPNet paper), its BatchNorm statistics are set from one random batch (so
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from timing import median_ms  # bench/timing.py
+from bench.timing import median_ms
 from facemark.export import PointsOnly
 from facemark.models import create_model, list_models
 

@@ -1,7 +1,7 @@
 """A bounded local load test of ``facemark serve``: N concurrent clients send a fixed number of requests.
 
-    python bench/bench_service.py --model default --clients 50 --requests 1000
-    python bench/bench_service.py --model default --clients 150 --requests 150 --queue 8 --upload-mb 9.9 \
+    python -m bench.bench_service --model default --clients 50 --requests 1000
+    python -m bench.bench_service --model default --clients 150 --requests 150 --queue 8 --upload-mb 9.9 \
         --out bench/results/service_uploads.md      # memory under many large uploads at once
 
 Starts the server in a subprocess on a free port of 127.0.0.1 (never anything else), waits for

@@ -33,7 +33,7 @@ from bench import DEFAULT_ROOT
 from facemark.api import Landmarker
 from facemark.calibrate import evenly_spaced, face_box
 from facemark.detectors import DEFAULT_DETECTOR, detector_available, get_detector
-from facemark.evaluate import load_faces
+from facemark.data.faces import load_faces
 from facemark.files import read_image, write_atomic
 from facemark.geometry import best_match, box_from_points
 

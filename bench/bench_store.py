@@ -1,6 +1,6 @@
 """Read throughput of the packed store: samples/s for shuffled batches of 64.
 
-    python bench/bench_store.py data/300w-lite/train
+    python -m bench.bench_store data/300w-lite/train
 
 Two figures: raw store reads (memmap fancy-indexing, what the "record store" itself delivers) and
 the full training item (crop warp to 128x128 + augmentation + tensor conversion), one process.
@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 
-from facemark.data.dataset import Augment, LandmarkDataset
 from facemark.data.store import Store
 
 
@@ -23,6 +22,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--batches", type=int, default=200)
     args = parser.parse_args()
+    from facemark.data.dataset import Augment, LandmarkDataset  # the train extra (torch), imported when used: --help stays quick
+
     store = Store.open(args.store)
     rng = np.random.default_rng(0)
     order = np.concatenate([rng.permutation(len(store)) for _ in range(args.batch * args.batches // len(store) + 1)])

@@ -1,7 +1,7 @@
 """Video bench: accuracy (NME) and flicker (NMF) of per-frame detection, tracking, and tracking + smoothing.
 
 There is no annotated video, so clips with exactly known points are made from the annotated
-300w-lite validation photos (:func:`make_clip`), 640x480 with one face about 170 px across:
+300w-lite validation photos (:func:`facemark.track.make_clip`), 640x480 with one face about 170 px across:
 
 * still: the same photo in every frame, with fresh sensor noise and JPEG re-compression per frame;
 * moving: the photo translated, rotated and zoomed along a smooth known trajectory (a few px per
@@ -28,7 +28,6 @@ Writes ``bench/results/video.md``.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import shlex
@@ -42,48 +41,12 @@ import numpy as np
 from facemark.api import Landmarker
 from facemark.geometry import box_from_points, iou
 from facemark.metrics import nme, nmf
-from facemark.track import FaceTracker, Smoothing, VideoTracker
+from facemark.data.faces import load_faces
+from facemark.files import load_image, write_atomic
+from facemark.track import FaceTracker, OneEuroFilter, Smoothing, VideoTracker, make_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "video.md"
-SIZE = (640, 480)
-
-
-def make_clip(image: np.ndarray, points: np.ndarray, frames: int = 60, kind: str = "still", seed: int = 0,
-              face_size: float = 170.0, noise: float = 3.0, jpeg: int = 80, size: tuple[int, int] = SIZE
-              ) -> tuple[list[np.ndarray], np.ndarray]:
-    """``(frames, points (T, K, 2))``: a synthetic clip of the face with known ``points`` in ``image``.
-
-    The face is scaled to ``face_size`` px (square root of its landmark-box area) and centred in a
-    ``size`` frame. ``kind="moving"`` adds a smooth trajectory: translation up to about 60 x 30 px,
-    rotation up to 10 degrees and zoom up to 10 % around the face centre, phases drawn from
-    ``seed``. Every frame gets fresh Gaussian noise (``noise`` grey levels) and JPEG ``jpeg``.
-    """
-    if kind not in ("still", "moving"):
-        raise ValueError(f"kind must be 'still' or 'moving', got {kind!r}")
-    rng = np.random.default_rng(seed)
-    points = np.asarray(points, np.float64)
-    x0, y0, x1, y1 = box_from_points(points)
-    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
-    base = face_size / math.sqrt(max((x1 - x0) * (y1 - y0), 1.0))
-    target = np.array(size, np.float64) / 2
-    phase = rng.uniform(0, 2 * math.pi, 4)
-    out_frames, out_points = [], []
-    for t in range(frames):
-        u = 2 * math.pi * t / max(frames, 1)
-        if kind == "moving":
-            shift = np.array([60 * math.sin(u + phase[0]), 30 * math.sin(2 * u + phase[1])])
-            angle, zoom = 10 * math.sin(u + phase[2]), 1 + 0.1 * math.sin(u + phase[3])
-        else:
-            shift, angle, zoom = np.zeros(2), 0.0, 1.0
-        matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, base * zoom)
-        matrix[:, 2] += target + shift - centre  # the face centre lands at the frame centre + shift
-        frame = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # no mirrored face copies
-        frame = np.clip(frame + rng.normal(0, noise, frame.shape), 0, 255).astype(np.uint8)
-        frame = cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, jpeg])[1], cv2.IMREAD_COLOR)
-        out_frames.append(frame)
-        out_points.append(points @ matrix[:, :2].T + matrix[:, 2])
-    return out_frames, np.stack(out_points)
 
 
 def pick(faces, truth: np.ndarray, previous: np.ndarray | None) -> tuple[np.ndarray, object, bool]:
@@ -130,8 +93,6 @@ def lag_px(smoothed: np.ndarray, raw: np.ndarray, truth: np.ndarray) -> tuple[fl
 
 def ramp_lag(settings: Smoothing, speed: float = 2.0, face: float = 200.0, fps: float = 30.0) -> float:
     """Steady lag (px) of the filter behind a face of ``face`` px moving ``speed`` px per frame (noise-free)."""
-    from facemark.track import OneEuroFilter
-
     f = OneEuroFilter(settings.min_cutoff, settings.beta, settings.d_cutoff)
     out = [f(np.array([speed * t / face]), t / fps)[0] * face for t in range(150)]
     return float(speed * 149 - out[-1])
@@ -162,8 +123,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
-    from facemark.evaluate import load_faces
-    from facemark.files import load_image, write_atomic
 
     lm = Landmarker(args.model, num_threads=args.threads)
     faces = load_faces(args.data / "val" if (args.data / "val").is_dir() else args.data)[0]

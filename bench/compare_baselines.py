@@ -10,7 +10,7 @@ add the same table with detector boxes, with ±10 % random box-edge noise and wi
 by a random angle in ±30° about the face (tilted heads; the validation faces are mostly upright). Full per-run reports
 (report.md, worst.png, metrics.json) go to ``--work`` (default ``runs/baselines``).
 
-    python bench/compare_baselines.py [--data data/300w-lite] [--models pipnet=runs/pipnet_resnet_128/best.pt]
+    python -m bench.compare_baselines [--data data/300w-lite] [--models pipnet=runs/pipnet_resnet_128/best.pt]
         [--detector] [--jitter 0.1] [--rotate 30] [--no-dlib]
 
 ms/face is the median wall time of one ``predict(image, box)`` call (crop + model, batch of one,
@@ -32,11 +32,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from facemark.api import Landmarker
+from facemark.data.faces import load_faces
+from facemark.data.prepare import prepare
 from facemark.data.store import read_image
-from facemark.baselines import DlibPredictor, MeanShapePredictor, dlib_shape_model_path
-from facemark.evaluate import compare, evaluate, load_faces
+from facemark.evaluate import compare, evaluate
 from facemark.files import write_atomic
 from facemark.geometry import box_from_points
 
@@ -55,13 +56,15 @@ DLIB_NOTE = ("trained by dlib on these very images (the 300-W training set: afw,
 def model_size_mb(path: Path) -> float:
     if path.suffix in (".onnx", ".dat", ".npz"):  # ONNX, dlib ERT, LBF: the file is the weights
         return path.stat().st_size / 1e6
+    import torch  # the train extra (torch), imported when used: --help stays quick
+
     weights = torch.load(path, map_location="cpu", weights_only=True)["model"]
     return sum(t.numel() * 4 for k, t in weights.items() if t.is_floating_point()) / 1e6
 
 
 def predictors(args) -> list[tuple[str, object, str, str]]:
     """``(name, predictor, size, note)`` for every row."""
-    from facemark.api import Landmarker
+    from facemark.baselines import DlibPredictor, MeanShapePredictor, dlib_shape_model_path  # the train extra (torch), imported when used: --help stays quick
 
     rows = [("mean shape", MeanShapePredictor.from_store(args.data / "train"), "-",
              "average training shape in the landmark box: the floor")]
@@ -114,11 +117,11 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "baselines", help="folder for the per-run reports")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    import torch  # the train extra (torch), imported when used: --help stays quick
+
     torch.set_num_threads(args.threads)
 
     if not (args.data / "val" / "index.json").is_file():
-        from facemark.data.prepare import prepare
-
         print(f"preparing {args.data} from {args.source}", file=sys.stderr)
         prepare(args.source, args.data)
     rows = predictors(args)
@@ -135,7 +138,7 @@ def main(argv=None) -> int:
     val = args.data / "val"
     timing_faces = load_faces(val)[0][: args.timing_faces]
     ms = {name: time_ms(p, timing_faces) for name, p, _, _ in rows if name != "mean shape"}
-    command = shlex.join(["python", "bench/compare_baselines.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "-m", "bench.compare_baselines", *(argv if argv is not None else sys.argv[1:])])
     shown = val.resolve().relative_to(ROOT) if val.resolve().is_relative_to(ROOT) else val
     lines = ["# Baselines on the 300w-lite validation split", "", f"`{command}`", "",
              f"Data: `{shown}` ({len(load_faces(val)[0])} faces), the fixed split of "

@@ -29,7 +29,7 @@ from facemark.calibrate import (
     cache_file, detections_of, evenly_spaced, fit_calibration, fit_placement, mean_calibrated_iou, placement_iou,
     run_detections, write_calibrations,
 )
-from facemark.evaluate import load_faces
+from facemark.data.faces import load_faces
 from facemark.geometry import best_match, box_from_points
 
 #: calibration key -> (registered detector, constructor arguments). Settings that change only
@@ -118,7 +118,8 @@ def main(argv=None) -> int:
         return 1
     write_calibrations(
         entries, args.out,
-        note="Fitted by python -m bench.fit_detector_calibration on the training split of 300w-lite "
+        note="Fitted by facemark.calibrate.fit_calibration (python -m bench.fit_detector_calibration) on the "
+             "training split of 300w-lite "
              "(facemark.data.prepare.split_samples); medians of matched detections (IoU >= 0.3 with the landmark box); "
              "'placement': facemark.calibrate.fit_placement on the keypoints of the same matches.",
     )

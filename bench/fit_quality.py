@@ -1,5 +1,8 @@
 """Fit and measure the point-score and fit-quality calibration (:mod:`facemark.quality`).
 
+This script collects the predictions; :func:`facemark.calibrate.fit_quality` fits the calibration
+and :func:`facemark.calibrate.measure_quality` measures it.
+
 On the faces of the validation split, with the split-trained twin of the shipped model (same
 architecture, it never saw these faces): the default detector finds each face (matched to the
 truth at IoU >= 0.5), and the model predicts (flip test on) from the calibrated detector box and
@@ -37,15 +40,19 @@ from pathlib import Path
 
 import numpy as np
 
+import cv2
+
 from facemark import metrics
 from facemark.api import Landmarker
-from facemark.spec import MODEL_DIR as DEFAULT_MODEL_DIR
-from facemark.data.store import read_image
-from facemark.evaluate import MATCH_IOU, load_faces
+from facemark.calibrate import fit_quality, measure_quality
+from facemark.data.faces import load_faces
+from facemark.data.store import Store, read_image
+from facemark.evaluate import MATCH_IOU
 from facemark.files import write_atomic
 from facemark.geometry import best_match, box_from_points, jitter_box
-from facemark.quality import GOOD_NME, QualityCalibration, face_design, fit_logistic, point_design
+from facemark.quality import GOOD_NME
 from facemark.schemes import five_from_68_box, get_scheme
+from facemark.spec import MODEL_DIR as DEFAULT_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -91,64 +98,9 @@ def collect(checkpoint: str, data: str, jitter: float, jitters: int, seed: int =
     }
 
 
-def fit(raw: np.ndarray, point_error: np.ndarray, note: str = "") -> QualityCalibration:
-    """Point and face regressions on raw point features (the detector score is reported, not used)."""
-    nme = point_error.mean(1)
-    point = fit_logistic(point_design(raw).reshape(-1, raw.shape[-1]), point_error.reshape(-1) <= GOOD_NME)
-    face = fit_logistic(face_design(raw), nme <= GOOD_NME)
-    return QualityCalibration(point, face, flip_test=True, note=note)
-
-
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(positive, scores))
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
-def measure(d: dict, folds: int = 5) -> dict:
-    """Out-of-fold quality and point scores (folds grouped by face) and their figures."""
-    nme = d["point_error"].mean(1)
-    fold = d["face"] % folds
-    quality, scores = np.zeros(len(nme)), np.zeros(d["point_error"].shape)
-    for f in range(folds):
-        train, test = fold != f, fold == f
-        cal = fit(d["raw"][train], d["point_error"][train])
-        quality[test] = cal.quality(d["raw"][test])
-        scores[test] = cal.point_scores(d["raw"][test])
-    bad = nme > GOOD_NME
-    design = face_design(d["raw"])
-    single = {"detector score (reported, not a feature)": d["detector_score"], "mean score-map peak": design[:, 0],
-              "mean neighbour spread": -design[:, 2], "mean flip spread": -design[:, 4]}
-    bins = np.digitize(quality, [0.5, 0.8, 0.95])
-    return {
-        "predictions": len(nme), "bad": int(bad.sum()), "bad_rate": float(bad.mean()),
-        "auroc": auroc(-quality, bad),
-        "auroc_detector_boxes_only": auroc(-quality[~d["jittered"]], bad[~d["jittered"]]) if bad[~d["jittered"]].any() else None,
-        "auroc_single": {name: auroc(-v, bad) for name, v in single.items()},
-        "brier": float(np.mean((quality - ~bad) ** 2)),
-        "point_spearman": spearman(scores.reshape(-1), d["point_error"].reshape(-1)),
-        "point_auroc": auroc(-scores.reshape(-1), d["point_error"].reshape(-1) > GOOD_NME),
-        "point_bad_rate": float((d["point_error"] > GOOD_NME).mean()),
-        "reliability": [{"bin": label, "n": int((bins == b).sum()),
-                         "mean_quality": float(quality[bins == b].mean()) if (bins == b).any() else None,
-                         "good_rate": float((~bad)[bins == b].mean()) if (bins == b).any() else None}
-                        for b, label in enumerate(["< 0.5", "0.5-0.8", "0.8-0.95", ">= 0.95"])],
-    }
-
-
 def write_default(all_checkpoint: str, calibration: dict, name: str = "default") -> dict:
     """Re-export the shipped model ``name`` with the calibration; check its points did not change."""
-    from facemark.export import export_inference_checkpoint, export_onnx
-
-    import cv2
-
-    from facemark.data.store import Store
+    from facemark.export import export_inference_checkpoint, export_onnx  # the train extra (torch), imported when used: --help stays quick
 
     rng = np.random.default_rng(0)
     faces = Store.open(ROOT / "data" / "300w-lite" / "val", verify=False).images[:24]  # real faces, and noise
@@ -221,10 +173,10 @@ def main() -> None:
     suffix = "" if args.model == "default" else f"-{args.model}"
     start = time.time()
     d = collect(args.checkpoint, args.data, args.jitter, args.jitters)
-    m = measure(d)
-    note = (f"fitted by bench.fit_quality on {m['predictions']} predictions of {args.checkpoint} on {args.data} "
+    m = measure_quality(d)
+    note = (f"fitted by facemark.calibrate.fit_quality (python -m bench.fit_quality) on {m['predictions']} predictions of {args.checkpoint} on {args.data} "
             f"(detector boxes, ±{args.jitter * 100:g} % jitter); out-of-fold AUROC {m['auroc']:.3f}")
-    calibration = fit(d["raw"], d["point_error"], note).to_dict()
+    calibration = fit_quality(d["raw"], d["point_error"], note).to_dict()
     write_atomic(RESULTS / f"quality_calibration{suffix}.json", json.dumps(calibration, indent=1) + "\n")
     text = report(m, d, args, time.time() - start)
     if args.write_default:

@@ -1,9 +1,14 @@
 """Fine-tuning vs from scratch on 100 faces (issue 15): builds data/ft100 and two configs.
 
 data/ft100/train: 100 faces drawn (seed 0) from data/300w-lite/train; data/ft100/val: a copy of
-data/300w-lite/val (391 faces). Run ``python3 bench/ft100.py`` then the two printed commands.
+data/300w-lite/val (391 faces). Run ``python -m bench.ft100`` then the two printed commands.
+
+    python -m bench.ft100 [--count 100] [--steps 600]
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -18,7 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCE, OUT = REPO / "data/300w-lite", REPO / "data/ft100"
 
 
-def main(count: int = 100, steps: int = 600) -> None:
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=100, help="training faces drawn from data/300w-lite/train")
+    ap.add_argument("--steps", type=int, default=600)
+    args = ap.parse_args(argv)
+    count, steps = args.count, args.steps
     if not (OUT / "train" / "index.json").is_file():
         store = Store.open(SOURCE / "train")
         pick = np.sort(np.random.default_rng(0).choice(len(store), count, replace=False))

@@ -20,8 +20,8 @@ import numpy as np
 
 from bench.timing import best_ms
 from facemark.api import Landmarker
-from facemark.evaluate import evaluate, load_faces
-from facemark.export import quantize_onnx
+from facemark.data.faces import load_faces
+from facemark.evaluate import evaluate
 from facemark.files import read_image, write_atomic
 from facemark.geometry import box_from_points
 
@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timing-faces", type=int, default=100)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "int8.md")
     args = ap.parse_args(argv)
+    from facemark.export import quantize_onnx  # the train extra (torch), imported when used: --help stays quick
+
     command = shlex.join(["python", "-m", "bench.quantize_int8", *(argv if argv is not None else sys.argv[1:])])
     float_lm = Landmarker(args.model, num_threads=args.threads)
     int8_path = args.model.with_name(args.model.stem + ".int8.onnx")

@@ -1,4 +1,4 @@
-"""Timing shared by the benchmark scripts (run as ``python bench/<script>.py``, so this imports)."""
+"""Timing shared by the benchmark scripts (``from bench.timing import median_ms``; scripts run as ``python -m bench.<script>``)."""
 
 from __future__ import annotations
 

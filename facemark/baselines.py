@@ -19,6 +19,7 @@ import numpy as np
 
 from facemark.data.dataset import LandmarkDataset
 from facemark.data.store import Store
+from facemark.detectors import calibration_for
 from facemark.geometry import SEED_CROP, Box, CropRule, crop_box_from_box, from_crop
 
 DLIB_SHAPE_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -89,8 +90,6 @@ class DlibPredictor:
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(str(self.model_path))
         if box_map is None:
-            from facemark.detectors import calibration_for
-
             box_map = calibration_for("dlib-hog")
             if box_map is None:
                 raise FileNotFoundError("no dlib-hog entry in facemark/detectors/calibration.json: "

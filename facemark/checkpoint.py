@@ -19,9 +19,12 @@ from pathlib import Path
 import pydantic
 import torch
 
+from facemark import __version__
 from facemark.files import atomic_path
 from facemark.geometry import CropRule
 from facemark.models import create_model, list_models
+from facemark.models.registry import _MODELS  # the registry has no public accessor for a constructor
+from facemark.schemes import spec_value
 from facemark.spec import DEFAULT_MEAN, ModelSpec, check_spec_dict
 
 
@@ -34,8 +37,6 @@ def check_model_args(model_name: str, model_args: dict) -> dict:
     constructor's annotated types; ``ValueError("model_args.<key> = <value>: <what is allowed>")``
     otherwise. The model is also built once on PyTorch's meta device (no memory, no weights), so
     any argument the constructor refuses is caught here, before training or inference starts."""
-    from facemark.models.registry import _MODELS  # the registry has no public accessor for a constructor
-
     if not isinstance(model_name, str) or model_name not in list_models():
         raise ValueError(f"model = {model_name!r}: unknown model (known: {', '.join(list_models())})")
     if not isinstance(model_args, dict) or not all(isinstance(k, str) for k in model_args):
@@ -67,10 +68,6 @@ def checkpoint_state(model: torch.nn.Module, model_name: str, model_args: dict, 
     """The self-describing checkpoint dict: weights, the model spec (:class:`~facemark.spec.ModelSpec`:
     how to rebuild the model and prepare its input) at the top level, and ``extra`` (training state).
     ``scheme``: the :class:`~facemark.schemes.PointScheme` (default: the built-in one of the point count)."""
-    from facemark import __version__
-
-    from facemark.schemes import spec_value
-
     scheme_value = str(model_args["num_points"]) if scheme is None else spec_value(scheme)
     spec = ModelSpec(model_name, dict(model_args), int(model_args["input_size"]), crop, scheme_value,
                      mean=tuple(model.mean.flatten().tolist()) if hasattr(model, "mean") else DEFAULT_MEAN)
@@ -85,9 +82,12 @@ def model_spec(state: dict) -> ModelSpec:
 
 def model_metadata(state: dict) -> dict:
     """What the API knows about a checkpoint's model: its spec and provenance (training step, best
-    validation NME, facemark version). Export writes exactly this into the ONNX file."""
+    validation NME, facemark version, and the faces it was trained on, ``trained_on``:
+    :func:`facemark.data.faces.training_record`, when the file has it). Export writes exactly this into
+    the ONNX file."""
     return {**model_spec(state).to_dict(), "best_nme": state.get("best_nme"), "step": state.get("step"),
-            "facemark_version": state.get("facemark_version")}
+            "facemark_version": state.get("facemark_version"),
+            **({"trained_on": state["trained_on"]} if state.get("trained_on") else {})}
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:

@@ -34,8 +34,10 @@ import numpy as np
 from tqdm import tqdm
 
 from facemark import metrics, plots
-from facemark.data.record import DataError, FaceSample
-from facemark.data.store import Store, check_prepared, read_image, region_box
+from facemark.data.faces import load_faces, seen_in_training
+from facemark.data.record import DataError
+from facemark.data.store import read_image, region_box
+from facemark.detectors import DEFAULT_DETECTOR, get_detector
 from facemark.extras import MissingExtra
 from facemark.files import write_atomic
 from facemark.geometry import (
@@ -55,57 +57,6 @@ class Predictor(Protocol):
     """What :func:`evaluate` needs: ``(K, 2)`` points in original pixels from a tight landmark box."""
 
     def predict(self, image_bgr: np.ndarray, box: Box) -> np.ndarray: ...
-
-
-# --------------------------------------------------------------------------- faces to evaluate
-
-
-def _resolve_image(path: str, store_path: Path) -> str:
-    """A store records the image path as given to ``prepare`` (often relative to where it ran):
-    try it as is, then relative to the folders above the store."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return str(p)
-    for base in store_path.resolve().parents[:3]:
-        if (base / p).exists():
-            return str(base / p)
-    return str(p)
-
-
-def load_faces(data, split: str = "val") -> tuple[list[FaceSample], list[dict], str]:
-    """Faces to evaluate, the annotation files skipped while reading them, and a description.
-
-    ``data``: a :class:`Store`, a store folder, a prepared folder (its ``<split>`` store), a
-    dataset folder (``read_dataset`` + the fixed ``split_samples`` split; ``split="all"`` keeps
-    every face) or a list of :class:`FaceSample`.
-    """
-    if isinstance(data, (list, tuple)):
-        return list(data), [], f"{len(data)} given faces"
-    if not isinstance(data, Store):
-        path = Path(data)
-        if (path / "index.json").is_file():
-            data = Store.open(path, verify=False)
-        elif (path / split / "index.json").is_file():
-            check_prepared(path)  # split.json, train/ and val/ from one prepare run
-            data = Store.open(path / split, verify=False)
-    if isinstance(data, Store):
-        faces = [
-            FaceSample(_resolve_image(e["image"], data.path), np.asarray(data.points[i]), e.get("dataset", ""),
-                       e.get("subset", ""), e["id"], None if e.get("visible") is None else np.asarray(e["visible"]))
-            for i, e in enumerate(data.samples)
-        ]
-        return faces, [], f"store {data.path}"
-    from facemark.data.formats import read_dataset
-    from facemark.data.prepare import split_samples
-
-    samples, bad = read_dataset(path, skip_bad=True)
-    if split not in ("train", "val", "all"):
-        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
-    if split != "all":
-        train, val = split_samples(samples)
-        samples = train if split == "train" else val
-    skipped = [{"id": Path(p).stem, "file": p, "reason": f"annotation: {reason}"} for p, reason in bad]
-    return samples, skipped, f"{path} ({split} split)"
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -163,8 +114,6 @@ def _store_scheme(data, split: str, num_points: int):
         for path in (Path(data), Path(data) / split):
             index = path / "index.json"
             if index.is_file():
-                import json
-
                 recorded = json.loads(index.read_text()).get("scheme")
                 if recorded is not None:  # a built-in name or the full mapping, never a path
                     return scheme_from_spec(recorded, num_points, f"{index}: scheme")
@@ -208,7 +157,8 @@ def evaluate(
     progress: bool = True,
     scheme=None,
 ) -> dict:
-    """Score ``predictor`` on the faces of ``data`` (see :func:`load_faces`); returns the metrics dict.
+    """Score ``predictor`` on the faces of ``data`` (see :func:`~facemark.data.faces.load_faces`); returns
+    the metrics dict.
 
     ``box``: ``"gt"`` (tight ground-truth landmark box, each edge moved by up to ``±jitter`` of
     the box size, seeded per face) or ``"detector"`` (``detector``: a name or object, default the
@@ -217,6 +167,9 @@ def evaluate(
     ``±rotate`` degrees about the face, a tilted head. A face whose image
     is missing or corrupt is listed in ``skipped`` with the reason. With ``out``, writes
     ``metrics.json``, ``report.md``, ``ced.png`` and ``worst.png`` (the ``worst_k`` worst faces).
+    A model that records the faces it was trained on (its ``trained_on``,
+    :func:`facemark.data.faces.training_record`) is checked against the evaluated ones:
+    ``seen_in_training`` counts those it has seen, and the headline and report warn when there are any.
     """
     check_settings(box, jitter, rotate, max_error, worst_k)
     faces, skipped, data_text = load_faces(data, split)
@@ -240,8 +193,6 @@ def evaluate(
         scheme = _store_scheme(data, split, num_points)
     detector_name = ""
     if box == "detector":
-        from facemark.detectors import DEFAULT_DETECTOR, get_detector
-
         if hasattr(predictor, "detect"):  # a Landmarker: its own detector, so its own pipeline
             detector = predictor.detector
         elif detector is None or isinstance(detector, str):
@@ -323,6 +274,9 @@ def evaluate(
         "median_ms_per_face": float(np.median(seconds) * 1000),
         "per_face": [{"id": r["id"], "subset": r["subset"], "nme": r["nme"], "points": r["points"]} for r in records],
     }
+    meta = getattr(predictor, "meta", None)  # a Landmarker's spec and provenance
+    seen = seen_in_training(meta.get("trained_on") if isinstance(meta, dict) else None, [r["id"] for r in records])
+    result["seen_in_training"] = None if seen is None else {"faces": len(seen), "evaluated": len(records), "ids": seen}
     s = result["summary"]
     lo, hi = s["ci95"]
     result["headline"] = (
@@ -331,6 +285,7 @@ def evaluate(
         f"{s[f'auc@{max_error * 100:g}']:.3f} over {len(records)} faces; {norm_text}"
         + (f"; detection rate {result['detection']['rate'] * 100:.1f} %" if result["detection"] else "")
         + (f"; {len(skipped)} skipped" if skipped else "")
+        + (f"; WARNING: {_seen_text(result['seen_in_training'])}" if seen else "")
     )
     if out is not None:
         _write_outputs(result, records, Path(out), worst_k, scheme)
@@ -342,6 +297,11 @@ def evaluate(
 
 def _pct(value: float) -> str:
     return f"{value * 100:.2f}"
+
+
+def _seen_text(seen: dict) -> str:
+    return (f"{seen['faces']} of the {seen['evaluated']} evaluated faces were in the model's training data "
+            "(its trained_on record): not a held-out figure")
 
 
 def _summary_row(label: str, s: dict) -> str:
@@ -361,6 +321,8 @@ def _report(result: dict, scheme, worst_k: int) -> str:
         f"- box protocol: {result['box_protocol']}",
         f"- figures: {result['normalisation_text']}; in % (AUC as a fraction)",
     ]
+    if (result.get("seen_in_training") or {}).get("faces"):
+        lines.append(f"- **warning**: {_seen_text(result['seen_in_training'])}")
     if result["detection"]:
         d = result["detection"]
         lines.append(f"- detection rate: {d['rate'] * 100:.1f} % ({d['found']} / {d['attempted']}); {d['note']}")
@@ -410,7 +372,7 @@ def _write_outputs(result: dict, records: list[dict], out: Path, worst_k: int, s
     if len(result["subsets"]) > 1:
         curves.update({s: [r["nme"] for r in records if r["subset"] == s] for s in result["subsets"]})
     try:
-        plots.plot_ced(curves, out / "ced.png", result["max_error"],
+        plots.plot_ced(metrics.ced_curves(curves, result["max_error"]), out / "ced.png", result["max_error"],
                        title=f"{result['name']}: {_short(result['box_protocol'])}",
                        xlabel=f"{metrics.describe(result['normalisation'], scheme)} (%)")
     except MissingExtra as err:  # the plain install: every figure but the plot
@@ -456,8 +418,9 @@ def compare(metrics_paths: Sequence[str | Path], out: str | Path, names: Sequenc
     # the scheme (for the eye-corner indices) follows from the number of points in per_point
     norm_text = metrics.describe(runs[0]["normalisation"], SCHEMES.get(len(runs[0]["per_point"])))
     title = "Cumulative error distribution" + (f": {protocols.pop()}" if len(protocols) == 1 else "")
-    png = plots.plot_ced({lb: [f["nme"] for f in r["per_face"]] for lb, r in zip(labels, runs)}, out / "ced.png",
-                         max_error, title=title, xlabel=f"{norm_text} (%)")
+    errors = {label: [f["nme"] for f in r["per_face"]] for label, r in zip(labels, runs)}
+    png = plots.plot_ced(metrics.ced_curves(errors, max_error), out / "ced.png", max_error, title=title,
+                         xlabel=f"{norm_text} (%)")
     rows = ["| run | box protocol | faces | NME % | 95 % CI | FR@8 % | FR@10 % | AUC@8 | AUC@10 | detection rate |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in zip(labels, runs):

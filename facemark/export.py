@@ -14,13 +14,19 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from facemark.files import atomic_path
 from facemark.checkpoint import load_checkpoint, model_from_checkpoint, model_metadata, model_spec, save_checkpoint
-from facemark.spec import METADATA_KEY
+from facemark.data.faces import load_faces
+from facemark.data.store import read_image
+from facemark.files import atomic_path
+from facemark.geometry import box_from_points, crop_box_from_box, crop_image, crops_to_input
+from facemark.spec import METADATA_KEY, ModelSpec, read_onnx_metadata
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
@@ -58,7 +64,7 @@ class PointsAndFeatures(PointsOnly):
 
 
 SPEC_KEYS = ("model_name", "model_args", "num_points", "input_size", "crop", "scheme", "mean", "std", "quality")
-INFERENCE_KEYS = ("model", *SPEC_KEYS, "step", "best_nme", "config", "facemark_version")
+INFERENCE_KEYS = ("model", *SPEC_KEYS, "step", "best_nme", "config", "facemark_version", "trained_on")
 
 
 def export_inference_checkpoint(checkpoint: str | Path, out: str | Path, quality: dict | None = None) -> Path:
@@ -75,8 +81,6 @@ def export_inference_checkpoint(checkpoint: str | Path, out: str | Path, quality
 def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, quality: dict | None = None) -> Path:
     """Export ``checkpoint`` to ``out`` (written atomically) and return the path; ``quality`` as in
     :func:`export_inference_checkpoint`."""
-    import onnx
-
     state = load_checkpoint(checkpoint)
     if quality is not None:
         state["quality"] = quality
@@ -105,15 +109,6 @@ def quantize_onnx(model: str | Path, out: str | Path, data, count: int = 256, se
     (a prepared folder or a store; its ``train`` split), cut as inference cuts them (the spec's crop
     rule and input size, ground-truth landmark box). The spec is copied into the new file's metadata,
     with ``"precision": "int8"``. Measure what it costs before using it: ``python -m bench.quantize_int8``."""
-    import numpy as np
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
-
-    from facemark.data.store import read_image
-    from facemark.evaluate import load_faces
-    from facemark.geometry import box_from_points, crop_box_from_box, crop_image, crops_to_input
-    from facemark.spec import ModelSpec, read_onnx_metadata
-
     meta = read_onnx_metadata(model)
     spec = ModelSpec.from_dict(meta, source=model)
     faces, _, _ = load_faces(data, split="train")

@@ -10,18 +10,22 @@
     ray     ray[data], pyarrow: `facemark bulk --engine ray`
     dlib    dlib-bin, face-recognition-models: the dlib detectors and baselines
 
-Modules of optional extras are imported where they are used (the only function-level imports in
-facemark); the CLI turns a missing one into ``facemark: error: <what> needs <module>: pip install
-"facemark[<extra>]"`` (:func:`missing_extra_message`).
+Modules of optional extras are imported where they are used: these, and facemark's own modules
+that import one at their top (``facemark.train``: torch), are the only function-level imports in
+facemark (``tests/test_layers.py`` checks it). The CLI turns a missing one into ``facemark: error:
+<what> needs <module>: pip install "facemark[<extra>]"`` (:func:`missing_extra_message`).
 """
 
 from __future__ import annotations
+
+import importlib
 
 #: top-level module -> the extra that installs it
 EXTRAS = {
     "torch": "train", "tensorboard": "train", "onnx": "train", "sklearn": "train", "matplotlib": "plots",
     "scipy": "data", "h5py": "data", "fastapi": "serve", "uvicorn": "serve", "multipart": "serve",
     "starlette": "serve", "ray": "ray", "pyarrow": "ray", "dlib": "dlib", "face_recognition_models": "dlib",
+    "threadpoolctl": "train",  # installed with scikit-learn
 }
 
 
@@ -41,8 +45,6 @@ def missing_extra_message(module: str | None, what: str = "this") -> str | None:
 
 def require(module: str, what: str):
     """Import ``module`` (of an extra) or raise :class:`MissingExtra` naming the extra."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as err:

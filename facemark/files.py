@@ -30,6 +30,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
+from PIL import Image
 
 
 @contextmanager
@@ -247,8 +249,6 @@ def image_header(data: bytes, max_pixels: int, name: str | os.PathLike = "image"
     """``(width, height, format)`` from the header alone (run :func:`check_structure` first);
     :class:`ImageTooLarge` past ``max_pixels``, :class:`ImageError` when the header is not one of
     :data:`SIZED_FORMATS`."""
-    from PIL import Image
-
     try:
         with warnings.catch_warnings():  # PIL warns about large images; the limit below decides
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -291,8 +291,6 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 def _header_size(source, name) -> tuple[int, int]:
     """:func:`image_size` of a path or a file object (``name`` names it in errors)."""
-    from PIL import Image
-
     try:
         with warnings.catch_warnings():  # a huge declared size is not our concern here
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -395,8 +393,6 @@ def jpeg_data_complete(data: bytes) -> bool:
     decode's time) and asks for its warnings: "premature end" means data is missing. Other libjpeg
     complaints are left to OpenCV, which decoded the file.
     """
-    import simplejpeg
-
     try:
         colorspace = simplejpeg.decode_jpeg_header(data, strict=False)[2]
         simplejpeg.decode_jpeg(data, "CMYK" if colorspace in ("CMYK", "YCCK") else "GRAY", min_factor=8,

@@ -140,6 +140,21 @@ def to_crop(points: np.ndarray, crop_box: Box) -> np.ndarray:
     return ((np.asarray(points, dtype=np.float64) + 0.5 - (left, top)) / scale).astype(np.float32)
 
 
+def landmark_box_in_crop(rule: CropRule) -> tuple[float, float, float, float]:
+    """Where the tight landmark box lies in an unclipped crop, in 0..1 crop coordinates.
+
+    Fixed for a crop rule (the crop box is the landmark box grown by fixed fractions), which is
+    what lets the classical models take a crop instead of an image and a box.
+    """
+    if rule.clip:
+        raise ValueError("the landmark box has a fixed place only in an unclipped crop (crop.clip: false): a clipped crop moves the "
+                         "face (classical models need one)")
+    box = (0.0, 0.0, 1000.0, 1000.0)
+    crop_box = crop_box_from_box(box, None, rule)
+    (x0, y0), (x1, y1) = to_crop([box[:2], box[2:]], crop_box)
+    return float(x0), float(y0), float(x1), float(y1)
+
+
 def from_crop(normalised: np.ndarray, crop_box: Box, turn: np.ndarray | None = None) -> np.ndarray:
     """Inverse of :func:`to_crop`: normalised crop coordinates -> original-image pixels. ``turn``:
     the crop was cut from the image turned by this 2x3 matrix (:func:`crop_image`); the points are

@@ -38,6 +38,8 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from facemark.geometry import box_from_points
@@ -194,6 +196,19 @@ def ced(errors: np.ndarray, max_error: float = 0.10, steps: int = 1000) -> tuple
     thresholds = np.linspace(0.0, max_error, steps + 1)
     fraction = np.searchsorted(errors, thresholds, side="right") / errors.size
     return thresholds, fraction
+
+
+def ced_curves(errors: Mapping[str, np.ndarray], max_error: float = 0.10) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The CED (:func:`ced`) of each ``name -> per-face errors``, keyed by a legend label that adds the
+    curve's mean NME, AUC and failure rate at ``max_error``: what :func:`facemark.plots.plot_ced` draws."""
+    pct = f"{max_error * 100:g}"
+    curves = {}
+    for name, values in errors.items():
+        values = _errors(values)
+        label = (f"{name}: NME {np.mean(values) * 100:.2f}%, AUC@{pct} {auc(values, max_error):.3f}, "
+                 f"FR@{pct} {failure_rate(values, max_error) * 100:.1f}% (n={len(values)})")
+        curves[label] = ced(values, max_error)
+    return curves
 
 
 def auc(errors: np.ndarray, max_error: float = 0.10) -> float:

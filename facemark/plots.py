@@ -2,8 +2,8 @@
 
 Figures use matplotlib's Agg canvas directly (no pyplot, so no global backend or figure state)
 and, like :func:`write_image`, are written atomically: a temporary file in the target directory, then ``os.replace``, so a
-reader never sees a half-written PNG. NME axes are shown in percent; CED legends carry each
-curve's mean NME, AUC and failure rate from :mod:`facemark.metrics`.
+reader never sees a half-written PNG. NME axes are shown in percent. This module draws what it
+is given: the CEDs and their legends come from :func:`facemark.metrics.ced_curves`.
 
 Drawing functions take BGR ``uint8`` images (OpenCV order), never modify their input and
 return a new image. Points are pixel-centre ``(x, y)`` coordinates (see :mod:`facemark.geometry`).
@@ -18,10 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facemark import metrics
 from facemark.extras import require
 from facemark.files import atomic_path, write_atomic
-from facemark.schemes import PointScheme
 
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _SCALE = 1 << _SHIFT
@@ -55,37 +53,26 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
 
 
 def plot_ced(
-    curves: Mapping[str, np.ndarray],
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     path: str | os.PathLike,
     max_error: float = 0.10,
     title: str = "Cumulative error distribution",
-    xlabel: str | None = None,
-    kind: str = "inter_ocular",
-    scheme: PointScheme | None = None,
+    xlabel: str = "NME (%)",
 ) -> Path:
-    """Plot the CED of each ``name -> per-face errors (fractions)`` curve to a PNG at ``path``.
-
-    The x label defaults to :func:`facemark.metrics.describe` of ``kind`` (and ``scheme``); the
-    legend gives each curve's mean NME, AUC and failure rate at ``max_error``.
-    """
+    """Plot cumulative error distributions to a PNG at ``path``: each ``label -> (errors, fraction of
+    faces with error <= each)``, both fractions (:func:`facemark.metrics.ced_curves` computes them and
+    their labels), on a 0..``max_error`` axis shown in percent."""
     PercentFormatter = require("matplotlib.ticker", "drawing plots").PercentFormatter
 
     fig = _new_figure()
     ax = fig.add_subplot()
-    pct = f"{max_error * 100:g}"
-    for name, errors in curves.items():
-        errors = np.asarray(errors, dtype=np.float64).reshape(-1)
-        thresholds, fraction = metrics.ced(errors, max_error)
-        label = (
-            f"{name}: NME {np.mean(errors) * 100:.2f}%, AUC@{pct} {metrics.auc(errors, max_error):.3f}, "
-            f"FR@{pct} {metrics.failure_rate(errors, max_error) * 100:.1f}% (n={len(errors)})"
-        )
-        ax.step(thresholds * 100, fraction * 100, where="post", linewidth=1.8, label=label)
+    for label, (thresholds, fraction) in curves.items():
+        ax.step(np.asarray(thresholds) * 100, np.asarray(fraction) * 100, where="post", linewidth=1.8, label=label)
     ax.set_xlim(0, max_error * 100)
     ax.set_ylim(0, 100)
     ax.xaxis.set_major_formatter(PercentFormatter(decimals=0))
     ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
-    ax.set_xlabel(xlabel or f"{metrics.describe(kind, scheme)} (%)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("faces with NME ≤ x")
     ax.set_title(title)
     ax.grid(True, alpha=0.4)

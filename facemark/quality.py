@@ -6,8 +6,9 @@ The PIPNet models return, beside the points, two raw features per point
 its neighbours' estimates of it. With flip test the API adds a third, the distance between the
 normal and the mirrored crop's predictions. All distances are in normalised crop units (crop side = 1).
 
-A :class:`QualityCalibration` (fitted by ``python -m bench.fit_quality``, stored in the model
-spec's ``quality`` field, so in the checkpoint and in the ONNX metadata) maps them to
+A :class:`QualityCalibration` (fitted by :func:`facemark.calibrate.fit_quality`, which ``python -m
+bench.fit_quality`` calls; stored in the model spec's ``quality`` field, so in the checkpoint and in
+the ONNX metadata) maps them to
 
 * ``point_scores`` ``(K,)``: the probability that each point lies within 8 % of the inter-ocular
   distance of the truth (one logistic regression shared by all points, on :func:`point_design`);
@@ -126,14 +127,3 @@ class QualityCalibration:
         return cls(Logistic.from_dict(d["point"]), Logistic.from_dict(d["face"]), bool(d.get("flip_test", True)),
                    str(d.get("note", "")), names)
 
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> Logistic:
-    """A standardised, L2-regularised logistic regression (scikit-learn) as a :class:`Logistic`."""
-    from sklearn.linear_model import LogisticRegression
-
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y).astype(int)
-    mean, scale = x.mean(0), x.std(0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    model = LogisticRegression(C=c, max_iter=1000).fit((x - mean) / scale, y)
-    return Logistic(tuple(mean.tolist()), tuple(scale.tolist()), tuple(model.coef_[0].tolist()),
-                    float(model.intercept_[0]))

@@ -12,8 +12,8 @@ the ``.onnx`` exported from it describe their model identically::
                    or a custom scheme (``--scheme my.yaml``) as its full mapping
     mean, std      input normalisation, RGB in 0..1: the model computes (x - mean) / std itself
                    (inside the ONNX graph too), so callers feed plain RGB / 255
-    quality        optional: the point-score and fit-quality calibration (facemark.quality,
-                   fitted by ``python -m bench.fit_quality``); absent in older files, which then
+    quality        optional: the point-score and fit-quality calibration (facemark.quality, fitted
+                   by facemark.calibrate.fit_quality: ``python -m bench.fit_quality``); absent in older files, which then
                    give ``Face.point_scores = Face.quality = None``
 
 Files written before the spec had ``scheme``, ``mean`` and ``std`` load with the values those
@@ -33,6 +33,7 @@ import numpy as np
 import onnxruntime as ort
 
 from facemark.geometry import CropRule, CropRuleError
+from facemark.quality import POINT_FEATURES, QualityCalibration
 from facemark.schemes import scheme_from_spec
 
 #: The ONNX metadata key holding the spec (JSON).
@@ -55,7 +56,7 @@ class ModelSpec:
     scheme: str | dict = field(hash=False)  # a built-in scheme's name, or a custom scheme's mapping
     mean: tuple[float, float, float] = DEFAULT_MEAN
     std: tuple[float, float, float] = DEFAULT_STD
-    quality: dict | None = field(default=None, hash=False, compare=False)  # facemark.quality calibration
+    quality: dict | None = field(default=None, hash=False, compare=False)  # facemark.calibrate.fit_quality's calibration
 
     @property
     def num_points(self) -> int:
@@ -165,8 +166,6 @@ def check_spec_dict(data, source: str | Path) -> None:
     quality = data.get("quality")
     if quality:
         try:
-            from facemark.quality import POINT_FEATURES, QualityCalibration
-
             calibration = QualityCalibration.from_dict(quality)
         except (KeyError, TypeError, ValueError) as err:
             raise bad("quality", "...", f"not a facemark quality calibration ({err.__class__.__name__}: {err})") from None

@@ -42,10 +42,12 @@ from tqdm import tqdm
 from facemark.checkpoint import CheckpointError, checkpoint_state, load_checkpoint, save_checkpoint
 from facemark.config import TrainConfig, config_to_dict
 from facemark.data.dataset import LandmarkDataset
+from facemark.data.faces import training_record
 from facemark.data.store import Store, check_prepared
 from facemark.files import remove_stale_temporaries, write_atomic
 from facemark.losses import get_loss
 from facemark.metrics import describe, nme
+from facemark.plots import plot_loss_curve
 from facemark.geometry import CropRule, from_crop
 from facemark.schemes import resolve_scheme, spec_value
 from facemark.spec import MODEL_DIR
@@ -268,6 +270,11 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
     steps_per_epoch = len(sampler) // per_rank_batch if per_rank_batch > 0 else 0
     if steps_per_epoch == 0:
         raise ValueError(f"{data / 'train'}: {len(train_set)} faces is fewer than one batch of {config.batch_size}")
+    # the faces the weights see (with those of the init checkpoint), kept in the checkpoint so that
+    # evaluating the model on them warns (facemark.evaluate)
+    trained_on = training_record([train_set.store] + ([extra_set.store] if extra_set is not None else []),
+                                 load_checkpoint(init_path(config.init)).get("trained_on") if config.init and not resume
+                                 else None)
 
     # -- model, optimizer, schedule
     model_args = {"num_points": num_points, "input_size": config.input_size, **config.model_args}
@@ -304,6 +311,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best_nme, history = state["step"], state["best_nme"], state["history"]
+        trained_on = state.get("trained_on", trained_on)  # the run's own record (init is not used on resume)
         if any(key in changes for key in _LR_KEYS):  # the new rate from this step on, not the checkpoint's
             scheduler.base_lrs = [config.lr] * len(optimizer.param_groups)
             for group in optimizer.param_groups:
@@ -325,7 +333,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         save_checkpoint(checkpoint_state(
             raw_model if ema is None else ema, config.model, model_args, config.crop, scheme=scheme,
             config=config_to_dict(config), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            step=step, best_nme=best_nme, history=history, **extra_state,
+            step=step, best_nme=best_nme, history=history, trained_on=trained_on, **extra_state,
         ), out / name)
 
     writer = None
@@ -405,8 +413,6 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
 
 
 def _plot_history(history: list[dict], out: Path) -> None:
-    from facemark.plots import plot_loss_curve
-
     train_rows = [h for h in history if "loss" in h]
     val_rows = [h for h in history if "val_nme" in h]
     if train_rows:

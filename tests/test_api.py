@@ -48,8 +48,11 @@ def test_bad_inputs_name_the_problem(tmp_path):
         Landmarker(tmp_path / "nope.onnx")
 
 
-def test_shipped_default_model_is_accurate_on_held_out_faces(lite_root):
-    """The packaged model (no arguments, no network) on 40 validation faces of the fixed split."""
+def test_shipped_default_model_through_the_api_on_real_faces(lite_root):
+    """The packaged model (no arguments, no network) on 40 validation faces of the fixed split, through
+    the API's whole crop path. Not a held-out figure: the shipped model was trained on every 300w-lite
+    face, these too (held-out figures: its split-trained twin, in the README); a drift of the crop rule or
+    the input shows here."""
     from facemark.data.formats import read_dataset
     from facemark.data.prepare import split_samples
     from facemark.geometry import box_from_points
@@ -61,7 +64,7 @@ def test_shipped_default_model_is_accurate_on_held_out_faces(lite_root):
     assert lm.backend == "onnx" and lm.num_points == 68
     predictions = lm.predict_batch([s.image_path for s in val], [[box_from_points(s.points)] for s in val])
     errors = nme(np.stack([p[0] for p in predictions]), np.stack([s.points for s in val]))
-    assert errors.mean() < 0.06  # measured 3.9 % over all 391 validation faces (bench/compare_baselines.py)
+    assert errors.mean() < 0.03  # measured 2.54 % on these 40 faces (2.63 % without flip test)
 
 
 @pytest.mark.parametrize("max_faces", [0, -1, 1.5, True, "2"])

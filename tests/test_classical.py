@@ -11,7 +11,6 @@ import pytest
 from conftest import synthetic_face
 from facemark import Landmarker
 from facemark.baselines import MeanShapePredictor
-from facemark.classical import landmark_box_in_crop
 from facemark.classical.lbf import LbfModel, forest_leaves, pair_points, pixel_values, similarity
 from facemark.classical.train import _tree_to_heap, load_classical_config, train_classical
 from facemark.cli import main
@@ -19,7 +18,7 @@ from facemark.config import ConfigError
 from facemark.data.record import FaceSample
 from facemark.data.store import write_store
 from facemark.evaluate import evaluate
-from facemark.geometry import CropRule, box_from_points, crop_box_from_box, to_crop
+from facemark.geometry import CropRule, box_from_points, crop_box_from_box, landmark_box_in_crop, to_crop
 from facemark.plots import write_image
 
 HAS_DLIB = importlib.util.find_spec("dlib") is not None
@@ -200,7 +199,7 @@ def test_five_point_subset(tmp_path, synthetic_data, method):
 
 
 def _val_faces(data):
-    from facemark.evaluate import load_faces
+    from facemark.data.faces import load_faces
 
     return load_faces(data / "val")[0]
 

@@ -20,15 +20,29 @@ def _parsers(parser: argparse.ArgumentParser, name: str = "facemark"):
                 yield from _parsers(child, f"{name} {sub}")
 
 
+def _option_entries(text: str) -> dict[str, str]:
+    """The options of a rendered ``--help``: ``{"--flag": its whole entry, wrapped lines joined}``."""
+    entries, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("  -"):  # "  -x, --long VALUE   help ...": a new option
+            current = line.split()[0].rstrip(",")
+            entries[current] = line
+        elif current and line.startswith("   "):  # the entry's help, wrapped
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return entries
+
+
 def test_every_option_says_its_default():
+    """What a user reads: every option in every command's rendered --help ends with its default."""
     for name, parser in _parsers(build_parser()):
-        text = parser.format_help()
-        for action in parser._actions:
-            if not action.option_strings or isinstance(action, argparse._HelpAction):
-                continue
-            help_text = parser._get_formatter()._get_help_string(action)
-            assert "(default" in help_text, f"{name} {action.option_strings[0]}: {help_text!r}"
-        assert text
+        entries = _option_entries(parser.format_help())
+        options = [a.option_strings[0] for a in parser._actions
+                   if a.option_strings and not isinstance(a, argparse._HelpAction)]
+        assert sorted(entries) == sorted(["-h", *options]), name  # every option is in the text
+        for option, entry in entries.items():
+            assert option == "-h" or "(default" in " ".join(entry.split()), f"{name} {option}: {entry!r}"
 
 
 def test_detector_option_lists_the_choices(capsys):

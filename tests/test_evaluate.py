@@ -231,3 +231,38 @@ def test_a_point_count_mismatch_names_the_data_and_the_model_file(synthetic_data
     message = str(err.value)
     assert message.startswith(f"store {tmp_path / 'val5'}: its faces have 5 points, the model ")
     assert f"({tiny_checkpoint}) gives 68" in message and "\n" not in message
+
+
+def test_eval_warns_when_the_model_was_trained_on_the_evaluated_faces(synthetic_dataset, tiny_checkpoint, tmp_path,
+                                                                       capsys):
+    """`facemark eval --model default --data data/300w-lite/val` printed 2.65 % with no word that the
+    model had been trained on those very faces: now the console, report.md and metrics.json say how many."""
+    from facemark.cli import main
+    from facemark.config import load_config
+    from facemark.data.prepare import prepare
+    from facemark.export import export_onnx
+    from facemark.train import train
+
+    prepare(synthetic_dataset, tmp_path / "data", size=64, progress=False)
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"data": str(tmp_path / "data"), "out": str(tmp_path / "run"), "model": "seed_senet",
+                                  "input_size": 48, "batch_size": 8, "steps": 2, "val_every": 2, "ckpt_every": 2,
+                                  "num_threads": 1}))
+    train(load_config(config))
+    onnx = export_onnx(tmp_path / "run" / "last.pt", tmp_path / "run.onnx")
+    trained = len(json.loads((tmp_path / "data" / "train" / "index.json").read_text())["samples"])
+    for model, split, seen in ((onnx, "train", trained), (tmp_path / "run" / "last.pt", "train", trained),
+                               (onnx, "val", 0), (tiny_checkpoint, "train", None)):  # tiny: a file without the record
+        out = tmp_path / f"eval-{model.name}-{split}"
+        assert main(["eval", "--model", str(model), "--data", str(tmp_path / "data" / split), "--out", str(out),
+                     "--worst-k", "0"]) == 0
+        printed = capsys.readouterr().out
+        result = json.loads((out / "metrics.json").read_text())
+        report = (out / "report.md").read_text()
+        if seen is None:
+            assert result["seen_in_training"] is None
+        else:
+            assert result["seen_in_training"]["faces"] == seen and result["seen_in_training"]["evaluated"] == result["evaluated"]
+        warning = f"{seen} of the {result['evaluated']} evaluated faces were in the model's training data"
+        assert (warning in printed) == bool(seen) and (warning in report) == bool(seen), (model, split)
+        assert ("training data" in printed + report) == bool(seen)

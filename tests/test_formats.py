@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import scipy.io
 
+from conftest import SHARED as SHARED_ROOT
 from facemark.data.formats import (
     WFLW_ATTRIBUTES, find_image, read_cofw_mat, read_dataset, read_dlib_xml, read_mat_300wlp, read_pts,
     read_pts_sample, read_wflw_list, write_dlib_xml, write_pts,
 )
 from facemark.data.record import DataError, FaceSample
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_ROOT / "data"  # $FACEMARK_SHARED/data (tests/conftest.py)
 FORMAT_SAMPLES = SHARED / "format-samples"
 RNG = np.random.default_rng(0)
 

@@ -11,11 +11,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from conftest import SHARED as SHARED_ROOT
 from facemark.data.formats import read_cuhk_list, read_dataset
 from facemark.data.prepare import prepare
 from facemark.data.record import DataError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_ROOT / "data"  # $FACEMARK_SHARED/data (tests/conftest.py)
 CUHK = SHARED / "cuhk-5pt"
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -165,8 +165,9 @@ def test_summarise_keys_and_values():
 
 def test_plots_write_png_atomically(tmp_path):
     rng = np.random.default_rng(5)
-    ced_path = plots.plot_ced({"a": rng.gamma(2, 0.02, 50), "b": HAND}, tmp_path / "ced.png",
-                              scheme=get_scheme(68))
+    curves = metrics.ced_curves({"a": rng.gamma(2, 0.02, 50), "b": HAND})
+    assert list(curves)[1] == "b: NME 7.80%, AUC@10 0.420, FR@10 20.0% (n=5)"  # the legend carries the figures
+    ced_path = plots.plot_ced(curves, tmp_path / "ced.png", xlabel=metrics.describe("inter_ocular", get_scheme(68)))
     loss_path = plots.plot_loss_curve(np.arange(20), np.exp(-np.arange(20) / 5), tmp_path / "loss.png",
                                       val_steps=[5, 10, 15], val_values=[0.08, 0.06, 0.05])
     grid_path = plots.write_image(tmp_path / "sub" / "grid.jpg", np.zeros((8, 8, 3), np.uint8))

@@ -11,7 +11,7 @@ from facemark.losses import LOSSES, get_loss
 from facemark.checkpoint import checkpoint_state, save_checkpoint
 from facemark.export import export_onnx
 from facemark.geometry import CropRule
-from facemark.models import create_model, list_models
+from facemark.models import create_model, list_models, register_model
 
 MODELS = list_models()
 
@@ -37,9 +37,19 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
 
 
 def test_registry():
+    """The registry lists every model once, in order, and an unknown name is an error naming it and every known one."""
     assert {"seed_senet", "pipnet_mbv2", "pipnet_resnet", "reg_mbv2", "reg_resnet"} <= set(MODELS)
-    with pytest.raises(ValueError, match="seed_senet"):
+    assert MODELS == sorted(set(MODELS))
+    with pytest.raises(ValueError) as err:
         create_model("no_such_model")
+    assert str(err.value) == f"unknown model 'no_such_model'; known models: {MODELS}"
+    def seed_senet(num_points: int = 68):  # a second model under a taken name
+        return nn.Identity()
+
+    with pytest.raises(ValueError, match="'seed_senet' is already registered"):
+        register_model(seed_senet)
+    assert not isinstance(create_model("seed_senet", input_size=64), nn.Identity)  # the first one stays
+    assert list_models() == MODELS  # the refused registration changed nothing
 
 
 @pytest.mark.parametrize("name", MODELS)

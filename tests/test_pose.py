@@ -71,7 +71,7 @@ def test_real_faces_give_sane_angles(lite_root):
 @pytest.mark.skipif(not AFLW.is_dir(), reason=f"{AFLW} not present")
 def test_yaw_and_roll_agree_with_aflw2000_3d():
     """AFLW2000-3D's pose annotation (Pose_Para: pitch, yaw, roll in radians; its yaw has our opposite sign;
-    its pitch zero differs from ours by about 13 degrees, see bench/fit_mean_face.py)."""
+    its pitch zero differs from ours by about 13 degrees, see facemark.calibrate.fit_mean_face)."""
     from scipy.io import loadmat
 
     for mat in sorted(AFLW.glob("*.mat")):

@@ -140,7 +140,7 @@ def test_train_and_eval_refuse_a_folder_mixed_from_two_prepare_runs(synthetic_da
     from facemark.config import load_config
     from facemark.data.prepare import prepare
     from facemark.data.record import DataError
-    from facemark.evaluate import load_faces
+    from facemark.data.faces import load_faces
     from facemark.train import train
 
     for name in ("a", "b"):

@@ -307,16 +307,23 @@ def test_a_multipart_upload_is_cut_off_at_the_limit_while_it_streams(tiny_checkp
 
 
 def test_a_slow_upload_is_408_and_gives_its_place_back(tiny_checkpoint, face_jpeg):
-    """An upload still arriving after ``upload_timeout_s`` is cut off: 408, and all it held is free again."""
+    """An upload still arriving after ``upload_timeout_s`` is cut off: 408, and all it held is free again.
+    The client sends a first part and then nothing, so only the timeout can end the request (no race
+    between the client's pace and the clock); the rate rule is set out of the way (1 byte/s after an hour)."""
     import asyncio
 
-    app = make_app(tiny_checkpoint, workers=1, queue=0, upload_timeout_s=0.3)
-    chunks = [face_jpeg[i : i + 1024] for i in range(0, len(face_jpeg), 1024)]
-    assert len(chunks) > 10
+    app = make_app(tiny_checkpoint, workers=1, queue=0, upload_timeout_s=0.3, min_upload_rate=1, upload_grace_s=3600)
+
+    async def run():
+        receive, _, release = _stalled_upload(face_jpeg[:1024])
+        try:  # without the timeout the request never ends: wait_for turns that into a failure, not a hang
+            return await asyncio.wait_for(_asgi_call(app, receive), 60)
+        finally:
+            release.set()
+
     with TestClient(app) as client:
-        status, body, read = asyncio.run(_asgi_post(app, chunks, delay=0.1))  # would take over a second
-        assert (status, body["error"]) == (408, "upload_timeout") and "0.3 s" in body["detail"]
-        assert read < len(chunks)
+        status, body = asyncio.run(run())
+        assert (status, body["error"]) == (408, "upload_timeout") and "0.3 s" in body["detail"], body
         assert client.post(URL, content=face_jpeg).status_code == 200  # the only place came back
 
 

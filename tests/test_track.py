@@ -1,5 +1,5 @@
 """facemark.track: the One-Euro filter, following faces from frame to frame, and Landmarker.track on
-synthetic clips with known points (bench.bench_video.make_clip), one of them through a video file."""
+synthetic clips with known points (facemark.track.make_clip), one of them through a video file."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.bench_video import make_clip
 from facemark.api import Face, Landmarker
 from facemark.metrics import nmf
 from facemark.predict import SAMPLE_IMAGE, predict_paths
-from facemark.track import FaceTracker, OneEuroFilter, Smoothing, VideoTracker, track_lost
+from facemark.track import FaceTracker, OneEuroFilter, Smoothing, VideoTracker, make_clip, track_lost
 
 
 def test_one_euro_filter_cuts_jitter_and_follows_a_step():

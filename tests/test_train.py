@@ -165,16 +165,6 @@ def test_a_run_cleans_what_a_killed_run_left_and_writes_its_files_atomically(sma
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
 
 
-def test_training_and_evaluation_do_not_import_the_inference_api():
-    """Layers point one way: train -> (dataset, metrics), evaluate -> (metrics, baselines); never -> api."""
-    import subprocess
-    import sys
-
-    code = ("import sys, facemark.train, facemark.evaluate, facemark.baselines; "
-            "assert 'facemark.api' not in sys.modules, sorted(m for m in sys.modules if m.startswith('facemark'))")
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
 @pytest.mark.parametrize("overrides, words", [
     (["model=pipnet_resnet", "model_args={width: 0.25}", "input_size=64"], "cannot resume with a changed model 'seed_senet' -> 'pipnet_resnet'"),
     (["crop.top=0.25"], "cannot resume with a changed crop {'top': 0.3"),
@@ -205,3 +195,34 @@ def test_resume_applies_a_changed_lr_says_so_and_records_it(small_run, tmp_path,
     assert {"step": 4, "resumed_with": {"lr": [0.001, 0.5]}} in state["history"]
     captured = capsys.readouterr()
     assert "resume at step 4: applying the changed lr 0.001 -> 0.5" in captured.out + captured.err
+
+
+def test_the_checkpoint_records_the_faces_it_was_trained_on_and_export_keeps_it(small_run, tmp_path):
+    """What a model was trained on travels with it (checkpoint, inference .pt, ONNX), with the faces
+    its init checkpoint saw, so that evaluation on them can warn (test_evaluate.py)."""
+    from facemark.data.faces import face_key
+    from facemark.data.store import Store
+    from facemark.export import export_inference_checkpoint, export_onnx
+    from facemark.runtime import open_model
+
+    train(load_config(small_run("first", steps=2, val_every=2, ckpt_every=2)))
+    store = Store.open(tmp_path / "data" / "train")
+    record = load_checkpoint(tmp_path / "first" / "last.pt")["trained_on"]
+    assert record["face_keys"] == sorted(face_key(s["id"]) for s in store.samples) and record["faces"] == len(store)
+    assert record["stores"] == [{"path": str(store.path), "checksum": store.index["checksum"],
+                                 "prepared": store.index["prepared"], "faces": len(store)}]
+    val_ids = {face_key(s["id"]) for s in Store.open(tmp_path / "data" / "val").samples}
+    assert not val_ids & set(record["face_keys"])  # the validation faces are not trained on
+    for path in (export_inference_checkpoint(tmp_path / "first" / "last.pt", tmp_path / "first.pt"),
+                 export_onnx(tmp_path / "first" / "last.pt", tmp_path / "first.onnx")):
+        assert open_model(path).meta["trained_on"] == record
+
+    import torch
+
+    state = torch.load(tmp_path / "first" / "last.pt", weights_only=True)
+    state["trained_on"]["face_keys"].append("0123456789ab")  # a face only the init model saw
+    torch.save(state, tmp_path / "init.pt")
+    train(load_config(small_run("second", steps=2, val_every=2, ckpt_every=2, init=str(tmp_path / "init.pt"))))
+    second = load_checkpoint(tmp_path / "second" / "last.pt")["trained_on"]
+    assert second["faces"] == len(store) + 1 and "0123456789ab" in second["face_keys"]
+    assert second["init"] == {"stores": record["stores"]}

@@ -6,7 +6,8 @@ Both are cascaded shape regressors, ``S(t+1) = S(t) + r_t(phi(I, S(t)))``: ERT (
 binary features, then one linear regression from all leaves to the whole shape.
 
 They run on the same input as the CNNs: a uint8 BGR crop ``(S, S, 3)`` cut by the crop rule of
-:mod:`facemark.geometry` (unclipped, so the landmark box sits at a fixed place in every crop),
+:mod:`facemark.geometry` (unclipped, so the landmark box sits at a fixed place in every crop:
+:func:`facemark.geometry.landmark_box_in_crop`),
 and they return ``(K, 2)`` points in 0..1 of the crop. So :class:`facemark.Landmarker`, ``facemark
 eval`` and the benchmarks use them like an ONNX model::
 
@@ -20,24 +21,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facemark.geometry import CropRule, crop_box_from_box, to_crop
+from facemark.classical.ert import ErtRunner
+from facemark.classical.lbf import LbfModel
 
 #: file suffixes of classical models, for :class:`facemark.Landmarker`'s model resolution
 SUFFIXES = (".dat", ".npz")
-
-
-def landmark_box_in_crop(rule: CropRule) -> tuple[float, float, float, float]:
-    """Where the tight landmark box lies in an unclipped crop, in 0..1 crop coordinates.
-
-    Fixed for a crop rule (the crop box is the landmark box grown by fixed fractions), which is
-    what lets the classical models take a crop instead of an image and a box.
-    """
-    if rule.clip:
-        raise ValueError("classical models need an unclipped crop (crop.clip: false): a clipped crop moves the face")
-    box = (0.0, 0.0, 1000.0, 1000.0)
-    crop_box = crop_box_from_box(box, None, rule)
-    (x0, y0), (x1, y1) = to_crop([box[:2], box[2:]], crop_box)
-    return float(x0), float(y0), float(x1), float(y1)
 
 
 def load_classical(path: str | Path, num_threads: int | None = None):
@@ -45,12 +33,8 @@ def load_classical(path: str | Path, num_threads: int | None = None):
     ``(B, S, S, 3)`` to ``(B, K, 2)`` normalised points, like the CNN runners of :mod:`facemark.api`."""
     path = Path(path)
     if path.suffix == ".dat":
-        from facemark.classical.ert import ErtRunner
-
         runner = ErtRunner(path)
     elif path.suffix == ".npz":
-        from facemark.classical.lbf import LbfModel
-
         runner = LbfModel.load(path)
     else:
         raise ValueError(f"{path}: not a classical model (expected one of {SUFFIXES})")

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facemark.classical import landmark_box_in_crop
-from facemark.geometry import CropRule
+from facemark.geometry import CropRule, landmark_box_in_crop
 
 FORMAT = "facemark-ert-1"
 

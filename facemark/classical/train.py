@@ -31,15 +31,17 @@ from pydantic import Field
 from tqdm import tqdm
 
 from facemark import __version__
-from facemark.classical import landmark_box_in_crop
+from facemark.classical.ert import ErtRunner, card_path, face_rect, import_dlib
 from facemark.classical.lbf import LbfModel, forest_leaves, pair_points, pixel_values, shape_update, similarity, to_grey
 from facemark.config import ConfigError, read_values
 from facemark.data.dataset import Augment, LandmarkDataset
-from facemark.data.record import DataError
+from facemark.data.formats import write_dlib_xml
+from facemark.data.record import DataError, FaceSample
 from facemark.data.store import Store
-from facemark.files import write_atomic
-from facemark.geometry import CropRule, from_crop
+from facemark.files import atomic_path, write_atomic
+from facemark.geometry import CropRule, from_crop, landmark_box_in_crop
 from facemark.metrics import nme
+from facemark.plots import write_image
 from facemark.schemes import SCHEMES
 
 # --------------------------------------------------------------------------- configuration
@@ -208,12 +210,6 @@ def model_metadata(method: str, config: ClassicalConfig, train: Store, num_point
 
 def train_ert(config: ErtConfig, where: str = "config", progress: bool = True) -> dict:
     """Write the training crops and dlib's XML, run ``dlib.train_shape_predictor``, write the card."""
-    from facemark.classical.ert import ErtRunner, card_path, face_rect, import_dlib
-    from facemark.data.formats import write_dlib_xml
-    from facemark.data.record import FaceSample
-    from facemark.files import atomic_path
-    from facemark.plots import write_image
-
     dlib = import_dlib()
     train, val = _open_stores(config, where)
     out = Path(config.out)

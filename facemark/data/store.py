@@ -31,12 +31,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from facemark.data.record import DataError, FaceSample, check_points
 from facemark.files import ImageError, read_image as _read_image, remove_stale_temporaries, replace_folder, write_atomic
 from facemark.geometry import CropRule, box_from_points, crop_affine, crop_box_from_box, crop_image
+from facemark.schemes import scheme_from_spec, spec_value
 
 STORE_VERSION = 1
 REGION_RULE = CropRule(clip=False)
@@ -155,8 +157,6 @@ def write_store(
             "samples": entries,
         }
         if scheme is not None:
-            from facemark.schemes import spec_value
-
             index["scheme"] = spec_value(scheme)
         if prepared is not None:
             index["prepared"] = prepared
@@ -233,8 +233,6 @@ class Store:
     def scheme(self):
         """The store's :class:`~facemark.schemes.PointScheme`: the one recorded by ``prepare --scheme``
         (a built-in name or the full mapping, never a path), else the built-in one of its point count."""
-        from facemark.schemes import scheme_from_spec
-
         return scheme_from_spec(self.index.get("scheme"), self.num_points, f"{self.path / 'index.json'}: scheme")
 
     @property
@@ -268,8 +266,6 @@ def convert_stores(sources: list[str | Path], out_dir: str | Path, convert=None,
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     try:
-        import cv2
-
         images = np.lib.format.open_memmap(tmp_dir / "images.npy", "w+", np.uint8, (total, size, size, 3))
         row, entries = 0, []
         for store in stores:

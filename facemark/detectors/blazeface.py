@@ -25,6 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 
 from facemark.detectors.base import Calibration, Detection, Detector
 
@@ -128,8 +129,6 @@ class BlazeFaceDetector(Detector):
         if not 0.0 < self.min_score < 1.0:
             raise ValueError(f"min_score must be in (0, 1), got {min_score!r}")
         self.tiles, self.min_iod = tiles, float(min_iod)
-        import onnxruntime as ort
-
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)

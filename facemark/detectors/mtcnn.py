@@ -25,6 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 
 from facemark.detectors.base import DEFAULT_MAX_SIDE, Calibration, Detection, Detector
 
@@ -153,10 +154,6 @@ class MtcnnDetector(Detector):
     ):
         super().__init__(max_side=max_side, calibration=calibration, tilts=tilts)
         folder = weights_dir()
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ImportError("the 'mtcnn' detector needs onnxruntime: `pip install onnxruntime`") from None
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
@@ -174,8 +171,6 @@ class MtcnnDetector(Detector):
 
     @staticmethod
     def available() -> bool:
-        if importlib.util.find_spec("onnxruntime") is None:
-            return False
         try:
             weights_dir()
         except ImportError:

@@ -1,0 +1,37 @@
+"""Every bench script runs one way, ``python -m bench.<script>`` from the repository root, and says so."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: the scripts: every module of bench/ but the package's own and the shared timing helpers
+SCRIPTS = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in ("__init__", "timing"))
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict[str, subprocess.CompletedProcess]:
+    """``python -m bench.<script> --help`` of every script, run side by side (each starts its own Python)."""
+    running = {name: subprocess.Popen([sys.executable, "-m", f"bench.{name}", "--help"], cwd=ROOT, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in SCRIPTS}
+    done = {}
+    for name, process in running.items():
+        out, err = process.communicate(timeout=300)
+        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return done
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_a_bench_script_runs_as_a_module(helps, name):
+    """``--help`` parses and exits 0 without running anything (no sibling imports, no sys.path edits),
+    and the script's docstring gives the command it is run with."""
+    result = helps[name]
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage: "), result.stdout[:200]  # argparse's help, not a benchmark's output
+    source = (ROOT / "bench" / f"{name}.py").read_text()
+    assert f"python -m bench.{name}" in source
+    assert "python bench/" not in source and "sys.path" not in source
