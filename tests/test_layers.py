@@ -53,7 +53,6 @@ LAZY_FRONT_DOOR = ("facemark", "facemark.api")
 KNOWN = {
     ("facemark.api", "facemark.detectors"): "to fix: facemark/api.py (import at the top)",
     ("facemark.api", "facemark.detectors.given"): "to fix: facemark/api.py (import at the top)",
-    ("facemark.api", "facemark.quality"): "to fix: facemark/api.py (import at the top)",
     ("facemark.api", "facemark.pose"): "to fix: facemark/api.py (import at the top)",
     ("facemark.api", "facemark.align"): "to fix: facemark/api.py (import at the top)",
     ("facemark.api", "facemark.track"): "to fix: facemark/api.py (an upward arrow and a cycle: facemark.track "
