@@ -16,11 +16,13 @@ one JSON form): ``facemark predict`` only writes files and the HTTP service only
 
 from __future__ import annotations
 
+import base64
 import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+import cv2
 import numpy as np
 
 from facemark.files import load_image
@@ -58,24 +60,33 @@ class Face:
     track_id: int | None = None  # stable id of the face on video (Landmarker.track, facemark.track)
     point_scores: np.ndarray | None = None  # (K,) 0..1 per point (facemark.quality); None without a calibration
     quality: float | None = None  # 0..1, estimated P(NME <= 8 % of the inter-ocular distance); None likewise
+    pose_reason: str | None = None  # why ``pose`` is None although it was asked for (facemark.pose.PoseError)
 
-    def to_dict(self) -> dict:
-        """The one JSON form of a face (the CLI's JSON and the HTTP service's answers): box, score,
-        points (2 decimals), and pose (2 decimals), track_id, quality and point_scores (3 decimals)
-        when set. The aligned chip is an image: the CLI writes it to a file and the service base64-encodes it."""
+    def to_dict(self, aligned_file: str | Path | None = None) -> dict:
+        """The one JSON form of a face (the CLI's JSON and the HTTP service's answers): box and points
+        (pixels, 2 decimals), score, and when set: pose (2 decimals; asked for but not estimable:
+        ``"pose": null`` and ``"pose_reason"``), track_id, quality and point_scores (3 decimals), and
+        the aligned chip, as ``"aligned_png_base64"`` (PNG, base64) or, when the caller wrote it to
+        ``aligned_file`` (``facemark predict --align``), as ``"aligned"``: that file's path."""
         out = {
-            "box": [float(v) for v in self.box],
+            "box": [round(float(v), 2) for v in self.box],
             "score": float(self.score),
             "points": np.asarray(self.points, dtype=np.float64).round(2).tolist(),
         }
         if self.pose is not None:
             out["pose"] = {k: round(float(v), 2) for k, v in zip(("yaw", "pitch", "roll"), self.pose)}
+        elif self.pose_reason is not None:
+            out["pose"], out["pose_reason"] = None, self.pose_reason
         if self.track_id is not None:
             out["track_id"] = int(self.track_id)
         if self.quality is not None:
             out["quality"] = round(float(self.quality), 3)
         if self.point_scores is not None:
             out["point_scores"] = np.asarray(self.point_scores, dtype=np.float64).round(3).tolist()
+        if self.aligned is not None and aligned_file is not None:
+            out["aligned"] = str(aligned_file)
+        elif self.aligned is not None:
+            out["aligned_png_base64"] = base64.b64encode(cv2.imencode(".png", self.aligned)[1].tobytes()).decode()
         return out
 
     @property
@@ -383,7 +394,8 @@ class Landmarker:
 
         ``boxes``: tight landmark-style boxes ``[(x0, y0, x1, y1), ...]`` (or ``{"box": ..., "score": ...}``)
         to use instead of the detector; ``pose``: fill each face's ``pose`` (yaw, pitch, roll,
-        :mod:`facemark.pose`; left None when it cannot be estimated); ``aligned``: fill ``aligned``
+        :mod:`facemark.pose`; None with the reason in ``pose_reason`` when it cannot be estimated,
+        e.g. a scheme with too few pose points); ``aligned``: fill ``aligned``
         with its 112 x 112 ArcFace-aligned chip (:mod:`facemark.align`).
         """
         return self.detect_batch([image], max_faces, None if boxes is None else [boxes], pose, aligned)[0]
@@ -405,14 +417,14 @@ class Landmarker:
 
     def _add_outputs(self, image: np.ndarray, faces: list[Face], pose: bool, aligned: bool) -> None:
         if pose:
-            from facemark.pose import head_pose
+            from facemark.pose import PoseError, head_pose
 
             height, width = image.shape[:2]
             for face in faces:
                 try:
-                    face.pose = head_pose(face.points, (width, height), self.scheme)
-                except ValueError:  # a scheme without the points pose needs, or no solution
-                    face.pose = None
+                    face.pose, face.pose_reason = head_pose(face.points, (width, height), self.scheme), None
+                except PoseError as err:  # a scheme without the points pose needs, or no solution
+                    face.pose, face.pose_reason = None, str(err)
         if aligned:
             from facemark.align import align_face
 

@@ -92,7 +92,7 @@ def _train(args) -> int:
     overrides = args.set + _train_flags(args)
     summary = train(load_config(args.config, overrides), resume=args.resume, max_steps=args.max_steps)
     print(f"stopped at step {summary['step']}; best validation NME {100 * summary['best_nme']:.3f} % "
-          f"(inter-ocular; eye-centre distance for 5 points; ground-truth landmark box); checkpoints in {summary['out']}")
+          f"({summary['normalisation']}); checkpoints in {summary['out']}")
     return 0
 
 
@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="fine-tune: start from these weights, 'default', 'default-5' or a .pt checkpoint; tensors "
                         "whose name and shape match are copied, the rest (the head for another point count) "
-                        "start fresh (default: the config's init, empty: random weights)")
+                        "start fresh; refused, naming the configs that fit, when most backbone tensors do not match "
+                        "(--set init_partial=true) (default: the config's init, empty: random weights)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, dotted keys for nested ones (crop.top=0.3); repeatable "
                         "(default: none; --print-config lists every key)")

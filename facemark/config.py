@@ -8,6 +8,7 @@ naming the key, the value and what is allowed, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -65,6 +66,7 @@ class TrainConfig:
     time_limit_min: NonNegativeFloat = 0.0  # stop cleanly (with a checkpoint) after this many minutes; 0: no limit
     scheme: str = ""  # a point-scheme YAML file (--scheme); empty: the data's (prepare --scheme) or the point count's
     init: str = ""  # start from these weights: "default", "default-5" (shipped models) or a .pt; empty: random
+    init_partial: bool = False  # init even when most backbone tensors do not match (another architecture)
     # a second prepared folder (its train/ store, same point count) mixed into every batch, e.g. faces
     # pseudo-labelled by a teacher (tools/pseudo_label.py); extra_fraction of each batch comes from it
     extra_data: str = ""
@@ -78,51 +80,67 @@ _NESTED = {"crop": CropRule, "augment": Augment}
 _TYPES = pydantic.TypeAdapter(TrainConfig)  # types and ranges from the annotations, nested ones too
 
 
-def _check_keys(cls, values, where: str) -> None:
+def _check_keys(cls, values, error, parent: str = "") -> None:
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+        raise error(parent, f"{parent + ': ' if parent else ''}expected a mapping, got {type(values).__name__}")
     fields = [f.name for f in dataclasses.fields(cls)]
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(fields)})")
+            raise error(f"{parent}.{key}" if parent else key,
+                        f"{parent + ': ' if parent else ''}unknown key '{key}' (known: {', '.join(fields)})")
         if key in _NESTED and value is not None:
-            _check_keys(_NESTED[key], value, f"{where}.{key}")
+            _check_keys(_NESTED[key], value, error, key)
 
 
-def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
-    """A checked :class:`TrainConfig`; :class:`ConfigError` ``"<where>: <key> = <value>: <what is allowed>"`` otherwise."""
+_KEY = re.compile(r"([A-Za-z_][\w.]*) =")  # the dotted key an error message starts with ("crop.top = ...")
+
+
+def config_from_dict(values: dict, where: str = "config", overrides: dict[str, str] | None = None) -> TrainConfig:
+    """A checked :class:`TrainConfig`; :class:`ConfigError` ``"<where>: <key> = <value>: <what is allowed>"`` otherwise.
+    ``overrides``: ``{dotted key: "--set key=value"}`` for the values given on the command line; an
+    error in one of them names it (``--set batch_size=-3: ...``) instead of ``where``."""
     from facemark.checkpoint import check_model_args
     from facemark.losses import LOSSES
 
+    def error(key: str, text: str) -> ConfigError:
+        match = _KEY.match(text)
+        key = key or (match.group(1) if match else "")
+        blamed = [flag for k, flag in (overrides or {}).items()
+                  if key and (k == key or k.startswith(key + ".") or key.startswith(k + "."))]
+        return ConfigError(f"{', '.join(blamed) or where}: {text}")
+
     values = values or {}
-    _check_keys(TrainConfig, values, where)
+    _check_keys(TrainConfig, values, error)
     try:
         config = _TYPES.validate_python(values)
     except pydantic.ValidationError as err:
         e = err.errors()[0]
         own = e.get("ctx", {}).get("error")  # CropRule's and Augment's own checks name their key
         if isinstance(own, ValueError):
-            raise ConfigError(f"{where}: {own}") from None
-        raise ConfigError(f"{where}: {'.'.join(map(str, e['loc']))} = {e.get('input')!r}: {e['msg']}") from None
+            raise error("", str(own)) from None
+        key = ".".join(map(str, e["loc"]))
+        raise error(key, f"{key} = {e.get('input')!r}: {e['msg']}") from None
     if config.loss and config.loss not in LOSSES:
-        raise ConfigError(f"{where}: loss = {config.loss!r}: unknown loss (known: {', '.join(LOSSES)}, or empty "
-                          "for the model's default)")
+        raise error("loss", f"loss = {config.loss!r}: unknown loss (known: {', '.join(LOSSES)}, or empty "
+                            "for the model's default)")
     try:  # as training builds it: the input size comes from the config unless model_args sets it
         args = check_model_args(config.model, {"input_size": config.input_size, **config.model_args})
     except ValueError as err:
-        raise ConfigError(f"{where}: {err}") from None
+        raise error("", str(err)) from None
     config.model_args = {key: args[key] for key in config.model_args}
     if bool(config.extra_data) != bool(config.extra_fraction):
-        raise ConfigError(f"{where}: extra_data = {config.extra_data!r}, extra_fraction = {config.extra_fraction!r}: "
-                          "set both (a folder and the share of each batch it gives) or neither")
+        raise error("extra_data", f"extra_data = {config.extra_data!r}, extra_fraction = {config.extra_fraction!r}: "
+                                  "set both (a folder and the share of each batch it gives) or neither")
     return config
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (None: the defaults); ``overrides`` are ``key=value`` strings (YAML values, dotted keys)."""
+    """Read a YAML config (None: the defaults); ``overrides`` are ``key=value`` strings (YAML values,
+    dotted keys), named in the error when one of them is the value at fault."""
+    origins = {item.partition("=")[0]: f"--set {item}" for item in overrides or []}
     if path is None:
-        return config_from_dict(_apply_overrides({}, overrides), "defaults")
-    return config_from_dict(read_values(path, overrides), str(path))
+        return config_from_dict(_apply_overrides({}, overrides), "defaults", origins)
+    return config_from_dict(read_values(path, overrides), str(path), origins)
 
 
 def read_values(path: str | Path, overrides: list[str] | None = None) -> dict:
@@ -143,7 +161,7 @@ def _apply_overrides(values: dict, overrides: list[str] | None) -> dict:
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ConfigError(f"override '{item}' is not key=value")
+            raise ConfigError(f"--set {item}: not key=value")
         target = values
         *parents, leaf = key.split(".")
         for parent in parents:

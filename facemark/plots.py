@@ -117,7 +117,7 @@ def plot_loss_curve(
         values = np.asarray(val_values, dtype=float) * 100
         ax2.plot(val_steps, values, color="tab:red", marker="o", markersize=3, linewidth=1.5, label=val_label)
         ax2.set_ylabel(f"{val_label} (%)", color="tab:red")
-        ax2.yaxis.set_major_formatter(PercentFormatter(decimals=1))
+        ax2.yaxis.set_major_formatter(PercentFormatter(decimals=None))  # as many decimals as the ticks need
         ax2.margins(y=0.15)  # room for the "best" label under the lowest point
         best = int(np.argmin(values))
         ax2.annotate(

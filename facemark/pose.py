@@ -1,19 +1,22 @@
 """Head pose (yaw, pitch, roll) from 2D landmarks: ``cv2.solvePnP`` against a 3D mean face.
 
-All 68 points are fitted against the 3D mean face in ``facemark/assets/mean_face_68.json``
-(fitted from AFLW2000-3D by ``python -m bench.fit_mean_face``), in OpenCV camera axes: x to the
-image right, y down, z away from the camera, so a face looking straight at the camera has the
-identity rotation. Schemes other than 68 points use the six points they share with it (nose tip,
-chin, outer eye corners, mouth corners). The camera is a pinhole with focal length = image width
-and the principal point at the image centre; for a rough pose the true focal length matters little.
+The points are fitted against the 3D mean face in ``facemark/assets/mean_face_68.json`` (fitted
+from AFLW2000-3D by ``python -m bench.fit_mean_face``), in OpenCV camera axes: x to the image
+right, y down, z away from the camera, so a face looking straight at the camera has the identity
+rotation. Which mean-face point each point of a scheme is, its scheme file says (``pose``:
+:attr:`facemark.schemes.PointScheme.pose_points`; a point may be the mean of several, as the
+5-point scheme's eye centres are); at least :data:`MIN_POSE_POINTS` of them are needed, else
+:class:`PoseError` says why. The camera is a pinhole with focal length = image width and the
+principal point at the image centre; for a rough pose the true focal length matters little.
 The iterative solver starts from a frontal face at the distance that matches the face's size, so
 a near-profile or symmetric face does not fall into a mirror solution (roll or pitch near ±180°).
 
-Angles are degrees, with ``R = Rz(roll) @ Ry(-yaw) @ Rx(-pitch)`` (see :func:`rotation_matrix`):
+Angles are degrees, with ``R = Rz(-roll) @ Ry(-yaw) @ Rx(-pitch)`` (see :func:`rotation_matrix`):
 
 * ``yaw > 0``: the face turns toward the image's right (the subject's left);
 * ``pitch > 0``: the face looks up;
-* ``roll > 0``: the face is rotated clockwise in the image.
+* ``roll > 0``: the face is rotated counter-clockwise on screen, the convention of every roll in
+  facemark (:meth:`facemark.api.Landmarker.placement`, boxes with ``"roll"``, detections).
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ import numpy as np
 from facemark.schemes import PointScheme, get_scheme
 
 MEAN_FACE_FILE = Path(__file__).with_name("assets") / "mean_face_68.json"
-SIX = [30, 8, 36, 45, 48, 54]  # in the 68-point scheme: nose tip, chin, outer eye corners, mouth corners
+#: the fewest pose points (points of the scheme with a mean-face counterpart) a pose is fitted to
+MIN_POSE_POINTS = 5
 
-# the chin is in no scheme's named groups: the jaw point at the middle of the chin
-_CHIN = {68: 8, 98: 16}
+
+class PoseError(ValueError):
+    """Why a face has no head pose, in one line (a scheme without pose points, no solution)."""
 
 
 @lru_cache(maxsize=1)
@@ -42,15 +47,20 @@ def mean_face() -> np.ndarray:
 
 
 def model_and_image_points(points: np.ndarray, scheme: PointScheme | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Matching ``(N, 3)`` mean-face points and ``(N, 2)`` image points for ``(K, 2)`` points of ``scheme``."""
+    """Matching ``(N, 3)`` mean-face points and ``(N, 2)`` image points for ``(K, 2)`` points of
+    ``scheme`` (its ``pose_points``; missing (NaN) points left out); :class:`PoseError` when fewer
+    than :data:`MIN_POSE_POINTS` remain."""
     points = np.asarray(points, dtype=np.float64)
     scheme = scheme or get_scheme(len(points))
-    if scheme.num_points == 68:
-        return mean_face(), points
-    if scheme.num_points not in _CHIN or scheme.nose_tip is None or scheme.mouth_corners is None:
-        raise ValueError(f"head pose needs a scheme with a chin point ({sorted(_CHIN)} points), got {scheme.name!r}")
-    index = [scheme.nose_tip, _CHIN[scheme.num_points], *scheme.outer_eye_corners, *scheme.mouth_corners]
-    return mean_face()[SIX], points[index]
+    named = [(i, ref) for i, ref in enumerate(scheme.pose_points) if ref is not None]
+    if len(named) < MIN_POSE_POINTS:
+        raise PoseError(f"scheme {scheme.name!r} has {'no' if not named else f'only {len(named)}'} pose points (head "
+                        f"pose needs {MIN_POSE_POINTS}; a scheme file's 'pose' list names them)")
+    used = [(i, ref) for i, ref in named if np.isfinite(points[i]).all()]
+    if len(used) < MIN_POSE_POINTS:
+        raise PoseError(f"only {len(used)} of the face's pose points are known (head pose needs {MIN_POSE_POINTS})")
+    face = mean_face()
+    return np.stack([face[list(ref)].mean(0) for _, ref in used]), points[[i for i, _ in used]]
 
 
 def camera_matrix(image_size: tuple[int, int]) -> np.ndarray:
@@ -61,7 +71,7 @@ def camera_matrix(image_size: tuple[int, int]) -> np.ndarray:
 
 def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """The model -> camera rotation for angles in degrees (the convention of the module docstring)."""
-    a, b, g = np.radians([-pitch, -yaw, roll])
+    a, b, g = np.radians([-pitch, -yaw, -roll])
     rx = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
     ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
     rz = np.array([[math.cos(g), -math.sin(g), 0], [math.sin(g), math.cos(g), 0], [0, 0, 1]])
@@ -74,14 +84,15 @@ def angles_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
     b = math.asin(max(-1.0, min(1.0, -r[2, 0])))
     a = math.atan2(r[2, 1], r[2, 2])
     g = math.atan2(r[1, 0], r[0, 0])
-    return -math.degrees(b), -math.degrees(a), math.degrees(g)
+    return -math.degrees(b), -math.degrees(a), -math.degrees(g)
 
 
 def head_pose(
     points: np.ndarray, image_size: tuple[int, int], scheme: PointScheme | None = None
 ) -> tuple[float, float, float]:
     """``(yaw, pitch, roll)`` in degrees of the face with ``(K, 2)`` points in an image of
-    ``image_size = (width, height)``; see the module docstring for the signs."""
+    ``image_size = (width, height)``; see the module docstring for the signs. :class:`PoseError`
+    (one line) when it cannot be estimated."""
     model_points, image_points = model_and_image_points(points, scheme)
     camera = camera_matrix(image_size)
     # start from a frontal face at the distance that gives it its size in the image, and let the
@@ -93,6 +104,6 @@ def head_pose(
                       depth]) - model_points.mean(0)
     ok, rvec, tvec = cv2.solvePnP(model_points, image_points, camera, None, rvec=np.zeros((3, 1)),
                                   tvec=start.reshape(3, 1), useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
-    if not ok or tvec[2, 0] <= 0:
-        raise ValueError("solvePnP found no head pose for these points")
+    if not ok or tvec[2, 0] <= 0 or not np.isfinite(rvec).all():
+        raise PoseError("solvePnP found no solution for this face's points")
     return angles_from_rotation(cv2.Rodrigues(rvec)[0])

@@ -9,7 +9,8 @@ finds faces with a :class:`~facemark.api.Landmarker` (or uses boxes given per im
   to ``<name>.frames.jsonl.partial`` as frames are processed and renamed when the video ends, so a
   long video's results never sit in memory and a run that dies keeps the frames done;
 * with ``align``: 112 x 112 ArcFace-aligned crops to ``out_dir/aligned/`` (:mod:`facemark.align`);
-* with ``pose``: yaw, pitch and roll per face (:mod:`facemark.pose`), in the JSON and on the image;
+* with ``pose``: yaw, pitch and roll per face (:mod:`facemark.pose`), in the JSON and on the image
+  (a face without one has ``"pose": null`` and a ``"pose_reason"``, said once on stderr);
 * one JSON (default ``out_dir/predictions.json``) with, per image, its path, size and faces
   (box, score, points), and the files that were skipped with the reason.
 
@@ -39,6 +40,7 @@ from typing import Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from facemark.api import Face, Landmarker, check_max_faces
 from facemark.detectors.given import GivenBoxes
@@ -149,6 +151,7 @@ class _Predictor:
         self.draw_box, self.draw_indices, self.align, self.pose = draw_box, draw_indices, align, pose
         self.draw_lines = draw_lines
         self.inputs = inputs  # resolved input paths: never written over
+        self.pose_reasons: set[str] = set()  # why faces had no pose, each said once on stderr
 
     def faces(self, image: np.ndarray, key: Path) -> list[Face]:
         given = None
@@ -159,17 +162,20 @@ class _Predictor:
         return self.lm.detect(image, self.max_faces, boxes=given, pose=self.pose, aligned=self.align)
 
     def face_dicts(self, faces: list[Face], aligned_stem: Path | None) -> list[dict]:
-        """:meth:`Face.to_dict` of each face; aligned chips are written beside, their paths in the dict."""
+        """:meth:`Face.to_dict` of each face; aligned chips are written beside, their paths in the dict.
+        Why a face has no pose is said on stderr the first time (the JSON has it for every face)."""
         out = []
         for i, face in enumerate(faces):
-            item = face.to_dict()
+            path = None
             if face.aligned is not None and aligned_stem is not None:
                 path = aligned_stem.with_name(f"{aligned_stem.name}_face{i}.png")
                 if path.resolve() in self.inputs:
                     raise ValueError(f"{path} would be written over an input")
                 write_image(path, face.aligned)
-                item["aligned"] = str(path)
-            out.append(item)
+            if face.pose_reason is not None and face.pose_reason not in self.pose_reasons:
+                self.pose_reasons.add(face.pose_reason)
+                tqdm.write(f"facemark: no head pose: {face.pose_reason}", file=sys.stderr)
+            out.append(face.to_dict(aligned_file=path))
         return out
 
     def draw(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
@@ -210,8 +216,6 @@ def _reason(err: BaseException) -> str:
 
 def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothing | None, every: int,
                    aligned_stem: Path | None, progress: bool) -> dict:
-    from tqdm import tqdm
-
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ValueError(f"{path}: not a readable video")
@@ -303,8 +307,6 @@ def predict_paths(
     ``every``: on video, the detector runs every ``every`` frames (:meth:`Landmarker.track`).
     Returns what is written to the JSON file (``out_dir/predictions.json`` by default).
     """
-    from tqdm import tqdm
-
     max_faces = check_max_faces(max_faces)
     out_dir = Path(out_dir)
     json_path = Path(json_path) if json_path else out_dir / "predictions.json"

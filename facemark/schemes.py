@@ -31,6 +31,10 @@ class PointScheme:
     closed: tuple[str, ...] = field(default=(), compare=False)
     # the scheme file it was read from (load_scheme, the shipped ones too), for messages; empty for spec schemes
     source: str = field(default="", compare=False)
+    # head pose (facemark.pose): per point, the 68-point mean-face points it stands for (a point that
+    # is the mean of several, such as an eye centre, names them all), None for a point with no
+    # counterpart; empty: the scheme file names none (a scheme file's ``pose`` list)
+    pose_points: tuple[tuple[int, ...] | None, ...] = field(default=(), compare=False)
 
     def flip(self, points: np.ndarray, width: float) -> np.ndarray:
         """Mirror ``(..., K, 2)`` pixel points of an image of ``width`` pixels (pixel centres)."""
@@ -75,7 +79,26 @@ def _indices(where: str, key: str, value, k: int, length: int | None = None, min
     return tuple(_index(where, key, v, k) for v in value)
 
 
-_KEYS = {"name", "points", "flip", "normalise", "nose_tip", "mouth_corners", "lines", "closed_lines"}
+_KEYS = {"name", "points", "flip", "normalise", "nose_tip", "mouth_corners", "lines", "closed_lines", "pose"}
+#: the point count of the 3D mean face a scheme's ``pose`` list refers to (facemark/assets/mean_face_68.json)
+POSE_REFERENCE_POINTS = 68
+
+
+def _pose_points(where: str, value, k: int) -> tuple[tuple[int, ...] | None, ...]:
+    """A scheme file's ``pose`` list: K entries, each a 68-point index, a list of them (the point is
+    their mean) or null (no counterpart)."""
+    if not isinstance(value, list) or len(value) != k:
+        raise SchemeError(f"{where}: pose: expected a list of {k} entries (one per point: a 68-point index, a list "
+                          f"of them, or null), got {value if not isinstance(value, list) else f'{len(value)} entries'}")
+    out = []
+    for i, entry in enumerate(value):
+        if entry is None:
+            out.append(None)
+        elif isinstance(entry, list):
+            out.append(_indices(where, f"pose[{i}]", entry, POSE_REFERENCE_POINTS))
+        else:
+            out.append((_index(where, f"pose[{i}]", entry, POSE_REFERENCE_POINTS),))
+    return tuple(out)
 
 
 def scheme_from_dict(data, where: str = "<scheme>") -> PointScheme:
@@ -86,7 +109,9 @@ def scheme_from_dict(data, where: str = "<scheme>") -> PointScheme:
     pair) and optionally ``right_eye`` / ``left_eye`` (groups whose means are the pupils; default the
     two corner points); optional ``nose_tip`` and ``mouth_corners`` (for alignment and 5-point
     conversion); ``lines`` (name -> point indices drawn as a polyline; also the per-group NME groups);
-    ``closed_lines`` (names of ``lines`` drawn as closed outlines, such as the eyes and lips).
+    ``closed_lines`` (names of ``lines`` drawn as closed outlines, such as the eyes and lips);
+    ``pose`` (head pose, :mod:`facemark.pose`: for each point, the point of the 68-point scheme it
+    is, a list of 68-point indices whose mean it is (an eye centre), or null).
     """
     if not isinstance(data, dict):
         raise SchemeError(f"{where}: expected a mapping of scheme keys, got {type(data).__name__}")
@@ -140,8 +165,9 @@ def scheme_from_dict(data, where: str = "<scheme>") -> PointScheme:
     for g in closed:
         if str(g) not in groups:
             raise SchemeError(f"{where}: closed_lines: {g!r} is not one of the lines ({', '.join(groups) or 'none'})")
+    pose = () if data.get("pose") is None else _pose_points(where, data["pose"], k)
     return PointScheme(str(name), k, flip, corners, right, left, groups, nose_tip=nose, mouth_corners=mouth,
-                       point_names=tuple(names), closed=tuple(str(g) for g in closed))
+                       point_names=tuple(names), closed=tuple(str(g) for g in closed), pose_points=pose)
 
 
 #: the largest scheme file read (a 98-point scheme is about 3 kB)
@@ -186,6 +212,8 @@ def scheme_to_dict(scheme: PointScheme) -> dict:
     data["lines"] = {g: list(idx) for g, idx in scheme.groups.items()}
     if scheme.closed:
         data["closed_lines"] = list(scheme.closed)
+    if scheme.pose_points:
+        data["pose"] = [None if p is None else p[0] if len(p) == 1 else list(p) for p in scheme.pose_points]
     return data
 
 

@@ -40,7 +40,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from facemark.checkpoint import CheckpointError, checkpoint_state, load_checkpoint, save_checkpoint
-from facemark.config import TrainConfig, config_to_dict
+from facemark.config import ConfigError, TrainConfig, config_to_dict, load_config
 from facemark.data.dataset import LandmarkDataset
 from facemark.data.faces import training_record
 from facemark.data.store import Store, check_prepared
@@ -136,16 +136,67 @@ def init_path(init: str) -> Path:
     return shipped if "/" not in init and shipped.is_file() else Path(init)
 
 
-def init_from_checkpoint(model: torch.nn.Module, init: str) -> dict:
+#: where :func:`configs_that_fit` looks: the training configs of a source checkout
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def configs_that_fit(state: dict, config_dir: Path = CONFIG_DIR) -> list[Path]:
+    """The training configs in ``config_dir`` that build the architecture of the checkpoint ``state``
+    (its model and input size, every tensor shaped as its own for its point count), the config it was
+    trained with first (same ``out``), then by name."""
+    want = {name: tuple(tensor.shape) for name, tensor in state["model"].items()}
+    fits = []
+    for path in sorted(config_dir.glob("*.yaml")):
+        try:
+            config = load_config(path)
+        except (ConfigError, OSError):  # a classical method's config, say
+            continue
+        if config.model != state["model_name"] or config.input_size != state["input_size"]:
+            continue
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            model = create_model(config.model, num_points=state["num_points"], input_size=config.input_size,
+                                 **config.model_args)
+        if {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()} == want:
+            fits.append((config.out != (state.get("config") or {}).get("out"), path))
+    return [path for _, path in sorted(fits)]
+
+
+def init_from_checkpoint(model: torch.nn.Module, init: str, partial: bool = False) -> dict:
     """Copy every tensor of the ``init`` checkpoint whose name and shape match ``model``'s; the
     rest (the head when the point count differs, or a different model's layers) keep their fresh
-    initialisation. Returns ``{"path", "copied": [names], "reinitialised": [names]}``."""
+    initialisation. Returns ``{"path", "copied": [names], "reinitialised": [names], "backbone": (matched, of)}``.
+
+    When half or fewer of the model's backbone tensors (``backbone.*``; every tensor for a model
+    without one) match, the checkpoint is another architecture and training would start, in effect,
+    from scratch: :class:`ConfigError` in one line naming the configs that fit the checkpoint, unless
+    ``partial`` (config ``init_partial``). A head that differs (another point count or neighbour
+    count, as a 5-point model fine-tuned from the 68-point one) is not counted."""
     path = init_path(init)
-    source = load_checkpoint(path)["model"]  # weights_only, fields checked
-    own = model.state_dict()
+    state = load_checkpoint(path)  # weights_only, fields checked
+    source, own = state["model"], model.state_dict()
     copied = {k: v for k, v in source.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    backbone = [k for k in own if k.startswith("backbone.")] or list(own)
+    matched = sum(k in copied for k in backbone)
+    if matched * 2 <= len(backbone) and not partial:
+        fits = configs_that_fit(state)
+        args = " ".join(f"{k}={v}" for k, v in state["model_args"].items() if k not in ("num_points", "input_size"))
+        more = f" ({len(fits) - 1} more in {_shown(CONFIG_DIR)} fit too)" if len(fits) > 1 else ""
+        named = (f"the config that fits it: {_shown(fits[0])}{more}" if fits
+                 else f"no config in {_shown(CONFIG_DIR)} fits it")
+        raise ConfigError(f"init {init}: only {matched} of this model's {len(backbone)} backbone tensors match "
+                          f"{_shown(path)} ({state['model_name']} {args}, {state['input_size']} px), so training would "
+                          f"start from scratch; {named}; --set init_partial=true copies the {len(copied)} matching "
+                          "tensors anyway")
     model.load_state_dict({**own, **copied})
-    return {"path": str(path), "copied": sorted(copied), "reinitialised": sorted(k for k in own if k not in copied)}
+    return {"path": str(path), "copied": sorted(copied), "reinitialised": sorted(k for k in own if k not in copied),
+            "backbone": (matched, len(backbone))}
 
 
 #: config keys a resumed run must keep: they define the model (weights, crop, scheme) and the data order
@@ -283,7 +334,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
     if hasattr(model, "set_mean_shape"):
         model.set_mean_shape(torch.from_numpy(train_set.mean_shape()))
     if config.init and not resume:
-        report = init_from_checkpoint(model, config.init)
+        report = init_from_checkpoint(model, config.init, partial=config.init_partial)
         if master:
             tqdm.write(f"init from {report['path']}: copied {len(report['copied'])} tensors, "
                        f"re-initialised {len(report['reinitialised'])}"
@@ -409,7 +460,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         gc.collect()
         dist.destroy_process_group()
     return {"step": step, "best_nme": best_nme, "out": str(out), "interrupted": stopper.requested,
-            "model": raw_model if ema is None else ema}
+            "model": raw_model if ema is None else ema,
+            "normalisation": describe("inter_ocular", scheme, NME_BOX)}  # what best_nme is a fraction of
 
 
 def _plot_history(history: list[dict], out: Path) -> None:

@@ -175,3 +175,48 @@ def test_turned_crops_with_no_turn_equal_plain_crops(tiny_checkpoint, face_image
     rolled = cv2.warpAffine(image, cv2.invertAffineTransform(turn), (image.shape[1], image.shape[0]))
     back = lm._predict_scored([rolled], [[box]], rolls=[[90.0]])[0][0][0]
     assert np.allclose(apply_affine(turn, back), plain, atol=0.5)
+
+
+def test_a_face_pose_roll_given_as_a_box_roll_cuts_it_as_its_placement(lite_root):
+    """One roll convention (counter-clockwise on screen): a tilted face's pose roll, passed as its
+    box's ``"roll"``, gives the points its placement (eye-line roll) gives."""
+    import cv2
+
+    from facemark.data.formats import read_pts
+    from facemark.geometry import box_from_points, rotate_face, turned_box
+
+    image = cv2.imread(str(lite_root / "afw" / "134212_1.jpg"))
+    turned, truth, _ = rotate_face(image, read_pts(lite_root / "afw" / "134212_1.pts"), 25.0)  # 25 deg ccw
+    lm = Landmarker()
+    [face] = lm.detect(turned, boxes=[box_from_points(truth)], pose=True)
+    box, roll = lm.placement(face.points)
+    pose_roll = face.pose[2]
+    assert roll == pytest.approx(25, abs=5) and pose_roll == pytest.approx(roll, abs=5), (roll, pose_roll)
+    by_placement = lm.detect(turned, boxes=[{"box": box, "roll": roll}])[0].points
+    by_pose = lm.detect(turned, boxes=[{"box": turned_box(face.points, pose_roll), "roll": pose_roll}])[0].points
+    assert np.abs(by_pose - by_placement).mean() < 1.0  # 0.44 px; the opposite sign moved them 9 px
+
+
+def test_to_dict_is_the_one_json_form(tiny_checkpoint, face_image):
+    import base64
+    import dataclasses
+
+    import cv2
+
+    image, box = face_image
+    lm = Landmarker(tiny_checkpoint, backend="torch")
+    [face] = lm.detect(image, boxes=[tuple(v + 1 / 3 for v in box)], pose=True, aligned=True)
+    out = face.to_dict()
+    assert out["box"] == [round(v + 1 / 3, 2) for v in box]  # pixels to 2 decimals, as the points
+    assert set(out["pose"]) == {"yaw", "pitch", "roll"} and "pose_reason" not in out
+    chip = cv2.imdecode(np.frombuffer(base64.b64decode(out["aligned_png_base64"]), np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(chip, face.aligned)
+    written = face.to_dict(aligned_file="out/aligned/a_face0.png")  # the CLI writes the chip to a file
+    assert written["aligned"] == "out/aligned/a_face0.png" and "aligned_png_base64" not in written
+    # a scheme that names no pose points: pose null, and why
+    bare = Landmarker(tiny_checkpoint, backend="torch", scheme=dataclasses.replace(get_scheme(68), pose_points=()))
+    [face] = bare.detect(image, boxes=[box], pose=True)
+    assert face.pose is None and "has no pose points" in face.pose_reason
+    out = face.to_dict()
+    assert out["pose"] is None and out["pose_reason"] == face.pose_reason
+    assert "pose" not in bare.detect(image, boxes=[box])[0].to_dict()  # not asked for: not there

@@ -77,8 +77,9 @@ def test_page_draws_the_points_of_an_uploaded_photo(server_url, photo, tmp_path)
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 860})
-            errors = []
+            errors, missing = [], []
             page.on("pageerror", lambda err: errors.append(str(err)))
+            page.on("response", lambda response: response.status == 404 and missing.append(response.url))
             page.goto(server_url)
             page.wait_for_function("document.querySelector('#model').textContent.startsWith('model ')")
             page.fill("#max-faces", "1")  # the sample photo's background can give a weak second detection
@@ -102,6 +103,7 @@ def test_page_draws_the_points_of_an_uploaded_photo(server_url, photo, tmp_path)
             page.check("#show-indices")  # redraws from the last answer, without a new request
             assert page.get_attribute("#view", "data-points-drawn") == "68"
             assert not errors, errors
+            assert not missing, missing  # no request that 404s (the favicon is inline)
         finally:
             browser.close()
 

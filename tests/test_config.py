@@ -46,7 +46,22 @@ def test_bad_values_are_one_line_errors_at_load_time(tmp_path, override, words):
     path.write_text("model: pipnet_resnet\nmodel_args:\n  width: 0.5\n")
     with pytest.raises(ConfigError, match=re.escape(words)) as err:
         load_config(path, [override])
-    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    # the value at fault came from the command line: the error names it, not the YAML file
+    assert str(err.value).startswith(f"--set {override}: ") and "\n" not in str(err.value)
+
+
+def test_an_error_names_where_the_bad_value_came_from(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: pipnet_resnet\nbatch_size: -3\naugment:\n  rotate: 10\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: batch_size = -3: Input should be")):
+        load_config(path, ["lr=0.01"])  # the file's value, whatever else was set
+    path.write_text("model: pipnet_resnet\n")
+    with pytest.raises(ConfigError, match=re.escape("--set augment.spin=2: augment: unknown key 'spin'")):
+        load_config(path, ["lr=0.01", "augment.spin=2"])
+    with pytest.raises(ConfigError, match=re.escape("--set steps: not key=value")):
+        load_config(path, ["steps"])
+    with pytest.raises(ConfigError, match=re.escape("--set batch_size=-3: batch_size = -3")):
+        load_config(None, ["batch_size=-3"])
 
 
 def test_values_are_converted_to_their_types(tmp_path):
@@ -84,5 +99,5 @@ def test_every_float_is_range_checked(tmp_path, override, words):
     path.write_text("model: pipnet_resnet\nmodel_args:\n  width: 0.5\naugment:\n  rotate: 10\n")
     with pytest.raises(ConfigError) as err:
         load_config(path, [override])
-    assert str(err.value).startswith(f"{path}: {words}"), str(err.value)
+    assert str(err.value).startswith(f"--set {override}: {words}"), str(err.value)
     assert "\n" not in str(err.value)

@@ -63,3 +63,21 @@ def test_mean_shape_is_the_average_plain_target(synthetic_dataset, tmp_path):
     mean = dataset.mean_shape()
     assert mean.shape == (68, 2) and mean.dtype == np.float32
     np.testing.assert_allclose(mean, np.mean([dataset.sample(i)[1] for i in range(len(dataset))], axis=0), atol=1e-6)
+
+
+def test_occluding_patches_are_of_a_random_colour_as_the_readme_says():
+    """The occlusion augmentation paints one patch of a random colour (not grey), and the README says so."""
+    from pathlib import Path
+
+    from facemark.data.dataset import _photometric
+
+    colours = []
+    for seed in range(8):
+        image = np.full((64, 64, 3), 128, np.uint8)
+        out = _photometric(np.random.default_rng(seed), image, Augment(occlusion=1.0, colour=0.0, blur=0.0))
+        patch = out[(out != 128).any(axis=2)]
+        assert len(patch) and (patch == patch[0]).all()  # one patch, one colour
+        colours.append(tuple(patch[0]))
+    assert sum(len(set(c)) > 1 for c in colours) >= 6  # coloured, not grey
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "occluding patch of a random colour" in readme and "grey occluding" not in readme

@@ -1,5 +1,6 @@
 """Fine-tuning from the shipped model (``train --init``) and the pre-label loop (``annotate``)."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -7,13 +8,15 @@ import pytest
 import torch
 
 from facemark.checkpoint import load_checkpoint
+from facemark.cli import main
 from facemark.config import ConfigError, config_from_dict, load_config
 from facemark.data.store import convert_stores
 from facemark.models import create_model
 from facemark.schemes import CONVERSIONS
-from facemark.train import init_from_checkpoint, init_path, train
+from facemark.train import configs_that_fit, init_from_checkpoint, init_path, train
 from tests.test_train import small_run  # noqa: F401 - the fixture
 
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT = load_checkpoint(init_path("default"))
 HEAD = ("offset_x", "offset_y", "nb_x", "nb_y", "score", "mean_shape", "nb_index", "nb_merge")  # head and its buffers
 
@@ -46,11 +49,51 @@ def test_init_is_type_checked():
         config_from_dict({"init": 5})
 
 
-def _pipnet(small_run, out, tmp_path, **extra):
+def test_init_of_another_architecture_is_refused_naming_the_config_that_fits():
+    """A config whose backbone is not the checkpoint's (ResNet-0.5 against the shipped ResNet-0.75)
+    would copy a few tensors and train as if from scratch: refused in one line, naming a config that
+    builds the checkpoint's architecture; ``partial`` (config init_partial) copies what matches."""
+    args = {**DEFAULT["model_args"], "width": 0.5}
+    with pytest.raises(ConfigError) as err:
+        init_from_checkpoint(create_model(DEFAULT["model_name"], **args), "default")
+    message = str(err.value)
+    assert "\n" not in message and "backbone tensors match" in message and "init_partial=true" in message
+    named = re.search(r"the config that fits it: (\S+\.yaml)", message).group(1)
+    config = load_config(Path(named) if Path(named).is_absolute() else REPO / named)
+    assert (config.model, config.input_size) == (DEFAULT["model_name"], DEFAULT["input_size"])
+    for key in ("width", "num_nb"):
+        assert config.model_args[key] == DEFAULT["model_args"][key], key
+    report = init_from_checkpoint(create_model(DEFAULT["model_name"], **args), "default", partial=True)
+    matched, of = report["backbone"]
+    assert 0 < matched <= of / 2 and report["copied"]
+
+
+def test_init_with_another_head_is_not_refused():
+    """Only the backbone counts: a 68-point ResNet-0.5 with 10 neighbours from the 5-point ResNet-0.5
+    with 4 (as configs/five_pipnet_resnet_128_init.yaml starts the other way round) copies every
+    backbone tensor and starts the head fresh."""
+    five = load_checkpoint(init_path("default-5"))
+    model = create_model(five["model_name"], **{**five["model_args"], "num_points": 68, "num_nb": 10})
+    report = init_from_checkpoint(model, "default-5")
+    assert report["backbone"][0] == report["backbone"][1] and all(k.startswith(HEAD) for k in report["reinitialised"])
+
+
+def test_the_readme_fine_tunes_the_shipped_model_with_a_config_of_its_architecture():
+    commands = re.findall(r"facemark train --config (\S+) --init default", (REPO / "README.md").read_text())
+    assert commands
+    for command in commands:
+        assert REPO / command in configs_that_fit(DEFAULT), command
+
+
+def _pipnet_config(small_run, out, **extra):
     shipped = {k: DEFAULT["model_args"][k] for k in ("width", "num_nb")}  # the shipped model's architecture
-    return load_config(small_run(out, model="pipnet_resnet", model_args=shipped,
-                                 input_size=DEFAULT["model_args"]["input_size"], steps=2, val_every=2, ckpt_every=2,
-                                 **extra))
+    values = {"model": "pipnet_resnet", "model_args": shipped, "input_size": DEFAULT["model_args"]["input_size"],
+              "steps": 2, "val_every": 2, "ckpt_every": 2}
+    return small_run(out, **{**values, **extra})
+
+
+def _pipnet(small_run, out, tmp_path, **extra):
+    return load_config(_pipnet_config(small_run, out, **extra))
 
 
 def test_fine_tune_runs_and_starts_from_the_shipped_weights(small_run, tmp_path, capsys):
@@ -63,15 +106,23 @@ def test_fine_tune_runs_and_starts_from_the_shipped_weights(small_run, tmp_path,
     assert torch.allclose(trained[name], DEFAULT["model"][name], atol=1e-6)
 
 
-def test_fine_tune_to_five_points(small_run, tmp_path):
-    config = _pipnet(small_run, "ft5", tmp_path, init="default")
+def test_fine_tune_to_five_points(small_run, tmp_path, capsys):
     for split in ("train", "val"):
         convert_stores([tmp_path / "data" / split], tmp_path / "data5" / split, CONVERSIONS["5pt"], progress=False)
-    config.data = str(tmp_path / "data5")
-    summary = train(config)
-    assert summary["step"] == 2
+    config = _pipnet_config(small_run, "ft5", data=str(tmp_path / "data5"))
+    assert main(["train", "--config", str(config), "--init", "default"]) == 0
     state = load_checkpoint(tmp_path / "ft5" / "last.pt")
-    assert state["model_args"]["num_points"] == 5
+    assert state["model_args"]["num_points"] == 5 and state["step"] == 2
+    last = capsys.readouterr().out.strip().splitlines()[-1]  # names the 5-point scheme's normaliser
+    assert last.startswith("stopped at step 2") and "NME normalised by the eye-centre distance (points 0, 1)" in last
+    assert "inter-ocular" not in last
+
+
+def test_a_refused_init_starts_no_run(small_run, tmp_path, capsys):
+    config = _pipnet_config(small_run, "narrow", model_args={"width": 0.5, "num_nb": 10})
+    assert main(["train", "--config", str(config), "--init", "default"]) != 0
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "the config that fits it" in error and not (tmp_path / "narrow").exists()
 
 
 # -- the pre-label loop

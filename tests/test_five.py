@@ -95,3 +95,23 @@ def test_shipped_default_5_on_the_detector_path():
     expected = to_five(faces68[0].points)
     eyes = np.linalg.norm(expected[0] - expected[1])
     assert np.linalg.norm(faces[0].points - expected, axis=1).mean() / eyes < 0.1
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="default-5 model not shipped")
+def test_default_5_gives_the_pose_of_default_on_real_faces(lite_root):
+    """Head pose from the five points (their scheme file's pose list: eye centres as the means of
+    the 68's eye points) against the 68-point model's, on the same real faces and boxes."""
+    from facemark.api import Landmarker
+    from facemark.data.formats import read_pts
+    from facemark.geometry import box_from_points
+
+    lm, lm68 = Landmarker("default-5"), Landmarker("default")
+    diffs = []
+    for pts in sorted(lite_root.rglob("*.pts"))[::50]:
+        image, box = next(pts.parent.glob(pts.stem + ".*g")), box_from_points(read_pts(pts))
+        [face], [face68] = lm.detect(image, boxes=[box], pose=True), lm68.detect(image, boxes=[box], pose=True)
+        assert face.pose_reason is None
+        diffs.append(np.subtract(face.pose, face68.pose))
+    diffs = np.abs(diffs)  # (faces, yaw/pitch/roll)
+    median, worst = np.median(diffs, axis=0), diffs.max(axis=0)
+    assert len(diffs) > 30 and (median < [3, 6, 2]).all() and (worst < [20, 25, 10]).all(), (median, worst)

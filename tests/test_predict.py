@@ -43,7 +43,7 @@ def test_folder_with_corrupt_file_and_given_boxes(tmp_path, tiny_checkpoint, fac
     assert entry["size"] == [160, 160] and entry["output"] == str(out / "sub" / "good.png")
     (found,) = entry["faces"]
     assert np.array(found["points"]).shape == (68, 2)
-    assert found["box"] == pytest.approx(list(box_from_points(points)))
+    assert found["box"] == [round(float(v), 2) for v in box_from_points(points)]  # 2 decimals, as the points
     assert set(found["pose"]) == {"yaw", "pitch", "roll"}
     assert cv2.imread(str(out / "sub" / "good.png")).shape == image.shape
     assert cv2.imread(found["aligned"]).shape == (112, 112, 3)
@@ -244,3 +244,28 @@ def test_video_frames_stream_to_json_lines(tmp_path, tiny_checkpoint, face, monk
     header, *frames = [json.loads(line) for line in partial.read_text().splitlines()]
     assert header["path"] == str(video) and [f["frame"] for f in frames] == [0, 1, 2, 3]
     assert not (tmp_path / "out" / "clip.mp4").exists() and not (tmp_path / "out" / "clip.frames.jsonl").exists()
+
+
+def test_a_pose_that_cannot_be_had_is_null_in_the_json_and_said_once(tmp_path, tiny_checkpoint, face, capsys):
+    """A scheme that names no pose points: every face gets ``"pose": null`` and the reason, and
+    stderr says it once, not once per face."""
+    import yaml
+
+    from facemark.schemes import get_scheme, scheme_to_dict
+
+    image, points = face
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), image)
+    scheme = scheme_to_dict(get_scheme(68))
+    del scheme["pose"]
+    (tmp_path / "nopose.yaml").write_text(yaml.safe_dump(scheme | {"name": "nopose"}))
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({name: [list(box_from_points(points))] for name in ("a.png", "b.png")}))
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--out", str(out), "--model",
+                 str(tiny_checkpoint), "--backend", "torch", "--boxes", str(boxes), "--pose",
+                 "--scheme", str(tmp_path / "nopose.yaml")]) == 0
+    faces = [f for entry in json.loads((out / "predictions.json").read_text())["images"] for f in entry["faces"]]
+    assert len(faces) == 2
+    assert all(f["pose"] is None and "'nopose' has no pose points" in f["pose_reason"] for f in faces)
+    assert capsys.readouterr().err.count("no pose points") == 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from facemark.schemes import SCHEMES, PointScheme, SchemeError, get_scheme, load_scheme, scheme_to_dict
+from facemark.schemes import (
+    SCHEMES, PointScheme, SchemeError, get_scheme, load_scheme, scheme_from_dict, scheme_to_dict,
+)
 
 # The Python tables facemark/schemes.py held before the schemes became YAML files (kept to pin the files).
 
@@ -95,9 +97,14 @@ def test_shipped_files_equal_the_old_tables():
 
 
 def test_round_trip(tmp_path):
+    import json
+
     for k, scheme in SCHEMES.items():
         loaded = load_scheme_from(tmp_path, scheme_to_dict(scheme))
-        assert loaded == scheme and loaded.closed == scheme.closed
+        assert loaded == scheme and loaded.closed == scheme.closed and loaded.pose_points == scheme.pose_points
+        # as an exported model's metadata carries it: through JSON
+        again = scheme_from_dict(json.loads(json.dumps(scheme_to_dict(scheme))))
+        assert again.pose_points == scheme.pose_points and len(again.pose_points) == k
     assert get_scheme(68).closed == ("right_eye", "left_eye", "outer_lips", "inner_lips")
 
 
@@ -118,7 +125,9 @@ def test_minimal_user_scheme(tmp_path):
     s = load_scheme_from(tmp_path, _tri())
     assert (s.name, s.num_points, s.flip_perm, s.outer_eye_corners) == ("tri", 3, (1, 0, 2), (0, 1))
     assert s.right_eye == (0,) and s.left_eye == (1,) and s.groups == {"all": (0, 2, 1)}
-    assert s.point_names == ("a", "b", "c") and s.nose_tip is None
+    assert s.point_names == ("a", "b", "c") and s.nose_tip is None and s.pose_points == ()
+    s = load_scheme_from(tmp_path, _tri() | {"pose": [36, [42, 45], None]})  # a point, a mean of two, none
+    assert s.pose_points == ((36,), (42, 45), None)
 
 
 @pytest.mark.parametrize("edit, key, words", [
@@ -140,6 +149,11 @@ def test_minimal_user_scheme(tmp_path):
     (lambda d: d.update(colour="red"), "colour", "unknown key"),
     (lambda d: d.update(closed_lines=["eyes"]), "closed_lines", "'eyes' is not one of the lines (all)"),
     (lambda d: d.update(closed_lines="all"), "closed_lines", "expected a list"),
+    (lambda d: d.update(pose=[36, 45]), "pose", "expected a list of 3 entries"),
+    (lambda d: d.update(pose={0: 36}), "pose", "expected a list of 3 entries"),
+    (lambda d: d.update(pose=[36, 68, None]), "pose[1]", "index 68 out of range 0..67"),
+    (lambda d: d.update(pose=[[], 45, None]), "pose[0]", "at least 1"),
+    (lambda d: d.update(pose=[36, "nose", None]), "pose[1]", "not a point index"),
 ])
 def test_invalid_files_fail_in_one_line(tmp_path, edit, key, words):
     data = _tri()

@@ -119,6 +119,27 @@ def test_optional_outputs_or_501(client, face_jpeg, flag, module, field):
         assert crop.shape == (112, 112, 3)
 
 
+def test_answers_are_face_to_dict_and_a_pose_that_cannot_be_had_is_null_with_why(tiny_checkpoint, face_jpeg):
+    """The HTTP faces are Face.to_dict's (the one JSON form): a scheme with no pose points answers
+    ``"pose": null`` and ``"pose_reason"``, not a silently missing pose."""
+    import dataclasses
+
+    from facemark.api import Landmarker
+    from facemark.schemes import get_scheme
+
+    bare = dataclasses.replace(get_scheme(68), pose_points=())
+    with TestClient(make_app(tiny_checkpoint)) as client:
+        client.app.state.service.landmarker.scheme = bare  # before any worker copies the Landmarker
+        response = client.post(URL, params={"pose": "true", "aligned": "true"}, content=face_jpeg)
+    assert response.status_code == 200, response.text
+    face = response.json()["faces"][0]
+    assert face["pose"] is None and "has no pose points" in face["pose_reason"]
+    lm = Landmarker(str(tiny_checkpoint), backend="torch", detector=DETECTOR, scheme=bare)
+    image = cv2.imdecode(np.frombuffer(face_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert face == lm.detect(image, pose=True, aligned=True)[0].to_dict()
+    assert all(v == round(v, 2) for v in face["box"])
+
+
 # -- bad input: a JSON error, and the server stays up -----------------------------------------
 
 def test_garbage_bytes_are_415(client):
@@ -201,6 +222,13 @@ def test_healthz_page_and_docs(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "window.lastResult" in page.text and "getUserMedia" in page.text
+    # no request of the page answers 404: its icon is inline (no /favicon.ico), its links exist
+    import re
+
+    icons = re.findall(r'<link rel="icon" href="([^"]*)"', page.text)
+    assert len(icons) == 1 and icons[0].startswith("data:image/svg+xml,"), icons
+    for url in re.findall(r'(?:href|src)="(/[^"]*)"', page.text):
+        assert client.get(url).status_code == 200, url
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "multipart/form-data" in spec["paths"][URL]["post"]["requestBody"]["content"]

@@ -226,3 +226,23 @@ def test_the_checkpoint_records_the_faces_it_was_trained_on_and_export_keeps_it(
     second = load_checkpoint(tmp_path / "second" / "last.pt")["trained_on"]
     assert second["faces"] == len(store) + 1 and "0123456789ab" in second["face_keys"]
     assert second["init"] == {"stores": record["stores"]}
+
+
+def test_loss_curve_nme_tick_labels_are_distinct(tmp_path, monkeypatch):
+    """Validation NME that moves by hundredths of a percent: every tick label on the NME axis differs
+    (one decimal fixed used to print 3.5 % four times)."""
+    from facemark import plots
+
+    figures = []
+    save = plots._save_atomic
+    monkeypatch.setattr(plots, "_save_atomic", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    steps = list(range(50, 6001, 50))
+    plots.plot_loss_curve(steps, [0.5 / (1 + s / 1000) for s in steps], tmp_path / "loss.png",
+                          val_steps=[1000, 2000, 3000, 4000, 5000, 6000],
+                          val_values=[0.0352, 0.0347, 0.0344, 0.0342, 0.0341, 0.0340])
+    [figure] = figures
+    figure.canvas.draw()
+    nme_axis = figure.axes[1]
+    low, high = nme_axis.get_ylim()
+    labels = [t.get_text() for t in nme_axis.get_yticklabels() if low <= t.get_position()[1] <= high]
+    assert len(labels) >= 3 and len(set(labels)) == len(labels), labels

@@ -33,7 +33,6 @@ that hangs up mid-upload is one INFO line in the server log.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import importlib
 import logging
@@ -48,7 +47,6 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from importlib.resources import files
 
-import cv2
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -76,14 +74,16 @@ class ImageInfo(BaseModel):
 class Pose(BaseModel):
     yaw: float = Field(description="degrees; > 0: the face turns toward the image's right (the subject's left)")
     pitch: float = Field(description="degrees; > 0: the face looks up")
-    roll: float = Field(description="degrees; > 0: the face is rotated clockwise in the image")
+    roll: float = Field(description="degrees; > 0: the face is rotated counter-clockwise on screen")
 
 
 class FaceOut(BaseModel):
     box: list[float] = Field(description="detector box (x0, y0, x1, y1), 0-based pixel-centre coordinates")
     score: float
     points: list[list[float]] = Field(description="(K, 2) points (x, y) in image pixels")
-    pose: Pose | None = Field(None, description="with pose=true; left out when it cannot be estimated")
+    pose: Pose | None = Field(None, description="with pose=true; null when it cannot be estimated, with pose_reason")
+    pose_reason: str | None = Field(None, description="why pose is null (e.g. the model's point scheme has too few "
+                                    "pose points)")
     quality: float | None = Field(None, description="0..1, estimated probability that the fit is good (NME <= 8 %); "
                                   "left out for models without a calibration")
     point_scores: list[float] | None = Field(None, description="(K,) 0..1 per point: probability that the point is "
@@ -301,13 +301,9 @@ class Service:
         """Decode and run one image (in a worker thread); the faces come whole from the Landmarker."""
         image = self.decode(data)
         height, width = image.shape[:2]
-        faces = []
-        for face in self._worker_landmarker().detect(image, max_faces, pose=pose, aligned=aligned):
-            item = face.to_dict()
-            if face.aligned is not None:
-                item["aligned_png_base64"] = base64.b64encode(cv2.imencode(".png", face.aligned)[1].tobytes()).decode()
-            faces.append(item)
-        return {"image": {"width": width, "height": height}, "faces": faces, "model": self.model_info}
+        faces = self._worker_landmarker().detect(image, max_faces, pose=pose, aligned=aligned)
+        return {"image": {"width": width, "height": height}, "faces": [face.to_dict() for face in faces],
+                "model": self.model_info}
 
     def session(self, name: str) -> _Session:
         """The tracking session ``name``, made when new; idle sessions are dropped. An active session is
@@ -414,6 +410,8 @@ class _Place:
 
 router = APIRouter()
 _ERRORS = {code: {"model": ErrorOut} for code in (400, 408, 413, 415, 422, 501, 503)}
+# answers are checked against the schemas above and keep exactly the keys they were given (exclude_unset):
+# a face's keys are those of Face.to_dict, its one JSON form, "pose": null with its reason included
 _BODY = {  # the body is read by hand (to cap its size), so describe it to OpenAPI here
     "requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
@@ -460,7 +458,7 @@ async def _admit_and_read(request: Request, service: "Service"):
     return place, data
 
 
-@router.post("/v1/landmarks", response_model=LandmarksOut, response_model_exclude_none=True, responses=_ERRORS,
+@router.post("/v1/landmarks", response_model=LandmarksOut, response_model_exclude_unset=True, responses=_ERRORS,
              openapi_extra=_BODY, summary="Faces and their landmarks in an image")
 async def landmarks(
     request: Request,
@@ -478,7 +476,7 @@ async def landmarks(
     return await service.run(place, service.infer, data, max_faces, aligned, pose)
 
 
-@router.post("/v1/track/{session}", response_model=TrackOut, response_model_exclude_none=True, responses=_ERRORS,
+@router.post("/v1/track/{session}", response_model=TrackOut, response_model_exclude_unset=True, responses=_ERRORS,
              openapi_extra=_BODY, summary="One frame of a live video: faces followed from frame to frame")
 async def track(request: Request, session: str) -> dict:
     """Send the frames of one video (a webcam) one at a time, each as in ``/v1/landmarks``, under a
