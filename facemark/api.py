@@ -16,22 +16,25 @@ one JSON form): ``facemark predict`` only writes files and the HTTP service only
 
 from __future__ import annotations
 
-import base64
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import cv2
 import numpy as np
 
+from facemark.align import align_face
+from facemark.detectors import DEFAULT_DETECTOR, get_detector
+from facemark.detectors.given import GivenBoxes
+from facemark.face import Face
 from facemark.files import load_image
 from facemark.geometry import (
     Box, CropRule, box_centre, box_from_points, crop_box_from_box, crop_image, from_crop, iou, turned_box, upright_turn,
 )
+from facemark.pose import PoseError, head_pose
 from facemark.quality import QualityCalibration, raw_point_features
 from facemark.runtime import open_model
 from facemark.schemes import five_from_68_box, get_scheme, resolve_scheme
+from facemark.track import VideoTracker
 
 ALIGNED_SIZE = 112  # the ArcFace template's size
 #: detect's refine pass (and tracking) crops a face turned upright when its eye line is tilted by
@@ -46,57 +49,6 @@ REFINE_IOU = 0.9
 #: hands and background patches that a detector takes for a face get quality near 0 (chosen by
 #: python -m bench.bench_min_quality: it keeps every true face of the validation split)
 MIN_QUALITY = 0.05
-
-
-@dataclass
-class Face:
-    """One face found by :meth:`Landmarker.detect`: everything a caller can ask for about it."""
-
-    box: Box  # the detector's face box (or the given box)
-    score: float
-    points: np.ndarray  # (K, 2) original-image pixels
-    pose: tuple[float, float, float] | None = None  # (yaw, pitch, roll) degrees, detect(pose=True); see facemark.pose
-    aligned: np.ndarray | None = None  # (112, 112, 3) BGR ArcFace-aligned chip, detect(aligned=True)
-    track_id: int | None = None  # stable id of the face on video (Landmarker.track, facemark.track)
-    point_scores: np.ndarray | None = None  # (K,) 0..1 per point (facemark.quality); None without a calibration
-    quality: float | None = None  # 0..1, estimated P(NME <= 8 % of the inter-ocular distance); None likewise
-    pose_reason: str | None = None  # why ``pose`` is None although it was asked for (facemark.pose.PoseError)
-
-    def to_dict(self, aligned_file: str | Path | None = None) -> dict:
-        """The one JSON form of a face (the CLI's JSON and the HTTP service's answers): box and points
-        (pixels, 2 decimals), score, and when set: pose (2 decimals; asked for but not estimable:
-        ``"pose": null`` and ``"pose_reason"``), track_id, quality and point_scores (3 decimals), and
-        the aligned chip, as ``"aligned_png_base64"`` (PNG, base64) or, when the caller wrote it to
-        ``aligned_file`` (``facemark predict --align``), as ``"aligned"``: that file's path."""
-        out = {
-            "box": [round(float(v), 2) for v in self.box],
-            "score": float(self.score),
-            "points": np.asarray(self.points, dtype=np.float64).round(2).tolist(),
-        }
-        if self.pose is not None:
-            out["pose"] = {k: round(float(v), 2) for k, v in zip(("yaw", "pitch", "roll"), self.pose)}
-        elif self.pose_reason is not None:
-            out["pose"], out["pose_reason"] = None, self.pose_reason
-        if self.track_id is not None:
-            out["track_id"] = int(self.track_id)
-        if self.quality is not None:
-            out["quality"] = round(float(self.quality), 3)
-        if self.point_scores is not None:
-            out["point_scores"] = np.asarray(self.point_scores, dtype=np.float64).round(3).tolist()
-        if self.aligned is not None and aligned_file is not None:
-            out["aligned"] = str(aligned_file)
-        elif self.aligned is not None:
-            out["aligned_png_base64"] = base64.b64encode(cv2.imencode(".png", self.aligned)[1].tobytes()).decode()
-        return out
-
-    @property
-    def track(self) -> int | None:
-        """The former name of :attr:`track_id`."""
-        return self.track_id
-
-    @track.setter
-    def track(self, value: int | None) -> None:
-        self.track_id = value
 
 
 def check_min_quality(value) -> float | None:
@@ -165,8 +117,6 @@ class Landmarker:
     @property
     def detector(self):
         if self._detector is None:
-            from facemark.detectors import DEFAULT_DETECTOR, get_detector
-
             self._detector = get_detector(self._detector_name or DEFAULT_DETECTOR)
         return self._detector
 
@@ -293,8 +243,6 @@ class Landmarker:
     def detect_batch(self, images: Sequence, max_faces: int | None = None, boxes: Sequence | None = None,
                      pose: bool = False, aligned: bool = False) -> list[list[Face]]:
         """:meth:`detect` for several images; ``boxes[i]`` (when given) are the boxes of ``images[i]``."""
-        from facemark.detectors.given import GivenBoxes
-
         max_faces = check_max_faces(max_faces)
         images = [load_image(image) for image in images]
         if boxes is None:
@@ -411,14 +359,10 @@ class Landmarker:
         ``smoothing``: One-Euro smoothing of the points (``True``: :class:`facemark.track.Smoothing`
         defaults, a ``Smoothing``, or ``False``); ``fps`` sets the filter's clock. See :mod:`facemark.track`.
         """
-        from facemark.track import VideoTracker
-
         return VideoTracker(self, every, smoothing, fps, max_faces, pose, aligned).run(frames)
 
     def _add_outputs(self, image: np.ndarray, faces: list[Face], pose: bool, aligned: bool) -> None:
         if pose:
-            from facemark.pose import PoseError, head_pose
-
             height, width = image.shape[:2]
             for face in faces:
                 try:
@@ -426,8 +370,6 @@ class Landmarker:
                 except PoseError as err:  # a scheme without the points pose needs, or no solution
                     face.pose, face.pose_reason = None, str(err)
         if aligned:
-            from facemark.align import align_face
-
             for face in faces:
                 face.aligned = align_face(image, face.points, self.scheme, size=ALIGNED_SIZE)
 

@@ -7,12 +7,20 @@ import math
 import sys
 from pathlib import Path
 
+import facemark.files
+from facemark.annotate import annotate
+from facemark.api import Landmarker
+from facemark.data.formats import FORMATS
+from facemark.data.prepare import prepare
+from facemark.data.store import convert_stores
+from facemark.detectors import DEFAULT_DETECTOR, list_detectors
+from facemark.evaluate import check_settings, compare, evaluate
 from facemark.extras import MissingExtra, missing_extra_message
+from facemark.predict import SAMPLE_IMAGE, predict_paths
+from facemark.schemes import CONVERSIONS, load_scheme
 
 
 def _data_prepare(args) -> int:
-    from facemark.data.prepare import prepare
-
     summary = prepare(args.root, args.out, size=args.size, context=args.context, skip_bad=args.skip_bad,
                       train_on_all=args.train_on_all, format=args.format, images=args.images,
                       scheme=_scheme_arg(args))
@@ -29,15 +37,10 @@ def _scheme_arg(args):
     """``--scheme my.yaml`` loaded and validated (None when not given)."""
     if not getattr(args, "scheme", None):
         return None
-    from facemark.schemes import load_scheme
-
     return load_scheme(args.scheme)
 
 
 def _data_convert(args) -> int:
-    from facemark.data.store import convert_stores
-    from facemark.schemes import CONVERSIONS
-
     sources = [Path(p) for p in args.sources]
     # prepared folders (train/ and val/ stores) convert split by split; store folders into one store
     splits = ["train", "val"] if all((p / "train" / "index.json").is_file() for p in sources) else [None]
@@ -110,9 +113,6 @@ def _export(args) -> int:
 
 
 def _predict(args) -> int:
-    from facemark.api import Landmarker
-    from facemark.predict import SAMPLE_IMAGE, predict_paths
-
     paths = [p for p in args.paths if not (p == "sample" and not Path(p).exists())]
     if args.sample or len(paths) < len(args.paths):
         paths.append(SAMPLE_IMAGE)
@@ -138,9 +138,6 @@ def _predict(args) -> int:
 
 
 def _annotate(args) -> int:
-    from facemark.annotate import annotate
-    from facemark.api import Landmarker
-
     landmarker = Landmarker(args.model, backend=args.backend)
     result = annotate(args.images, landmarker, out=args.out, pts=args.pts, overwrite=args.overwrite,
                       max_faces=args.max_faces)
@@ -182,14 +179,10 @@ def load_predictor(model: str, data: str | Path | None = None, train_store: str 
         from facemark.baselines import DlibPredictor
 
         return DlibPredictor()
-    from facemark.api import Landmarker
-
     return Landmarker(model, backend=backend, detector=detector)
 
 
 def _eval(args) -> int:
-    from facemark.evaluate import check_settings, compare, evaluate
-
     if args.compare:
         result = compare(args.compare, args.out)
         print(result["table"])
@@ -272,9 +265,6 @@ class _HelpWithDefaults(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from facemark.data.formats import FORMATS
-    from facemark.detectors import DEFAULT_DETECTOR, list_detectors
-
     parser = argparse.ArgumentParser(prog="facemark", description="2D facial landmark detection",
                                      formatter_class=_HelpWithDefaults)
     parser.add_argument("--max-mpx", type=_positive, default=None,
@@ -306,8 +296,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "validation figures are then not held out)")
     p.add_argument("--scheme", default=None, metavar="YAML", help="a point-scheme file (name, point names, flip permutation, NME pair, lines; see facemark/assets/schemes/) recorded in the stores (default: the built-in scheme of the point count)")
     p.set_defaults(func=_data_prepare)
-    from facemark.schemes import CONVERSIONS
-
     p = command(data, "convert", "convert prepared data to another point scheme and/or merge several into one")
     p.add_argument("sources", nargs="+", help="prepared folders (each with train/ and val/, converted split by "
                    "split) or store folders (merged into one store)")
@@ -453,8 +441,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args) -> int:
-    from facemark.api import Landmarker
-    from facemark.files import MAX_PIXELS
     from facemark.serve.app import create_app
     from facemark.serve.server import serve
 
@@ -462,7 +448,7 @@ def _serve(args) -> int:
     # before the server starts, not a traceback from its start-up; the app loads its own copy
     Landmarker(args.model, backend=args.backend, detector=args.detector).detector  # noqa: B018
     app = create_app(args.model, backend=args.backend, detector=args.detector, max_upload_mb=args.max_upload_mb,
-                     max_pixels=MAX_PIXELS, workers=args.workers, queue=args.queue,
+                     max_pixels=facemark.files.MAX_PIXELS, workers=args.workers, queue=args.queue,
                      upload_timeout_s=args.upload_timeout, min_upload_rate=args.min_upload_rate * 1024)
     # the model loads in the app's lifespan, at start
     serve(app, args.host, args.port, header_timeout_s=args.header_timeout, limit_concurrency=args.limit_concurrency)
@@ -470,8 +456,6 @@ def _serve(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import facemark.files
-
     args = build_parser().parse_args(argv)
     cap = facemark.files.MAX_PIXELS
     if args.max_mpx is not None:  # this run's pixel cap; restored after, for callers that run main() in-process

@@ -8,6 +8,7 @@ naming the key, the value and what is allowed, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,11 @@ import pydantic
 import yaml
 from pydantic import Field
 
+from facemark.checkpoint import check_model_args
 from facemark.data.dataset import Augment
 from facemark.geometry import CropRule
+from facemark.losses import LOSSES
+from facemark.models.registry import _MODELS  # the registry has no public accessor for a constructor
 
 
 class ConfigError(ValueError):
@@ -99,9 +103,6 @@ def config_from_dict(values: dict, where: str = "config", overrides: dict[str, s
     """A checked :class:`TrainConfig`; :class:`ConfigError` ``"<where>: <key> = <value>: <what is allowed>"`` otherwise.
     ``overrides``: ``{dotted key: "--set key=value"}`` for the values given on the command line; an
     error in one of them names it (``--set batch_size=-3: ...``) instead of ``where``."""
-    from facemark.checkpoint import check_model_args
-    from facemark.losses import LOSSES
-
     def error(key: str, text: str) -> ConfigError:
         match = _KEY.match(text)
         key = key or (match.group(1) if match else "")
@@ -175,10 +176,6 @@ def _apply_overrides(values: dict, overrides: list[str] | None) -> dict:
 def settable_keys(config: TrainConfig) -> list[str]:
     """Every key ``--set`` accepts for ``config``: top-level fields, ``crop.*``, ``augment.*`` and the
     ``model_args.*`` that ``config.model``'s constructor takes."""
-    import inspect
-
-    from facemark.models.registry import _MODELS  # the registry has no public accessor for a constructor
-
     keys = []
     for f in dataclasses.fields(TrainConfig):
         if f.name in _NESTED:

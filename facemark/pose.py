@@ -1,7 +1,7 @@
 """Head pose (yaw, pitch, roll) from 2D landmarks: ``cv2.solvePnP`` against a 3D mean face.
 
 The points are fitted against the 3D mean face in ``facemark/assets/mean_face_68.json`` (fitted
-from AFLW2000-3D by ``python -m bench.fit_mean_face``), in OpenCV camera axes: x to the image
+from AFLW2000-3D by facemark.calibrate.fit_mean_face, ``python -m bench.fit_mean_face``), in OpenCV camera axes: x to the image
 right, y down, z away from the camera, so a face looking straight at the camera has the identity
 rotation. Which mean-face point each point of a scheme is, its scheme file says (``pose``:
 :attr:`facemark.schemes.PointScheme.pose_points`; a point may be the mean of several, as the

@@ -284,7 +284,7 @@ def resolve_scheme(scheme, num_points: int | None = None) -> PointScheme:
 
 #: The 5-point tight box from a 68-point tight box, as fractions of the 68-point box's width and
 #: height: ``(x0, y0, x1, y1)`` of the five points' box = ``x0_68 + f0 * w68`` ... (medians over the
-#: 1621 300w-lite training faces, ``python -m bench.fit_five_box``). Detector calibrations give the
+#: 1621 300w-lite training faces, fitted by facemark.calibrate.fit_five_box via ``python -m bench.fit_five_box``). Detector calibrations give the
 #: 68-point box; a 5-point model's ``detect`` maps it with this before cropping.
 FIVE_FROM_68_BOX = (0.2645, 0.1730, 0.7419, 0.6857)
 

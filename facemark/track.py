@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from facemark.api import Face, Landmarker
+from facemark.face import Face
 from facemark.files import load_image
 from facemark.geometry import Box, box_from_points, iou
 
@@ -165,7 +165,7 @@ class VideoTracker:
     seen and those the detector ran on (a frame where a track was lost counts as a detector frame).
     """
 
-    def __init__(self, landmarker: Landmarker, every: int = 10, smoothing: bool | Smoothing | None = True,
+    def __init__(self, landmarker: "facemark.api.Landmarker", every: int = 10, smoothing: bool | Smoothing | None = True,
                  fps: float = 30.0, max_faces: int | None = None, pose: bool = False, aligned: bool = False):
         if isinstance(every, bool) or int(every) != every or every < 1:
             raise ValueError(f"every must be a whole number >= 1, got {every!r}")

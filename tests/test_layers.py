@@ -19,7 +19,6 @@ import ast
 from functools import cache
 from pathlib import Path
 
-import pytest
 
 from facemark.extras import EXTRAS
 
@@ -30,47 +29,24 @@ PACKAGE = Path(__file__).resolve().parents[1] / "facemark"
 #: ``facemark.classical`` sits with the models); ``facemark`` itself is only the package's ``__init__``.
 LAYERS = {
     # the floor, for everyone: conventions, files, schemes, the model spec and what it holds
-    # (quality), metrics, figures, the optional extras, detectors, head pose and face alignment
+    # (quality), metrics, figures, the optional extras, detectors, head pose, face alignment, the Face
+    # record and video tracking (which drives a Landmarker it is given, without importing the API)
     "floor": ("facemark", "facemark.extras", "facemark.files", "facemark.geometry", "facemark.schemes",
               "facemark.spec", "facemark.quality", "facemark.metrics", "facemark.plots", "facemark.detectors",
-              "facemark.pose", "facemark.align"),
+              "facemark.pose", "facemark.align", "facemark.face", "facemark.track"),
     "data": ("facemark.data",),
     "models": ("facemark.models", "facemark.losses", "facemark.checkpoint", "facemark.classical"),
     "train": ("facemark.train", "facemark.config", "facemark.classical.train"),
     "evaluate / export": ("facemark.evaluate", "facemark.export", "facemark.baselines", "facemark.calibrate"),
     "runtime": ("facemark.runtime",),
     "api": ("facemark.api",),
-    "apps": ("facemark.predict", "facemark.bulk", "facemark.track", "facemark.annotate", "facemark.serve",
-             "facemark.cli"),
+    "apps": ("facemark.predict", "facemark.bulk", "facemark.annotate", "facemark.serve", "facemark.cli"),
 }
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 #: the package's lazy re-export of the inference API (facemark/__init__.py's __getattr__)
 LAZY_FRONT_DOOR = ("facemark", "facemark.api")
 
-#: imports left in files this branch does not edit: ``(importing module, imported module) -> what to do``.
-#: Each is exempt from every check here, and the test fails once one is gone (remove it then).
-KNOWN = {
-    ("facemark.api", "facemark.detectors"): "to fix: facemark/api.py (import at the top)",
-    ("facemark.api", "facemark.detectors.given"): "to fix: facemark/api.py (import at the top)",
-    ("facemark.api", "facemark.pose"): "to fix: facemark/api.py (import at the top)",
-    ("facemark.api", "facemark.align"): "to fix: facemark/api.py (import at the top)",
-    ("facemark.api", "facemark.track"): "to fix: facemark/api.py (an upward arrow and a cycle: facemark.track "
-                                        "imports facemark.api; see the report)",
-    ("facemark.cli", "facemark.annotate"): "to fix: facemark/cli.py (import at the top)",
-    ("facemark.cli", "facemark.api"): "to fix: facemark/cli.py (import at the top)",
-    ("facemark.cli", "facemark.data.formats"): "to fix: facemark/cli.py (import at the top)",
-    ("facemark.cli", "facemark.data.prepare"): "to fix: facemark/cli.py (import at the top)",
-    ("facemark.cli", "facemark.data.store"): "to fix: facemark/cli.py (import at the top)",
-    ("facemark.cli", "facemark.detectors"): "to fix: facemark/cli.py (import at the top)",
-    ("facemark.cli", "facemark.evaluate"): "to fix: facemark/cli.py (import at the top)",
-    ("facemark.cli", "facemark.files"): "to fix: facemark/cli.py (import at the top)",
-    ("facemark.cli", "facemark.predict"): "to fix: facemark/cli.py (import at the top)",
-    ("facemark.cli", "facemark.schemes"): "to fix: facemark/cli.py (import at the top)",
-    ("facemark.config", "inspect"): "to fix: facemark/config.py (import at the top)",
-    ("facemark.predict", "tqdm"): "to fix: facemark/predict.py (import at the top)",
-    ("facemark.serve.app", "facemark.detectors"): "to fix: facemark/serve/app.py (import at the top)",
-}
 
 
 # --------------------------------------------------------------------------- the walk
@@ -170,14 +146,14 @@ def test_every_module_has_a_layer():
 
 def test_imports_point_down_the_layers():
     upward = [f"{_where(m, line)}: {m} ({layer(m)}) imports {t} ({layer(t)})"
-              for m, t, line, _ in _arrows() if RANK[layer(t)] > RANK[layer(m)] and (m, t) not in KNOWN]
+              for m, t, line, _ in _arrows() if RANK[layer(t)] > RANK[layer(m)]]
     assert upward == []
 
 
 def test_no_module_imports_itself_in_a_circle():
     graph: dict[str, set[str]] = {m: set() for m in MODULES}
     for m, t, _, _ in _arrows():
-        if (m, t) not in KNOWN and t in graph:
+        if t in graph:
             graph[m].add(t)
     cycles, state = [], {}
 
@@ -199,7 +175,7 @@ def test_no_module_imports_itself_in_a_circle():
 def test_function_level_imports_are_only_of_optional_extras():
     hidden = [f"{_where(m, line)}: {m} imports {t} inside a function"
               for m in MODULES for t, line, in_function in imports(m)
-              if in_function and (m, t) != LAZY_FRONT_DOOR and (m, t) not in KNOWN
+              if in_function and (m, t) != LAZY_FRONT_DOOR
               and not (t.split(".")[0] in EXTRAS if not _own(t) else needs_extra(t))]
     assert hidden == []
 
@@ -219,17 +195,6 @@ def test_training_and_evaluation_never_reach_the_inference_api():
                 reached.add(m)
                 todo.extend(graph.get(m, ()))
         assert not reached & {"facemark.api", "facemark.runtime"}, start
-
-
-@pytest.mark.parametrize("pair", sorted(KNOWN), ids=lambda p: f"{p[0]}->{p[1]}")
-def test_each_known_exception_is_still_needed(pair):
-    """A known exception that no longer occurs is removed from :data:`KNOWN`, so the list only shrinks."""
-    module, target = pair
-    found = [(line, in_function) for t, line, in_function in imports(module) if t == target]
-    hidden = any(f and (_own(target) and not needs_extra(target) or not _own(target) and target.split(".")[0] not in EXTRAS)
-                 for _, f in found)
-    upward = _own(target) and bool(found) and RANK[layer(target)] > RANK[layer(module)]
-    assert hidden or upward, f"{module} -> {target} is fixed: remove it from KNOWN"
 
 
 def test_the_walk_sees_every_import_and_where_it_is():

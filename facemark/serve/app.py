@@ -58,6 +58,7 @@ from starlette.types import Message
 
 import facemark
 from facemark.api import ALIGNED_SIZE, Landmarker
+from facemark.detectors import DEFAULT_DETECTOR
 from facemark.files import ImageError, ImageHeaderTooLong, ImageTooLarge, decode_image
 from facemark.track import VideoTracker
 
@@ -533,8 +534,6 @@ def create_app(model: str = "default", backend: str | None = None, detector: str
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from facemark.detectors import DEFAULT_DETECTOR
-
         # ONNX Runtime threads per worker, so that the workers together use the cores once; torch's
         # thread count is process-wide, so it is left to the caller
         threads = None if backend == "torch" else max(1, (os.cpu_count() or 1) // workers)
