@@ -9,7 +9,7 @@ from pathlib import Path
 
 import facemark.files
 from facemark.annotate import annotate
-from facemark.api import Landmarker
+from facemark.api import MIN_QUALITY, Landmarker
 from facemark.data.formats import FORMATS
 from facemark.data.prepare import prepare
 from facemark.data.store import convert_stores
@@ -119,7 +119,8 @@ def _predict(args) -> int:
     if not paths:
         raise ValueError("give image files, folders or videos to predict on (or --sample for the bundled photo)")
     try:
-        landmarker = Landmarker(args.model, backend=args.backend, detector=args.detector, scheme=_scheme_arg(args))
+        landmarker = Landmarker(args.model, backend=args.backend, detector=args.detector, scheme=_scheme_arg(args),
+                                min_quality=args.min_quality)
         result = predict_paths(paths, landmarker, args.out, json_path=args.json, boxes=args.boxes,
                                draw_box=args.draw_box, draw_indices=args.indices, draw_lines=args.lines,
                                align=args.align, pose=args.pose,
@@ -138,7 +139,7 @@ def _predict(args) -> int:
 
 
 def _annotate(args) -> int:
-    landmarker = Landmarker(args.model, backend=args.backend)
+    landmarker = Landmarker(args.model, backend=args.backend, min_quality=None)  # every face, lowest quality first
     result = annotate(args.images, landmarker, out=args.out, pts=args.pts, overwrite=args.overwrite,
                       max_faces=args.max_faces)
     qualities = [q for _, q in result["faces"] if q is not None]
@@ -216,6 +217,19 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _quality_floor(text: str) -> float | None:
+    """argparse type: a fit-quality floor in 0..1, or 'none' (keep every face)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1 or 'none', got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # nan fails this too
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1 or 'none', got {text!r}")
     return value
 
 
@@ -371,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "face is followed from its points in the previous frame; 1: detect on every frame (default: 10)")
     p.add_argument("--max-faces", type=_at_least_one, default=None, help="at most this many faces per image "
                    "(default: all)")
+    p.add_argument("--min-quality", type=_quality_floor, default=MIN_QUALITY, metavar="Q",
+                   help="drop detected faces whose fit quality is below Q (0..1; 'none' keeps every face; given "
+                        "--boxes are always kept)")
     p.add_argument("--skip-bad", action="store_true",
                    help="exit 0 although some inputs could not be read (they are still listed)")
     p.set_defaults(func=_predict)
@@ -433,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an upload slower than this (kB/s) after its first 5 s is answered 408")
     p.add_argument("--header-timeout", type=_positive, default=10, metavar="SECONDS",
                    help="a connection that sends no complete request head for this long is closed")
+    p.add_argument("--min-quality", type=_quality_floor, default=MIN_QUALITY, metavar="Q",
+                   help="drop detected faces whose fit quality is below Q (0..1; 'none' keeps every face)")
     p.add_argument("--limit-concurrency", type=_at_least_one, default=500, metavar="N",
                    help="open connections at most (more are closed at once; requests past it get 503); keep it "
                         "below ulimit -n")
@@ -449,7 +468,8 @@ def _serve(args) -> int:
     Landmarker(args.model, backend=args.backend, detector=args.detector).detector  # noqa: B018
     app = create_app(args.model, backend=args.backend, detector=args.detector, max_upload_mb=args.max_upload_mb,
                      max_pixels=facemark.files.MAX_PIXELS, workers=args.workers, queue=args.queue,
-                     upload_timeout_s=args.upload_timeout, min_upload_rate=args.min_upload_rate * 1024)
+                     upload_timeout_s=args.upload_timeout, min_upload_rate=args.min_upload_rate * 1024,
+                     min_quality=args.min_quality)
     # the model loads in the app's lifespan, at start
     serve(app, args.host, args.port, header_timeout_s=args.header_timeout, limit_concurrency=args.limit_concurrency)
     return 0

@@ -220,3 +220,29 @@ def test_to_dict_is_the_one_json_form(tiny_checkpoint, face_image):
     out = face.to_dict()
     assert out["pose"] is None and out["pose_reason"] == face.pose_reason
     assert "pose" not in bare.detect(image, boxes=[box])[0].to_dict()  # not asked for: not there
+
+
+def test_min_quality_drops_detected_non_faces_and_keeps_given_boxes():
+    """A detection on background (here: the sample photo's top-left corner) gets a fit quality near 0
+    and is dropped by the default floor; the same box given by the caller is kept, as is every face
+    with min_quality=None."""
+    import cv2
+
+    from facemark.api import MIN_QUALITY
+    from facemark.detectors.given import GivenBoxes
+    from facemark.predict import SAMPLE_IMAGE
+
+    image = cv2.imread(str(SAMPLE_IMAGE))
+    lm = Landmarker()
+    [face] = lm.detect(image)
+    background = (4.0, 4.0, 70.0, 70.0)
+    lm._detector = GivenBoxes([face.box, background])  # a "detector" that also finds the corner
+    kept = lm.detect(image)
+    assert len(kept) == 1 and kept[0].quality > 0.5
+    lm.min_quality = None
+    both = lm.detect(image)
+    assert len(both) == 2 and min(f.quality for f in both) < MIN_QUALITY
+    lm.min_quality = MIN_QUALITY
+    assert len(lm.detect(image, boxes=[background])) == 1  # the caller's boxes are the caller's faces
+    with pytest.raises(ValueError, match="min_quality must be a number in 0..1"):
+        Landmarker(min_quality=1.5)

@@ -83,7 +83,9 @@ def no_server(monkeypatch):
     (["serve", "--port", "99999"], "--port"),
     (["serve", "--upload-timeout", "nan"], "--upload-timeout"),
     (["data", "preview", "store", "--count", "-5"], "--count"),
-], ids=["upload-nan", "upload-inf", "port-99999", "timeout-nan", "count-minus-5"])
+    (["predict", "--sample", "--min-quality", "nan"], "--min-quality"),
+    (["serve", "--min-quality", "1.5"], "--min-quality"),
+], ids=["upload-nan", "upload-inf", "port-99999", "timeout-nan", "count-minus-5", "quality-nan", "quality-1.5"])
 def test_bad_numbers_are_refused_by_the_parser(argv, option, capsys, no_server):
     with pytest.raises(SystemExit) as exit_:
         main(argv)

@@ -57,7 +57,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
 import facemark
-from facemark.api import ALIGNED_SIZE, Landmarker
+from facemark.api import ALIGNED_SIZE, MIN_QUALITY, Landmarker
 from facemark.detectors import DEFAULT_DETECTOR
 from facemark.files import ImageError, ImageHeaderTooLong, ImageTooLarge, decode_image
 from facemark.track import VideoTracker
@@ -517,10 +517,12 @@ async def index() -> HTMLResponse:
 def create_app(model: str = "default", backend: str | None = None, detector: str | None = None,
                max_upload_mb: float = 10, max_pixels: int | None = None, workers: int = 2, queue: int = 8,
                max_sessions: int = 8, session_idle_s: float = 15.0, upload_timeout_s: float = 30.0,
-               min_upload_rate: float = 8192, upload_grace_s: float = 5.0) -> FastAPI:
+               min_upload_rate: float = 8192, upload_grace_s: float = 5.0,
+               min_quality: float | None = MIN_QUALITY) -> FastAPI:
     """The ASGI app; the model loads once, when the server starts (the lifespan handler).
 
     ``max_pixels``: the largest image accepted (default :data:`facemark.files.MAX_PIXELS`);
+    ``min_quality``: detected faces below this fit quality are left out (:class:`facemark.Landmarker`);
     ``workers``: inference threads; ``queue``: requests allowed to wait for one before 503;
     ``max_sessions``, ``session_idle_s``: live tracking sessions kept (``/v1/track``) and how long an idle one lives;
     ``upload_timeout_s``: an upload still arriving after this long is answered 408; ``min_upload_rate``
@@ -537,7 +539,7 @@ def create_app(model: str = "default", backend: str | None = None, detector: str
         # ONNX Runtime threads per worker, so that the workers together use the cores once; torch's
         # thread count is process-wide, so it is left to the caller
         threads = None if backend == "torch" else max(1, (os.cpu_count() or 1) // workers)
-        landmarker = Landmarker(model, backend=backend, detector=detector, num_threads=threads)
+        landmarker = Landmarker(model, backend=backend, detector=detector, num_threads=threads, min_quality=min_quality)
         landmarker.detector  # noqa: B018 - load now: a bad detector fails the start, not the first request
         service = Service(landmarker, detector or DEFAULT_DETECTOR, int(max_upload_mb * 2**20), max_pixels,
                           workers, queue, max_sessions, session_idle_s, upload_timeout_s, min_upload_rate,
