@@ -86,7 +86,8 @@ class Landmarker:
     :meth:`facemark.detectors.base.Detector.place`); ``True``: every face; ``False``: none. ``flip_test`` (on by default): also predict on the mirrored crop
     and average (test-time flip augmentation: the two crops go through the model as one batch; in
     :meth:`detect` only the final pass is flipped, the first one only places the crop). On the
-    validation split it lowers the default model's NME by 5 % for about 0.5 ms per face.
+    validation split it lowers the default model's NME by about 3 % for a second crop through the
+    model (``docs/speed.md``).
     ``min_quality``: :meth:`detect` drops detected faces whose fit quality (:attr:`Face.quality`)
     is below it (:data:`MIN_QUALITY` by default; None keeps every face; faces of models without a
     quality calibration and faces of given boxes are always kept).

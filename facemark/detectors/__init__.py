@@ -3,13 +3,16 @@
 >>> from facemark.detectors import get_detector, DEFAULT_DETECTOR
 >>> detector = get_detector(DEFAULT_DETECTOR)
 >>> for det in detector.detect(image_bgr):            # sorted by score, highest first
-...     landmark_box = detector.landmark_box(det.box)  # calibrated tight 68-point box
+...     box, roll, from_keypoints = detector.place(det)  # where the landmark model cuts the face
 
-Detectors (``list_detectors()``): ``mtcnn`` (onnxruntime; its 2 MB of weights ship with
-facemark), ``dlib-hog`` and ``dlib-cnn`` (``pip install facemark[dlib]``), ``haar`` (needs an
-OpenCV 4 build: OpenCV 5 dropped the cascades) and ``given`` (boxes supplied by the user).
-Large images are downscaled to ``max_side`` (default 640) before detection; boxes come back in
-the input image's pixels. Figures behind the default: ``bench/results/detectors.md``.
+Detectors (``list_detectors()``): ``blazeface`` (the default: MediaPipe's BlazeFace on
+onnxruntime, its weights ship with facemark; six keypoints per face place the landmark crop, box
+and roll), ``mtcnn`` (onnxruntime; 2 MB of weights ship with facemark), ``dlib-hog`` and
+``dlib-cnn`` (``pip install facemark[dlib]``), ``haar`` (needs an OpenCV 4 build: OpenCV 5 dropped
+the cascades) and ``given`` (boxes supplied by the user). Large images are downscaled to
+``max_side`` before detection (640; BlazeFace 1280, with tiles for small faces); boxes come back
+in the input image's pixels. Figures behind the default: ``bench/results/detectors.md`` and
+``bench/results/small_faces.md``.
 """
 
 from facemark.detectors.base import (
