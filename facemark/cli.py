@@ -434,6 +434,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report", help="output folder")
     p.set_defaults(func=_eval)
 
+    p = command(commands, "bulk", "landmarks for many photos into Parquet, one row per face, on this machine or on "
+                                  "a Ray cluster; run it again to resume (docs/bulk.md)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), globs "
+                   "(quoted: 'photos/**/*.jpg') or URIs pyarrow reads (s3://bucket/photos/)")
+    p.add_argument("--out", required=True, help="folder for the Parquet part files (default: none; required)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: Ray Data (pip install \"facemark[ray]\")")
+    p.add_argument("--address", default=None, help="--engine ray: join this running Ray cluster (ray start --head "
+                   "prints it) (default: start a local Ray instance and stop it at the end)")
+    p.add_argument("--workers", type=_at_least_one, default=None, help="model copies at once, each with CPUs/N "
+                   "ONNX Runtime threads: threads on the local engine, actors on ray "
+                   "(default: one per CPU; local: at most 8)")
+    p.add_argument("--batch-size", type=_at_least_one, default=8, help="images per detect call")
+    p.add_argument("--min-quality", type=_fraction, default=None, help="drop faces whose fit quality is below this; "
+                   "0 keeps every face (default: facemark.api.MIN_QUALITY, 0.05)")
+    p.add_argument("--model", default="default", help="'default', a .pt checkpoint, an .onnx model or a classical "
+                   ".dat/.lbf.npz model (on a cluster: the same path on every node)")
+    p.add_argument("--detector", choices=detectors, default=None, metavar="NAME", help=detector_help)
+    p.set_defaults(func=_bulk)
+
     p = command(commands, "serve", "HTTP service and web page (POST /v1/landmarks, GET /, /docs)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (1..65535)")
@@ -457,6 +477,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "below ulimit -n")
     p.set_defaults(func=_serve)
     return parser
+
+
+def _bulk(args) -> int:
+    from facemark.api import MIN_QUALITY
+    from facemark.bulk import bulk
+
+    try:
+        result = bulk(args.inputs, args.out, engine=args.engine, address=args.address, workers=args.workers,
+                      batch_size=args.batch_size, model=args.model, detector=args.detector,
+                      min_quality=MIN_QUALITY if args.min_quality is None else args.min_quality)
+    except ImportError as err:  # pyarrow, Ray or a detector's dependency: the message names the pip extra
+        raise RuntimeError(str(err)) from None
+    print(f"{result['images']} images, {result['faces']} faces, {result['errors']} images with errors "
+          f"(the error column), {result['already_done']} already done; {result['images_per_s']:.1f} images/s "
+          f"({result['seconds']:.1f} s, {result['engine']} engine); Parquet in {result['out']}")
+    return 0
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a number in 0..1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text!r}")
+    return value
 
 
 def _serve(args) -> int:
