@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from facemark.align import align_face
-from facemark.detectors import DEFAULT_DETECTOR, get_detector
+from facemark.detectors import DEFAULT_DETECTOR, Detector, get_detector
 from facemark.detectors.given import GivenBoxes
 from facemark.face import Face
 from facemark.files import load_image
@@ -79,6 +79,9 @@ class Landmarker:
     ``.onnx`` runs on ONNX Runtime, a ``.pt`` on torch, ``"default"`` on ONNX Runtime when installed).
     A ``.pt`` is never exported on the fly: ``facemark export`` makes the ``.onnx``. ``spec`` is the
     model spec (:mod:`facemark.spec`) read from either file; ``meta`` adds its provenance.
+    ``detector``: a detector's name (:func:`facemark.detectors.list_detectors`; default
+    :data:`~facemark.detectors.DEFAULT_DETECTOR`, built on first use) or a detector object
+    (``get_detector("blazeface", threads=1)``, your own :class:`~facemark.detectors.Detector`).
     ``refine``: in :meth:`detect`, predict once from the detector's calibrated box, then re-crop
     from the box of the predicted points and predict again, so the detector's box convention
     does not leak into the result. ``None`` (the default): only for faces the detector gave no
@@ -94,7 +97,7 @@ class Landmarker:
     """
 
     def __init__(self, model: str | Path = "default", backend: str | None = None, device: str = "cpu",
-                 detector: str | None = None, refine: bool | None = None, flip_test: bool = True,
+                 detector: str | Detector | None = None, refine: bool | None = None, flip_test: bool = True,
                  num_threads: int | None = None, scheme=None, min_quality: float | None = MIN_QUALITY):
         loaded = open_model(model, backend, device, num_threads)
         self.backend, self.model_path, self.spec, self.meta, self._run = (
@@ -118,7 +121,8 @@ class Landmarker:
     @property
     def detector(self):
         if self._detector is None:
-            self._detector = get_detector(self._detector_name or DEFAULT_DETECTOR)
+            given = self._detector_name
+            self._detector = given if isinstance(given, Detector) else get_detector(given or DEFAULT_DETECTOR)
         return self._detector
 
     # -- prediction
@@ -376,7 +380,7 @@ class Landmarker:
 
     def with_own_detector(self) -> "Landmarker":
         """A copy sharing this model but building its own detector (detectors keep scratch state,
-        so each thread of a server uses its own copy)."""
+        so each thread of a server uses its own copy; a detector object given to the constructor is shared)."""
         other = copy.copy(self)
-        other._detector = None
+        other._detector = self._detector_name if isinstance(self._detector_name, Detector) else None
         return other

@@ -53,10 +53,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+try:
+    import fcntl  # POSIX file locks
+except ImportError:  # Windows
+    fcntl = None
+
 import facemark
 import facemark.files
-from facemark.api import MIN_QUALITY, SHIPPED_MODELS, Landmarker, check_min_quality
+from facemark.api import MIN_QUALITY, Landmarker, check_min_quality
 from facemark.detectors import DEFAULT_DETECTOR, get_detector
+from facemark.spec import SHIPPED_MODELS
 from facemark.files import (
     IMAGE_SUFFIXES, ImageError, atomic_path, decode_image, remove_stale_temporaries, write_atomic,
 )
@@ -252,12 +258,13 @@ def load(path: str, data: bytes | None = None, cwd: str | None = None) -> tuple[
 def make_landmarker(model: str | os.PathLike = "default", detector: str | None = None,
                     min_quality: float | None = MIN_QUALITY, threads: int | None = None) -> Landmarker:
     """A Landmarker whose model and detector each use ``threads`` ONNX Runtime threads."""
-    landmarker = Landmarker(model, detector=detector, min_quality=min_quality, num_threads=threads)
+    chosen = detector or DEFAULT_DETECTOR
     if threads:
         try:  # the detector's own session (BlazeFace, MTCNN); others (dlib, haar) keep their default
-            landmarker._detector = get_detector(detector or DEFAULT_DETECTOR, threads=threads)
+            chosen = get_detector(chosen, threads=threads)
         except TypeError:
             pass
+    landmarker = Landmarker(model, detector=chosen, min_quality=min_quality, num_threads=threads)
     landmarker.detector  # noqa: B018 - built now: a missing optional dependency fails before any image
     return landmarker
 
@@ -344,9 +351,7 @@ def _check_settings(out: Path, settings: dict) -> None:
 
 def _lock(out: Path):
     """An exclusive lock on ``out`` for this run (released by the OS even after ``kill -9``)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock
+    if fcntl is None:  # Windows: no lock
         return None
     handle = open(out / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the run: the lock lives with it
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import facemark.files
 from facemark.annotate import annotate
 from facemark.api import MIN_QUALITY, Landmarker
+from facemark.bulk import bulk
 from facemark.data.formats import FORMATS
 from facemark.data.prepare import prepare
 from facemark.data.store import convert_stores
@@ -447,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ONNX Runtime threads: threads on the local engine, actors on ray "
                    "(default: one per CPU; local: at most 8)")
     p.add_argument("--batch-size", type=_at_least_one, default=8, help="images per detect call")
-    p.add_argument("--min-quality", type=_fraction, default=None, help="drop faces whose fit quality is below this; "
-                   "0 keeps every face (default: facemark.api.MIN_QUALITY, 0.05)")
+    p.add_argument("--min-quality", type=_quality_floor, default=MIN_QUALITY, metavar="Q",
+                   help="drop detected faces whose fit quality is below Q (0..1; 'none' keeps every face)")
     p.add_argument("--model", default="default", help="'default', a .pt checkpoint, an .onnx model or a classical "
                    ".dat/.lbf.npz model (on a cluster: the same path on every node)")
     p.add_argument("--detector", choices=detectors, default=None, metavar="NAME", help=detector_help)
@@ -480,30 +481,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bulk(args) -> int:
-    from facemark.api import MIN_QUALITY
-    from facemark.bulk import bulk
-
     try:
         result = bulk(args.inputs, args.out, engine=args.engine, address=args.address, workers=args.workers,
                       batch_size=args.batch_size, model=args.model, detector=args.detector,
-                      min_quality=MIN_QUALITY if args.min_quality is None else args.min_quality)
+                      min_quality=args.min_quality)
     except ImportError as err:  # pyarrow, Ray or a detector's dependency: the message names the pip extra
         raise RuntimeError(str(err)) from None
     print(f"{result['images']} images, {result['faces']} faces, {result['errors']} images with errors "
           f"(the error column), {result['already_done']} already done; {result['images_per_s']:.1f} images/s "
           f"({result['seconds']:.1f} s, {result['engine']} engine); Parquet in {result['out']}")
     return 0
-
-
-def _fraction(text: str) -> float:
-    """argparse type: a number in 0..1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text!r}")
-    return value
 
 
 def _serve(args) -> int:
