@@ -43,7 +43,7 @@ RECALL_IOU = 0.5
 
 #: label -> (registered detector, constructor arguments)
 SETTINGS: dict[str, tuple[str, dict]] = {
-    "`blazeface` (default: short range, tiles for photos over 1000 px)": ("blazeface", {}),
+    "`blazeface` (the default: short range, tiles for photos of 960 px and more)": ("blazeface", {}),
     "`blazeface`, short range, no tiles": ("blazeface", {"tiles": False}),
     "`blazeface`, full range, no tiles": ("blazeface", {"model": "full", "tiles": False}),
     "`blazeface`, full range, tiles": ("blazeface", {"model": "full", "tiles": True}),
@@ -95,6 +95,21 @@ def found_faces(boxes: list, truth: list[np.ndarray]) -> int:
     return hits
 
 
+def recall_by_size(sets: dict, iods: list[float], find) -> tuple[list[float], float]:
+    """The share of true faces found at each size (``find(canvas)`` -> landmark boxes) and the mean ms per canvas."""
+    recall, ms = [], []
+    for iod in iods:
+        hits = total = 0
+        for canvas, truth in sets[iod]:
+            start = time.perf_counter()
+            boxes = find(canvas)
+            ms.append(1000 * (time.perf_counter() - start))
+            hits += found_faces(boxes, truth)
+            total += len(truth)
+        recall.append(hits / total)
+    return recall, float(np.mean(ms))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
@@ -116,31 +131,13 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             detector = get_detector(name, **kwargs, **({"threads": 2} if name in ("mtcnn", "blazeface") else {}))
-        recall, ms = [], []
-        for iod in iods:
-            hits = total = 0
-            for canvas, truth in sets[iod]:
-                start = time.perf_counter()
-                found = detector.detect(canvas)
-                ms.append(1000 * (time.perf_counter() - start))
-                hits += found_faces([detector.place(d)[0] for d in found], truth)
-                total += len(truth)
-            recall.append(hits / total)
-        rows.append((label, recall, float(np.mean(ms))))
-        print(label, " ".join(f"{r * 100:.0f}" for r in recall), f"{np.mean(ms):.0f} ms", file=sys.stderr)
+        recall, ms = recall_by_size(sets, iods, lambda canvas: [detector.place(d)[0] for d in detector.detect(canvas)])
+        rows.append((label, recall, ms))
+        print(label, " ".join(f"{r * 100:.0f}" for r in recall), f"{ms:.0f} ms", file=sys.stderr)
     if not only or DEFAULT_DETECTOR in only:
         landmarker = Landmarker(args.model)
-        recall, ms = [], []
-        for iod in iods:
-            hits = total = 0
-            for canvas, truth in sets[iod]:
-                start = time.perf_counter()
-                result = landmarker.detect(canvas)
-                ms.append(1000 * (time.perf_counter() - start))
-                hits += found_faces([box_from_points(f.points) for f in result], truth)
-                total += len(truth)
-            recall.append(hits / total)
-        rows.append((f"default pipeline `Landmarker().detect` ({DEFAULT_DETECTOR} + landmarks)", recall, float(np.mean(ms))))
+        recall, ms = recall_by_size(sets, iods, lambda canvas: [box_from_points(f.points) for f in landmarker.detect(canvas)])
+        rows.append((f"default pipeline `Landmarker().detect` ({DEFAULT_DETECTOR} + landmarks)", recall, ms))
     command = shlex.join(["python", "-m", "bench.bench_small_faces", *(argv if argv is not None else sys.argv[1:])])
     counts = ", ".join(f"{sum(len(t) for _, t in sets[i])} faces on {len(sets[i])} canvases at {i:g} px" for i in iods)
     lines = ["# Small faces: recall by inter-ocular distance", "", f"`{command}`", "",
