@@ -150,10 +150,10 @@ def report(m: dict, d: dict, args, seconds: float) -> str:
 #: the shipped models this script calibrates: the split-trained twin it is fitted on (it never saw
 #: ``data``), the faces, and the checkpoint the shipped files are exported from
 PRESETS = {
-    "default": ("runs/300w_pipnet_resnet075_128_gpu_long/last.pt", "data/300w-lite/val",
-                "runs/300w_pipnet_resnet075_128_gpu_long_all/last.pt"),
-    "default-5": ("runs/five_pipnet_resnet_128_init/last.pt", "data/five-300w/val",
-                  "runs/five_pipnet_resnet_128_init/last.pt"),  # trained on the training split only
+    "default": ("runs/300w_cuhk_pipnet_resnet075_128_ft/last.pt", "data/300w-lite/val",
+                "runs/300w_cuhk_pipnet_resnet075_128_ft_all/last.pt"),
+    "default-5": ("runs/five_pipnet_resnet_128_checked/last.pt", "data/five-300w-192/val",
+                  "runs/five_pipnet_resnet_128_checked/last.pt"),  # trained on the training split only
 }
 
 
