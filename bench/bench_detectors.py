@@ -122,7 +122,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help=f"comma-separated keys of {list(SETTINGS)} (default: all available)")
     ap.add_argument("--limit", type=int, default=None, help="use at most N validation faces, spread evenly")
     ap.add_argument("--cache", type=Path, default=None, help="folder to cache raw detections in")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS.relative_to(RESULTS.parents[2])}; "
+                    "a partial run, --only or --limit, is written only to an --out named here)")
     ap.add_argument("--timing", type=int, default=60, help="images of the interleaved timing pass (0: time the "
                     "accuracy runs instead)")
     ap.add_argument("--note", default="", help="a line about the machine and its load, added to the caption")
@@ -194,14 +195,16 @@ def main(argv=None) -> int:
         text += "\nNot run: " + "; ".join(skipped) + ".\n"
     text += f"\nDefault detector (`facemark.detectors.DEFAULT_DETECTOR`): `{DEFAULT_DETECTOR}`.\n"
     print(text)
-    if args.limit is None and not args.only:
+    if args.out is None and args.limit is None and not args.only:
+        args.out = RESULTS
+    if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_name(f".{args.out.name}.tmp")
         tmp.write_text(text)
         tmp.replace(args.out)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
-        print(f"(a partial run: {args.out} not written)", file=sys.stderr)
+        print(f"(a partial run: {RESULTS} not written; --out names a file for it)", file=sys.stderr)
     return 0
 
 

@@ -2,9 +2,9 @@
 
 Pipelines on the same images, in one run:
 
-* facemark: ``Landmarker(model).detect(image)`` (the default detector, BlazeFace, and one landmark
-  pass placed from its keypoints, flip test on); for speed also with the flip test off, and the
-  Step-7c pipeline (MTCNN, calibrated box, refine pass);
+* facemark: ``Landmarker(model).detect(image)`` with its defaults, and the variants of
+  :data:`VARIANTS` (BlazeFace with the checked pass or one pass, flip test on or off, and the
+  Step-7c pipeline: MTCNN, calibrated box, refine pass), for accuracy and speed alike;
 * dlib: its HOG frontal face detector (no upsampling, dlib's default use) + the 68-point ERT shape
   predictor on the HOG rectangle, exactly as dlib's own examples chain them.
 
@@ -87,6 +87,18 @@ class DlibPipeline:
         return faces
 
 
+DEFAULT = "facemark `Landmarker().detect` (the defaults)"
+FLIP_OFF = "facemark, flip test off (`flip_test=False`)"
+#: the pipeline variants timed and scored beside the defaults: label -> Landmarker keyword arguments
+VARIANTS = {
+    "facemark, BlazeFace, checked pass, flip test (`refine=None`)": {"refine": None, "flip_test": True},
+    "facemark, BlazeFace, one pass, flip test (`refine=False`)": {"refine": False, "flip_test": True},
+    FLIP_OFF: {"flip_test": False},
+    "facemark, BlazeFace, one pass, flip test off (`refine=False, flip_test=False`)": {"refine": False,
+                                                                                        "flip_test": False},
+    "facemark, MTCNN + refine pass (the Step-7c pipeline)": {"detector": "mtcnn", "refine": True},
+}
+
 def time_per_photo(pipelines: dict, photos: list[np.ndarray], warmup: int = 3) -> tuple[dict, dict]:
     """Milliseconds of one call per photo for each pipeline (taking turns photo by photo, the order
     rotating so no pipeline always follows the same one) and the photos each found a face in."""
@@ -143,29 +155,26 @@ def main(argv=None) -> int:
 
     if not args.no_accuracy:
         rows = []
-        plain = Landmarker(args.model, flip_test=False)
-        step7c = Landmarker(args.model, detector="mtcnn", refine=True)
+        variants = {label: Landmarker(args.model, **kwargs) for label, kwargs in VARIANTS.items()}
+        plain = variants[FLIP_OFF]
         gt = evaluate(landmarker, val, box="gt", name="facemark", progress=False)
         end = evaluate(landmarker, val, box="detector", name="facemark", progress=False)
         runs = [("facemark, ground-truth box", gt),
                 ("facemark, ground-truth box, flip test off", evaluate(plain, val, box="gt", progress=False)),
-                ("facemark, own detector (end to end)", end),
-                ("facemark, own detector, flip test off", evaluate(plain, val, box="detector", progress=False)),
-                ("facemark, MTCNN + refine pass (the Step-7c pipeline)", evaluate(step7c, val, box="detector",
-                                                                                   progress=False)),
-                ("dlib HOG + ERT, own detector (end to end)", evaluate(
-                    dlib_pipeline, val, box="detector", detector=dlib_pipeline.detector, name="dlib", progress=False))]
+                (f"{DEFAULT}, own detector (end to end)", end)]
+        runs += [(f"{label}, own detector", evaluate(variant, val, box="detector", progress=False))
+                 for label, variant in variants.items()]
+        runs.append(("dlib HOG + ERT, own detector (end to end)", evaluate(
+            dlib_pipeline, val, box="detector", detector=dlib_pipeline.detector, name="dlib", progress=False)))
         if args.rotate:
             tilted = f"photos tilted ±{args.rotate:g}°"
-            runs += [(f"facemark, own detector, {tilted}",
-                      evaluate(landmarker, val, box="detector", rotate=args.rotate, name="facemark", progress=False)),
-                     (f"facemark, flip test off, {tilted}",
-                      evaluate(plain, val, box="detector", rotate=args.rotate, progress=False)),
-                     (f"facemark, MTCNN + refine pass, {tilted}",
-                      evaluate(step7c, val, box="detector", rotate=args.rotate, progress=False)),
-                     (f"dlib HOG + ERT, own detector, {tilted}",
-                      evaluate(dlib_pipeline, val, box="detector", detector=dlib_pipeline.detector, rotate=args.rotate,
-                               name="dlib", progress=False))]
+            runs.append((f"{DEFAULT}, {tilted}",
+                         evaluate(landmarker, val, box="detector", rotate=args.rotate, name="facemark", progress=False)))
+            runs += [(f"{label}, {tilted}", evaluate(variant, val, box="detector", rotate=args.rotate, progress=False))
+                     for label, variant in variants.items()]
+            runs.append((f"dlib HOG + ERT, own detector, {tilted}",
+                         evaluate(dlib_pipeline, val, box="detector", detector=dlib_pipeline.detector,
+                                  rotate=args.rotate, name="dlib", progress=False)))
         for label, result in runs:
             s, det = result["summary"], result["detection"]
             found = f"{det['rate'] * 100:.1f} ({det['found']}/{det['attempted']})" if det else "-"
@@ -183,13 +192,9 @@ def main(argv=None) -> int:
                      "before detection (the split's faces are mostly upright)."] if args.rotate else []), ""]
 
     speed_model = args.speed_model or args.model
-    pipelines = {  # label -> detect(image) -> faces
-        "facemark `Landmarker().detect` (default: BlazeFace, one pass from its keypoints, flip test)":
-            Landmarker(speed_model).detect,
-        "facemark, flip test off (`flip_test=False`)": Landmarker(speed_model, flip_test=False).detect,
-        "facemark, MTCNN + refine pass (the Step-7c pipeline)": Landmarker(speed_model, detector="mtcnn", refine=True).detect,
-        "dlib HOG detector + 68-point shape predictor": dlib_pipeline.detect,
-    }
+    pipelines = {DEFAULT: Landmarker(speed_model).detect}  # label -> detect(image) -> faces
+    pipelines.update({label: Landmarker(speed_model, **kwargs).detect for label, kwargs in VARIANTS.items()})
+    pipelines["dlib HOG detector + 68-point shape predictor"] = dlib_pipeline.detect
     if args.speed_model and args.speed_model != args.model:
         lines += [f"Timing pass: model `{args.speed_model}`.", ""]
     originals = [read_image(f.image_path) for f in faces[: args.speed_images]]

@@ -1,7 +1,7 @@
 """Hard faces: turned heads (CUHK AFLW test list) and small, degraded faces (a degraded 300w-lite
 validation split), end to end, and the 300w-lite validation split as it is.
 
-Rows, each for one pipeline (``--model``, ``--detector``, ``--refine``):
+Rows, each for one pipeline (``--model``, ``--detector``, ``--refine`` or ``--one-pass``, ``--no-flip``):
 
 * **CUHK AFLW** (2995 faces with larger poses; 80 x 80 crops scaled x3): the pipeline's own
   detector finds the face; its points are turned into the five cuhk-5pt points (68 points: eye
@@ -18,7 +18,7 @@ Rows, each for one pipeline (``--model``, ``--detector``, ``--refine``):
 The degraded photos and the scaled AFLW crops are written once to ``--cache`` (default
 ``runs/hard-faces``) and reused::
 
-    python -m bench.bench_hard_faces --model MODEL [--detector NAME] [--refine] [--label TEXT] [--with-300w]
+    python -m bench.bench_hard_faces --model MODEL [--detector NAME] [--refine | --one-pass] [--no-flip] [--label TEXT] [--with-300w]
 
 Appends the rows to ``bench/results/hard_faces.md`` (one block per run, with its command).
 """
@@ -115,7 +115,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--detector", default=None, help="detector name (default: the Landmarker's default)")
-    ap.add_argument("--refine", action="store_true", help="always the second (refine) pass")
+    passes = ap.add_mutually_exclusive_group()
+    passes.add_argument("--refine", action="store_true", help="always the second (refine) pass")
+    passes.add_argument("--one-pass", action="store_true", help="never a second pass (refine=False)")
     ap.add_argument("--no-flip", action="store_true", help="flip test off")
     ap.add_argument("--label", default=None, help="name of the pipeline in the table")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "300w-lite", help="prepared folder (val/ store)")
@@ -126,9 +128,9 @@ def main(argv=None) -> int:
     ap.add_argument("--report", type=Path, default=None, help="folder for the evaluation reports (CED, worst faces)")
     args = ap.parse_args(argv)
     cv2.setNumThreads(2)
-    landmarker = Landmarker(args.model, detector=args.detector, refine=True if args.refine else None,
+    landmarker = Landmarker(args.model, detector=args.detector, refine=True if args.refine else False if args.one_pass else None,
                             flip_test=not args.no_flip)
-    label = args.label or f"{args.model}, {landmarker.detector.name}" + (", refine" if args.refine else "")
+    label = args.label or f"{args.model}, {landmarker.detector.name}" + (", refine" if args.refine else ", one pass" if args.one_pass else "")
     val = load_faces(args.data / "val")[0]
     report = (lambda name: None) if args.report is None else (lambda name: args.report / name)
     runs = [
