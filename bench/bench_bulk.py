@@ -18,6 +18,11 @@ and the largest point difference in pixels (target <= 0.01). Writes ``bench/resu
 Start-up: each engine (and the plain loop) also runs on ``--startup-images`` (4) photos; that wall
 time is its fixed cost, and ``(N - 4) / (T_N - T_4)`` its rate once started, the figure that
 decides a run over millions of photos.
+
+Memory: with ``--memory N`` (e.g. 5000) the local engine also runs over N photos (the 300w-lite
+photos again and again, through links of distinct names, so each is a new image to it) while its
+resident memory (``VmRSS``) is sampled every half second; the report gives it at each tenth of the
+run. Streaming keeps it flat; a list of results held in memory would grow with N.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from facemark.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 LITE = Path(os.environ.get("FACEMARK_SHARED", ROOT.parent / "shared")) / "data" / "300w-lite"
@@ -83,6 +90,30 @@ def compare(local: Path, other: Path) -> tuple[bool, float]:
     return True, worst
 
 
+def rss_over_run(count: int, tmp: Path, env: dict) -> tuple[list[float], float]:
+    """The local engine over ``count`` photos (links of distinct names to the 300w-lite photos): its
+    resident memory in MB, sampled every half second, and the run's wall time."""
+    links = tmp / "memory-photos"
+    links.mkdir()
+    source = photos(10_000)
+    for k in range(count):
+        (links / f"{k:06d}.jpg").symlink_to(source[k % len(source)])
+    command = [sys.executable, "-m", "facemark.cli", "bulk", str(links), "--out", str(tmp / "memory-out")]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = []
+    while process.poll() is None:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            samples.append(int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024)
+        except (OSError, StopIteration):
+            pass
+        time.sleep(0.5)
+    if process.returncode != 0 or not samples:
+        raise SystemExit(f"the memory run failed ({process.returncode})")
+    return samples, time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500, help="photos per run")
@@ -91,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default="local,ray", help="engines to run")
     parser.add_argument("--repeats", type=int, default=1, help="runs per setting; the fastest counts")
     parser.add_argument("--startup-images", type=int, default=4, help="photos of the start-up runs (0: none)")
+    parser.add_argument("--memory", type=int, default=0, help="also sample the local engine's RSS over this many "
+                        "photos (0: not)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     workers = [int(v) for v in args.workers.split(",")]
@@ -144,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         import pyarrow.parquet as pq
 
         table = pq.read_table(next(iter(outputs.values()))) if outputs else None
+        memory = rss_over_run(args.memory, tmp, env) if args.memory else None
     load_after = os.getloadavg()
 
     plain = len(paths) / rows[0][3]
@@ -187,9 +221,17 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"- {engine}, workers {w}, batch {b}: " + (f"same rows, {worst:.4f} px" if same
                                                                     else "**different rows**"))
         lines.append("")
+    if memory:
+        samples, seconds = memory
+        tenths = [samples[min(len(samples) - 1, round(k * (len(samples) - 1) / 10))] for k in range(11)]
+        lines += [f"Memory: the local engine (default workers, batch 8) over {args.memory} photos ({seconds:.0f} s, "
+                  f"{args.memory / seconds:.1f} images/s), resident memory (MB) at each tenth of the run:", "",
+                  "| " + " | ".join(f"{k * 10} %" for k in range(11)) + " |", "|" + "---:|" * 11,
+                  "| " + " | ".join(f"{v:.0f}" for v in tenths) + " |", "",
+                  f"Peak {max(samples):.0f} MB; from 20 % to the end it moved by {tenths[10] - tenths[2]:+.0f} MB.", ""]
     text = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_atomic(args.out, text)
     print(text)
     return 0
 
