@@ -55,7 +55,8 @@ SETTINGS: dict[str, tuple[str, str, dict, str]] = {
     "cnn-up0-256": ("`dlib-cnn`, upsample 0, max side 256", "dlib-cnn", {"upsample": 0, "max_side": 256}, "dlib-cnn"),
     "mtcnn": ("`mtcnn`", "mtcnn", {}, "mtcnn"),
     "blazeface": ("`blazeface` (short range; keypoint placement)", "blazeface", {}, "blazeface"),
-    "blazeface-full": ("`blazeface`, full range", "blazeface", {"model": "full"}, "blazeface:full"),
+    "blazeface-full": ("`blazeface`, full range, no fallback", "blazeface", {"model": "full", "fallback": None},
+                       "blazeface:full"),
 }
 
 

@@ -43,10 +43,12 @@ RECALL_IOU = 0.5
 
 #: label -> (registered detector, constructor arguments)
 SETTINGS: dict[str, tuple[str, dict]] = {
-    "`blazeface` (the default: short range, tiles for photos of 960 px and more)": ("blazeface", {}),
-    "`blazeface`, short range, no tiles": ("blazeface", {"tiles": False}),
-    "`blazeface`, full range, no tiles": ("blazeface", {"model": "full", "tiles": False}),
-    "`blazeface`, full range, tiles": ("blazeface", {"model": "full", "tiles": True}),
+    "`blazeface` (the default: short range, tiles for photos of 960 px and more, MTCNN where it finds nothing)":
+        ("blazeface", {}),
+    "`blazeface`, short range, tiles, no fallback": ("blazeface", {"fallback": None}),
+    "`blazeface`, short range, no tiles, no fallback": ("blazeface", {"tiles": False, "fallback": None}),
+    "`blazeface`, full range, no tiles, no fallback": ("blazeface", {"model": "full", "tiles": False, "fallback": None}),
+    "`blazeface`, full range, tiles, no fallback": ("blazeface", {"model": "full", "tiles": True, "fallback": None}),
     "`mtcnn` (max side 640)": ("mtcnn", {}),
     "`mtcnn`, max side none": ("mtcnn", {"max_side": None}),
     "`dlib-hog`, upsample 0": ("dlib-hog", {"upsample": 0}),

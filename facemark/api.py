@@ -43,8 +43,11 @@ ALIGNED_SIZE = 112  # the ArcFace template's size
 #: flicker of faces crossing a threshold (raw NMF 0.634 % at 20°, 0.562 % at 0)
 ROLL_ALIGN = 0.0
 #: a face placed from a detector's keypoints keeps its one pass when the box its points give overlaps
-#: the keypoints' box this much (else it is re-cut from its points and predicted again; Landmarker.refine_iou)
-REFINE_IOU = 0.9
+#: the keypoints' box this much and the two rolls agree within 5 degrees (else it is re-cut from its
+#: points and predicted again; Landmarker.refine_iou). 0: only the roll is checked. Measured
+#: (bench_end_to_end, split-trained twin): an IoU check of 0.9 re-cut most faces for 3.41 against
+#: 3.42 % end to end, at 1.3x the time per photo
+REFINE_IOU = 0.0
 #: detect drops a face the detector found when its fit quality (Face.quality) is below this: hair,
 #: hands and background patches that a detector takes for a face get quality near 0 (chosen by
 #: python -m bench.bench_min_quality: it keeps every true face of the validation split)

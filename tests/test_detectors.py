@@ -305,3 +305,37 @@ def test_calibration_invert_undoes_apply():
     cal = Calibration(0.02, 0.14, 1.03, 0.77)
     box = (10.0, 20.0, 110.0, 140.0)
     assert np.allclose(cal.invert(cal.apply(box)), box) and np.allclose(cal.apply(cal.invert(box)), box)
+
+
+# -- BlazeFace -----------------------------------------------------------------------------
+
+def test_blazeface_finds_a_real_face_with_its_keypoints(real_face):
+    image, landmark_box = real_face
+    detector = get_detector("blazeface", threads=1)
+    assert_finds(detector, image, landmark_box)
+    best = detector.detect(image)[0]
+    assert best.keypoints is not None and best.keypoints.shape == (6, 2)
+    box, _, from_keypoints = detector.place(best)
+    assert from_keypoints and iou(box, landmark_box) > 0.6
+
+
+class _BlindBlazeFace(get_detector("blazeface").__class__):
+    """BlazeFace that sees no face anywhere: only its fallback can find one."""
+
+    def _search(self, inputs):
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 6, 2), np.float32)
+
+
+def test_blazeface_falls_back_to_mtcnn_where_it_finds_nothing(real_face):
+    image, landmark_box = real_face
+    assert _BlindBlazeFace(fallback=None, threads=1).detect(image) == []
+    detector = _BlindBlazeFace(threads=1)  # the default fallback: MTCNN
+    found = detector.detect(image)
+    assert found and found[0].keypoints is None
+    box, _, from_keypoints = detector.place(found[0])  # MTCNN's landmark box, through BlazeFace's calibration
+    assert not from_keypoints
+    mtcnn = get_detector("mtcnn", threads=1)
+    assert iou(box, mtcnn.landmark_box(mtcnn.detect(image)[0].box)) > 0.99
+    assert iou(box, landmark_box) > 0.6
+    with pytest.raises(ValueError, match="fallback"):
+        get_detector("blazeface", fallback="blazeface")
