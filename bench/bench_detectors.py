@@ -37,7 +37,7 @@ import numpy as np
 from bench import DEFAULT_ROOT
 from facemark.calibrate import cache_file, detections_of, evenly_spaced, face_box, run_detections
 from facemark.detectors import DEFAULT_DETECTOR, calibration_for, detector_available, get_detector
-from facemark.files import read_image
+from facemark.files import read_image, write_atomic
 from facemark.data.faces import load_faces
 from facemark.geometry import best_match, box_from_points, iou
 
@@ -200,9 +200,7 @@ def main(argv=None) -> int:
         args.out = RESULTS
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        write_atomic(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         print(f"(a partial run: {RESULTS} not written; --out names a file for it)", file=sys.stderr)

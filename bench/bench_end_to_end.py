@@ -100,6 +100,7 @@ VARIANTS = {
     "facemark, MTCNN + refine pass (the Step-7c pipeline)": {"detector": "mtcnn", "refine": True},
 }
 
+
 def variant(model, kwargs: dict) -> Landmarker:
     """A Landmarker of one of :data:`VARIANTS`."""
     kwargs = dict(kwargs)
@@ -173,16 +174,16 @@ def main(argv=None) -> int:
         runs = [("facemark, ground-truth box", gt),
                 ("facemark, ground-truth box, flip test off", evaluate(plain, val, box="gt", progress=False)),
                 (f"{DEFAULT}, own detector (end to end)", end)]
-        runs += [(f"{label}, own detector", evaluate(variant, val, box="detector", progress=False))
-                 for label, variant in variants.items()]
+        runs += [(f"{label}, own detector", evaluate(lm, val, box="detector", progress=False))
+                 for label, lm in variants.items()]
         runs.append(("dlib HOG + ERT, own detector (end to end)", evaluate(
             dlib_pipeline, val, box="detector", detector=dlib_pipeline.detector, name="dlib", progress=False)))
         if args.rotate:
             tilted = f"photos tilted ±{args.rotate:g}°"
             runs.append((f"{DEFAULT}, {tilted}",
                          evaluate(landmarker, val, box="detector", rotate=args.rotate, name="facemark", progress=False)))
-            runs += [(f"{label}, {tilted}", evaluate(variant, val, box="detector", rotate=args.rotate, progress=False))
-                     for label, variant in variants.items()]
+            runs += [(f"{label}, {tilted}", evaluate(lm, val, box="detector", rotate=args.rotate, progress=False))
+                     for label, lm in variants.items()]
             runs.append((f"dlib HOG + ERT, own detector, {tilted}",
                          evaluate(dlib_pipeline, val, box="detector", detector=dlib_pipeline.detector,
                                   rotate=args.rotate, name="dlib", progress=False)))

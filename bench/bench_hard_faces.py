@@ -128,9 +128,10 @@ def main(argv=None) -> int:
     ap.add_argument("--report", type=Path, default=None, help="folder for the evaluation reports (CED, worst faces)")
     args = ap.parse_args(argv)
     cv2.setNumThreads(2)
-    landmarker = Landmarker(args.model, detector=args.detector, refine=True if args.refine else False if args.one_pass else None,
-                            flip_test=not args.no_flip)
-    label = args.label or f"{args.model}, {landmarker.detector.name}" + (", refine" if args.refine else ", one pass" if args.one_pass else "")
+    refine = True if args.refine else (False if args.one_pass else None)
+    landmarker = Landmarker(args.model, detector=args.detector, refine=refine, flip_test=not args.no_flip)
+    suffix = {True: ", refine", False: ", one pass", None: ""}[refine]
+    label = args.label or f"{args.model}, {landmarker.detector.name}{suffix}"
     val = load_faces(args.data / "val")[0]
     report = (lambda name: None) if args.report is None else (lambda name: args.report / name)
     runs = [

@@ -40,8 +40,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "dlib-hog": ("dlib-hog", {}),
     "dlib-cnn": ("dlib-cnn", {}),
     "mtcnn": ("mtcnn", {}),
-    "blazeface": ("blazeface", {}),
-    "blazeface:full": ("blazeface", {"model": "full"}),
+    "blazeface": ("blazeface", {"fallback": None}),  # BlazeFace's own boxes, not its MTCNN fallback's
+    "blazeface:full": ("blazeface", {"model": "full", "fallback": None}),
 }
 
 MIN_IOU = 0.3

@@ -15,6 +15,7 @@ from facemark.detectors import (
     get_detector, list_detectors, load_calibrations,
 )
 from facemark.detectors.base import downscale, unscale_box
+from facemark.detectors.blazeface import BlazeFaceDetector
 from facemark.calibrate import face_box, fit_calibration, mean_calibrated_iou, write_calibrations
 from facemark.detectors.given import GivenBoxes, face_box_calibration, load_boxes
 from facemark.geometry import CropRule, best_match, box_from_points, crop_box_from_box, iou
@@ -319,7 +320,7 @@ def test_blazeface_finds_a_real_face_with_its_keypoints(real_face):
     assert from_keypoints and iou(box, landmark_box) > 0.6
 
 
-class _BlindBlazeFace(get_detector("blazeface").__class__):
+class _BlindBlazeFace(BlazeFaceDetector):
     """BlazeFace that sees no face anywhere: only its fallback can find one."""
 
     def _search(self, inputs):

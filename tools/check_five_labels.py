@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=96, help="stored region size in pixels")
     ap.add_argument("--context", type=float, default=3.0, help="stored region around the crop box")
     args = ap.parse_args(argv)
-    detector = get_detector("blazeface", tiles=False)
+    detector = get_detector("blazeface", tiles=False, fallback=None)  # BlazeFace's own eye keypoints only
     kept, left_out = [], []
     for sample in tqdm(read_cuhk_list(args.list), desc="checking", unit="face"):
         image = read_image(sample.image_path)

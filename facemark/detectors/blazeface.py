@@ -242,7 +242,7 @@ class BlazeFaceDetector(Detector):
             if not detector_available(self.fallback):  # e.g. dlib's without facemark[dlib]: no fallback
                 self.fallback = None
                 return []
-            kwargs = {"threads": self._threads} if self.fallback in ("mtcnn", "blazeface") and self._threads else {}
+            kwargs = {"threads": self._threads} if self.fallback == "mtcnn" and self._threads else {}
             self._fallback = get_detector(self.fallback, **kwargs)
         return [Detection(self.calibration.invert(self._fallback.landmark_box(d.box)), d.score, d.roll)
                 for d in self._fallback.detect(image_bgr)]
