@@ -19,6 +19,7 @@ The degraded photos and the scaled AFLW crops are written once to ``--cache`` (d
 ``runs/hard-faces``) and reused::
 
     python -m bench.bench_hard_faces --model MODEL [--detector NAME] [--refine | --one-pass] [--no-flip] [--label TEXT] [--with-300w]
+        [--aflw-only] [--aflw-one-based]
 
 Appends the rows to ``bench/results/hard_faces.md`` (one block per run, with its command).
 """
@@ -75,10 +76,21 @@ def degraded_split(faces: list[FaceSample], cache: Path, seed: int = 0) -> list[
     return out
 
 
-def aflw_test(cache: Path, factor: int = 3) -> list[FaceSample]:
-    """The CUHK AFLW test list, each 80 x 80 crop scaled by ``factor`` (bilinear), written once under ``cache``."""
-    samples = read_cuhk_list(SHARED / "data" / "cuhk-5pt" / "new_testing.txt")
-    folder = cache / f"aflw-x{factor}"
+def aflw_test(cache: Path, factor: int = 3, one_based: bool = False) -> list[FaceSample]:
+    """The CUHK AFLW test list, each 80 x 80 crop scaled by ``factor`` (bilinear), written once under
+    ``cache``. ``one_based``: its points read as 1-based pixel coordinates (MATLAB's), one crop pixel
+    subtracted from x and y (``python -m bench.bench_label_offset`` measures why)."""
+    faces = cuhk_list(cache, "new_testing.txt", factor)
+    if not one_based:
+        return faces
+    return [replace(f, points=(np.asarray(f.points, np.float64) - factor).astype(np.float32)) for f in faces]
+
+
+def cuhk_list(cache: Path, list_name: str, factor: int = 3, limit: int | None = None) -> list[FaceSample]:
+    """The first ``limit`` faces of a cuhk-5pt list (``new_testing.txt``: AFLW; ``new_training.txt``:
+    LFW and web photos), each 80 x 80 crop scaled by ``factor`` (bilinear), written once under ``cache``."""
+    samples = read_cuhk_list(SHARED / "data" / "cuhk-5pt" / list_name)[:limit]
+    folder = cache / (f"aflw-x{factor}" if list_name == "new_testing.txt" else f"{Path(list_name).stem}-x{factor}")
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, sample in enumerate(samples):
@@ -122,6 +134,10 @@ def main(argv=None) -> int:
     ap.add_argument("--label", default=None, help="name of the pipeline in the table")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "300w-lite", help="prepared folder (val/ store)")
     ap.add_argument("--with-300w", action="store_true", help="also the validation split as it is (held-out models)")
+    ap.add_argument("--aflw-only", action="store_true", help="only the CUHK AFLW row")
+    ap.add_argument("--aflw-one-based", action="store_true",
+                    help="read the AFLW test list's points as 1-based pixel coordinates (1 crop pixel less in x and y; "
+                         "see bench.bench_label_offset)")
     ap.add_argument("--cache", type=Path, default=ROOT / "runs" / "hard-faces")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -134,15 +150,14 @@ def main(argv=None) -> int:
     label = args.label or f"{args.model}, {landmarker.detector.name}{suffix}"
     val = load_faces(args.data / "val")[0]
     report = (lambda name: None) if args.report is None else (lambda name: args.report / name)
-    runs = [
-        ("CUHK AFLW test, five points, own detector", evaluate(
-            FivePoints(landmarker), aflw_test(args.cache), box="detector", name=label, progress=False,
-            out=report("aflw"))),
-        ("300w-lite val degraded (iod 20-30 px, blur, JPEG 40-70), own detector", evaluate(
+    aflw_name = "CUHK AFLW test, five points" + (" read as 1-based" if args.aflw_one_based else "") + ", own detector"
+    runs = [(aflw_name, evaluate(FivePoints(landmarker), aflw_test(args.cache, one_based=args.aflw_one_based),
+                                 box="detector", name=label, progress=False, out=report("aflw")))]
+    if not args.aflw_only:
+        runs.append(("300w-lite val degraded (iod 20-30 px, blur, JPEG 40-70), own detector", evaluate(
             landmarker, degraded_split(val, args.cache, args.seed), box="detector", name=label, progress=False,
-            out=report("degraded"))),
-    ]
-    if args.with_300w:
+            out=report("degraded"))))
+    if args.with_300w and not args.aflw_only:
         runs += [("300w-lite val, ground-truth box", evaluate(landmarker, val, box="gt", name=label, progress=False,
                                                                out=report("val-gt"))),
                  ("300w-lite val, own detector", evaluate(landmarker, val, box="detector", name=label, progress=False,
