@@ -34,28 +34,41 @@ import numpy as np
 from bench.bench_hard_faces import FivePoints, cuhk_list
 from facemark.api import Landmarker
 from facemark.files import read_image, write_atomic
-from facemark.geometry import box_from_points, iou
+from facemark.evaluate import MATCH_IOU
+from facemark.geometry import best_match, box_from_points
 from facemark.metrics import nme
 from facemark.schemes import get_scheme
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "label_offset.md"
 FACTOR = 3  # the crops are scored scaled x3, as in bench_hard_faces
+PICKS = (5, 40, 60)  # the AFLW test faces of --picture
+
+
+def five_points(landmarker: Landmarker):
+    """The pipeline as five-point faces: a 68-point model seen through :class:`FivePoints`."""
+    return FivePoints(landmarker) if landmarker.num_points == 68 else landmarker
+
+
+def match(five, image: np.ndarray, gt: np.ndarray) -> np.ndarray | None:
+    """The five predicted points ``(5, 2)`` of the face of ``five.detect(image)`` matching the labels
+    ``gt`` (its five points' box at IoU >= :data:`facemark.evaluate.MATCH_IOU` with theirs, as
+    ``evaluate`` matches five-point faces), or None when the pipeline missed it."""
+    found = [np.asarray(f.points, np.float64) for f in five.detect(image)]
+    i, overlap = best_match([box_from_points(p) for p in found], box_from_points(gt))
+    return None if i is None or overlap < MATCH_IOU else found[i]
 
 
 def matched_points(landmarker: Landmarker, faces) -> tuple[np.ndarray, np.ndarray]:
-    """Five predicted and five true points ``(n, 5, 2)`` of the faces the pipeline found (IoU >= 0.5
-    between the boxes of the five points), in the scaled photos' pixels."""
-    five = FivePoints(landmarker) if landmarker.num_points == 68 else landmarker
+    """Five predicted and five true points ``(n, 5, 2)`` of the faces the pipeline found (:func:`match`),
+    in the scaled photos' pixels."""
+    five = five_points(landmarker)
     pred, true = [], []
     for face in faces:
         gt = np.asarray(face.points, np.float64)
-        truth = box_from_points(gt)
-        found = [np.asarray(f.points, np.float64) for f in five.detect(read_image(face.image_path))]
-        scored = [(iou(box_from_points(p), truth), p) for p in found]
-        best = max(scored, key=lambda s: s[0], default=(0.0, None))
-        if best[0] >= 0.5:
-            pred.append(best[1])
+        points = match(five, read_image(face.image_path), gt)
+        if points is not None:
+            pred.append(points)
             true.append(gt)
     return np.array(pred).reshape(-1, 5, 2), np.array(true).reshape(-1, 5, 2)
 
@@ -78,17 +91,16 @@ def offset_row(label: str, set_name: str, pred: np.ndarray, true: np.ndarray, at
             f"{(odd_as_is > 0.1).mean() * 100:.1f} → {(odd_shifted > 0.1).mean() * 100:.1f} |")
 
 
-def picture(landmarker: Landmarker, faces, path: Path, picks=(5, 40, 60), zoom: int = 3, side: int = 400) -> None:
+def picture(landmarker: Landmarker, faces, path: Path, picks=PICKS, zoom: int = 3, side: int = 400) -> None:
     """``faces[picks]`` (scaled crops) zoomed ``zoom`` times around their points: labels as green
     crosses, the model's points (its own detector, as scored) as red ones."""
-    tiles = []
+    five, tiles = five_points(landmarker), []
     for k in picks:
         face = faces[k]
-        image = read_image(face.image_path)
-        pred, gt = matched_points(landmarker, [face])
-        if not len(pred):
+        image, gt = read_image(face.image_path), np.asarray(face.points, np.float64)
+        pred = match(five, image, gt)
+        if pred is None:
             continue
-        pred, gt = pred[0], gt[0]
         big = cv2.resize(image, (image.shape[1] * zoom, image.shape[0] * zoom), interpolation=cv2.INTER_CUBIC)
         for points, colour in ((gt, (0, 200, 0)), (pred, (0, 0, 255))):
             for x, y in (points + 0.5) * zoom:
@@ -123,16 +135,16 @@ def main(argv=None) -> int:
              "one (x, y) shift removed that was fitted on the even-numbered faces (a diagnostic, not a score).",
              "", "| model | list | found | offset x px | offset y px | NME % | FR@10 % | odd half NME % | "
              "odd half FR@10 % |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for model in args.model:
-        landmarker = Landmarker(model)
+    landmarkers = {model: Landmarker(model) for model in args.model}
+    for model, landmarker in landmarkers.items():
         for set_name, faces in sets.items():
             pred, true = matched_points(landmarker, faces)
             lines.append(offset_row(model, set_name, pred, true, len(faces)))
             print(lines[-1], flush=True)
     if args.picture is not None:
-        picture(Landmarker(args.model[0]), sets["AFLW test list"], args.picture)
+        picture(landmarkers[args.model[0]], sets["AFLW test list"], args.picture)
         lines += ["", f"Picture: `{args.picture.relative_to(ROOT) if args.picture.is_absolute() and args.picture.is_relative_to(ROOT) else args.picture}` "
-                  f"(AFLW test faces 5, 40, 60; labels green, `{args.model[0]}` red, its own detector as scored)."]
+                  f"(AFLW test faces {', '.join(map(str, PICKS))}; labels green, `{args.model[0]}` red, its own detector as scored)."]
     text = "\n".join(lines) + "\n"
     write_atomic(args.out, text)
     print(f"wrote {args.out}", file=sys.stderr)
