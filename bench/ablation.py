@@ -23,9 +23,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from bench import write_report
 from facemark.api import Landmarker
 from facemark.evaluate import evaluate
-from facemark.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,9 +79,7 @@ def main(argv=None) -> int:
         lines.append(f"| {change} | `{model}` | {'on' if flip else 'off'} | {s['mean'] * 100:.2f} | "
                      f"{lo * 100:.2f}-{hi * 100:.2f} | {s['fr@10'] * 100:.1f} | {s['auc@8']:.3f} | {note} |")
         print(lines[-1], file=sys.stderr)
-    text = "\n".join(lines) + "\n"
-    write_atomic(args.out, text)
-    print(text)
+    write_report(args.out, lines)
     return 0
 
 

@@ -4,20 +4,24 @@
     python -m bench.bench_bulk --images 500 [--workers 1,2] [--batch-sizes 1,8,32] [--repeats 1]
 
 Photos: ``--images`` 300w-lite photos (validation-sized, about 400 x 400 px), spread evenly over
-afw, helen and lfpw. Every run is a fresh process timed from outside, wall time including Python's
-start, imports, model loading and (ray) starting and stopping a local Ray instance, each writing to
-an empty folder:
+afw, helen and lfpw. Every run is a fresh process writing to an empty folder, and each reports
+three figures, separately:
 
-* ``plain loop``: ``for path in photos: Landmarker().detect(path)`` (ONNX Runtime's default threads);
-* ``local``: ``python -m facemark.cli bulk PHOTOS --out DIR --workers W --batch-size B``;
-* ``ray``: the same with ``--engine ray`` (a local Ray instance with every CPU of the machine).
+* **wall**: the process's wall time, timed from outside (Python's start, imports, model loading,
+  for ray starting and stopping a local Ray instance, all the photos, writing Parquet);
+* **start-up**: from the process's start until the first rows came back (imports, model, Ray and
+  its actors, the first batch or block);
+* **once started**: images/s after start-up (``bulk()``'s ``steady_images_per_s``: the slope of a
+  line fit to the times the rows came back, so blocks that finish together on parallel actors do
+  not inflate it; the plain loop: the photos after the first over the time they took), the figure
+  that decides a run over millions of photos.
 
-Then the rows of every ray run are matched to the local run's by ``(path, face)``: the same rows,
-and the largest point difference in pixels (target <= 0.01). Writes ``bench/results/bulk.md``.
+Runs: ``plain loop`` (``for path in photos: Landmarker().detect(path)``, ONNX Runtime's default
+threads), ``local`` and ``ray`` (``facemark.bulk.bulk(photos, out, engine=..., workers=W,
+batch_size=B)``, what ``facemark bulk`` calls; ray: a local Ray instance with every CPU).
 
-Start-up: each engine (and the plain loop) also runs on ``--startup-images`` (4) photos; that wall
-time is its fixed cost, and ``(N - 4) / (T_N - T_4)`` its rate once started, the figure that
-decides a run over millions of photos.
+Then the rows of every run are matched to the first local run's by ``(path, face)``: the same
+rows, and the largest point difference in pixels (target <= 0.01). Writes ``bench/results/bulk.md``.
 
 Memory: with ``--memory N`` (e.g. 5000) the local engine also runs over N photos (the 300w-lite
 photos again and again, through links of distinct names, so each is a new image to it) while its
@@ -28,6 +32,7 @@ run. Streaming keeps it flat; a list of results held in memory would grow with N
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -43,14 +48,31 @@ LITE = Path(os.environ.get("FACEMARK_SHARED", ROOT.parent / "shared")) / "data" 
 RESULTS = ROOT / "bench" / "results" / "bulk.md"
 FOLDERS = ("afw", "helen/trainset", "lfpw/trainset")
 
+# each run prints one JSON line: its start-up (from the process's launch, BENCH_T0, to the first
+# rows), the rate once started, and the images and faces done
 PLAIN_LOOP = """
-import sys, time
+import json, os, sys, time
 from facemark.api import Landmarker
 lm = Landmarker()
-faces = 0
-for path in open(sys.argv[1]).read().split(chr(10)):
+paths = open(sys.argv[1]).read().split(chr(10))
+faces = len(lm.detect(paths[0]))
+first = time.time()
+for path in paths[1:]:
     faces += len(lm.detect(path))
-print("faces", faces)
+last = time.time()
+print(json.dumps({"startup_s": first - float(os.environ["BENCH_T0"]), "faces": faces, "images": len(paths),
+                  "steady": (len(paths) - 1) / (last - first) if last > first else None}))
+"""
+
+BULK_RUN = """
+import json, os, sys, time
+from facemark.bulk import bulk
+engine, workers, batch_size, out, listing = sys.argv[1:6]
+called = time.time()
+s = bulk(open(listing).read().split(chr(10)), out, engine=engine, workers=int(workers), batch_size=int(batch_size),
+         progress=False)
+print(json.dumps({"startup_s": called - float(os.environ["BENCH_T0"]) + s["startup_s"], "faces": s["faces"],
+                  "images": s["images"], "steady": s["steady_images_per_s"]}))
 """
 
 
@@ -62,13 +84,15 @@ def photos(count: int) -> list[str]:
     return found[::step][:count]
 
 
-def timed(command: list[str], env: dict) -> float:
+def timed(command: list[str], env: dict) -> dict:
+    """Run ``command`` (one of the scripts above) as a fresh process: its JSON line plus ``wall``."""
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, env={**env, "BENCH_T0": repr(time.time())}, cwd=ROOT, capture_output=True,
+                          text=True, check=False)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command[:6])} ... failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return seconds
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "wall": seconds, "stderr": done.stderr}
 
 
 def compare(local: Path, other: Path) -> tuple[bool, float]:
@@ -120,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2", help="comma-separated --workers values, both engines")
     parser.add_argument("--batch-sizes", default="1,8,32", help="comma-separated --batch-size values, both engines")
     parser.add_argument("--engines", default="local,ray", help="engines to run")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per setting; the fastest counts")
-    parser.add_argument("--startup-images", type=int, default=4, help="photos of the start-up runs (0: none)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per setting; the fastest (wall) counts")
     parser.add_argument("--memory", type=int, default=0, help="also sample the local engine's RSS over this many "
                         "photos (0: not)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -133,39 +156,32 @@ def main(argv: list[str] | None = None) -> int:
     paths = photos(args.images)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     load_before = os.getloadavg()
-    rows, outputs = [], {}
+    runs, outputs, noisy = [], {}, []
     with tempfile.TemporaryDirectory(prefix="bench_bulk_") as tmp:
         tmp = Path(tmp)
         listing = tmp / "photos.txt"
         listing.write_text("\n".join(paths))
-        startup = {}
-        if args.startup_images:
-            few = tmp / "few.txt"
-            few.write_text("\n".join(paths[: args.startup_images]))
-            startup["plain"] = min(timed([sys.executable, "-c", PLAIN_LOOP, str(few)], env)
-                                   for _ in range(args.repeats))
-            for engine in engines:
-                startup[engine] = min(timed([sys.executable, "-m", "facemark.cli", "bulk",
-                                             *paths[: args.startup_images], "--out", str(tmp / f"few-{engine}-{r}"),
-                                             "--engine", engine], env) for r in range(args.repeats))
-            print("start-up (" + ", ".join(f"{k} {v:.1f} s" for k, v in startup.items()) + ")", flush=True)
-        seconds = min(timed([sys.executable, "-c", PLAIN_LOOP, str(listing)], env) for _ in range(args.repeats))
-        rows.append(("plain `Landmarker.detect` loop", "-", "-", seconds))
-        print(f"plain loop: {len(paths) / seconds:.1f} images/s ({seconds:.1f} s)", flush=True)
+        plain = min((timed([sys.executable, "-c", PLAIN_LOOP, str(listing)], env) for _ in range(args.repeats)),
+                    key=lambda r: r["wall"])
+        runs.append(("plain `Landmarker.detect` loop", "-", "-", plain))
+        print(f"plain loop: {plain['wall']:.1f} s wall, {plain['startup_s']:.1f} s start-up, "
+              f"{plain['steady']:.1f} images/s once started", flush=True)
         for engine in engines:
             for w in workers:
                 for b in batch_sizes:
                     best = None
                     for r in range(args.repeats):
                         out = tmp / f"{engine}-w{w}-b{b}-{r}"
-                        command = [sys.executable, "-m", "facemark.cli", "bulk", *paths, "--out", str(out),
-                                   "--engine", engine, "--workers", str(w), "--batch-size", str(b)]
-                        seconds = timed(command, env)
-                        best = seconds if best is None else min(best, seconds)
+                        run = timed([sys.executable, "-c", BULK_RUN, engine, str(w), str(b), str(out), str(listing)],
+                                    env)
+                        if run["stderr"].strip():
+                            noisy.append((engine, w, b, run["stderr"].strip().splitlines()))
+                        if best is None or run["wall"] < best["wall"]:
+                            best = run
                         outputs[(engine, w, b)] = out
-                    rows.append((engine, w, b, best))
-                    print(f"{engine} workers {w} batch {b}: {len(paths) / best:.1f} images/s ({best:.1f} s)",
-                          flush=True)
+                    runs.append((engine, w, b, best))
+                    print(f"{engine} workers {w} batch {b}: {best['wall']:.1f} s wall, {best['startup_s']:.1f} s "
+                          f"start-up, {best['steady'] or float('nan'):.1f} images/s once started", flush=True)
         local = [key for key in outputs if key[0] == "local"]
         checks = []
         if local:
@@ -180,40 +196,41 @@ def main(argv: list[str] | None = None) -> int:
         memory = rss_over_run(args.memory, tmp, env) if args.memory else None
     load_after = os.getloadavg()
 
-    plain = len(paths) / rows[0][3]
-    best_local = max((len(paths) / s for e, _, _, s in rows if e == "local"), default=None)
-    best_ray = max((len(paths) / s for e, _, _, s in rows if e == "ray"), default=None)
+    n = len(paths)
     lines = [
         "# Bulk landmarking: local and ray engines",
         "",
         (f"`{command_line}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
          f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f} before and {load_after[0]:.1f} after."),
         "",
-        f"{len(paths)} 300w-lite photos (about 400 x 400 px) from {', '.join(FOLDERS)}; "
+        f"{n} 300w-lite photos (about 400 x 400 px) from {', '.join(FOLDERS)}; "
         + (f"{table.column('face').length() - table.column('face').null_count} faces, "
            f"{sum(e is not None for e in table.column('error').to_pylist())} errors. " if table is not None else "")
-        + "Each run is a fresh process timed from outside: wall time including start-up (imports, model, "
-          "Ray's start and shutdown), writing Parquet to an empty folder.",
+        + "Each run is a fresh process writing Parquet to an empty folder. *Wall*: the whole process, timed "
+          "from outside. *Start-up*: from its launch to the first rows back (imports, model, Ray and its "
+          "actors, the first batch or block). *Once started*: images/s after that (the slope of a line fit to "
+          "the times the rows came back).",
         "",
-        "| run | workers | batch size | seconds | images/s | vs plain loop | images/s once started |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| run | workers | batch size | wall s | images/s (wall) | start-up s | images/s once started "
+        "| once started vs plain loop |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for engine, w, b, seconds in rows:
-        rate = len(paths) / seconds
-        fixed = startup.get("plain" if w == "-" else engine)
-        started = (f"{(len(paths) - args.startup_images) / (seconds - fixed):.1f}"
-                   if fixed is not None and seconds > fixed else "-")
-        lines.append(f"| {engine} | {w} | {b} | {seconds:.1f} | {rate:.1f} | {rate / plain:.2f}x | {started} |")
+    for engine, w, b, run in runs:
+        steady = run["steady"]
+        lines.append(f"| {engine} | {w} | {b} | {run['wall']:.1f} | {n / run['wall']:.1f} | {run['startup_s']:.1f} "
+                     f"| {steady:.1f} | {steady / plain['steady']:.2f}x |" if steady else
+                     f"| {engine} | {w} | {b} | {run['wall']:.1f} | {n / run['wall']:.1f} | {run['startup_s']:.1f} "
+                     "| - | - |")
     lines.append("")
-    if startup:
-        lines.append(f"Start-up, the wall time on {args.startup_images} photos (default workers, batch 8): "
-                     + ", ".join(f"{'plain loop' if k == 'plain' else k} {v:.1f} s" for k, v in startup.items())
-                     + f". *Once started* = ({len(paths)} - {args.startup_images}) / (seconds - start-up).")
-        lines.append("")
-    if best_local and best_ray:
-        lines.append(f"Best ray run / best local run: **{best_ray / best_local:.2f}x** (target >= 0.6); "
-                     f"best local run / plain loop: **{best_local / plain:.2f}x** (target >= 1).")
-        lines.append("")
+    for w in workers:
+        for b in batch_sizes:
+            pair = {e: r for e, ww, bb, r in runs if (ww, bb) == (w, b)}
+            if pair.get("local") and pair.get("ray") and pair["local"]["steady"] and pair["ray"]["steady"]:
+                ratio = pair["ray"]["steady"] / pair["local"]["steady"]
+                lines.append(f"- workers {w}, batch {b}: ray / local **{ratio:.2f}x** once started (target >= 0.9), "
+                             f"{pair['local']['wall'] / pair['ray']['wall']:.2f}x over the whole run; start-up "
+                             f"{pair['ray']['startup_s']:.1f} s against {pair['local']['startup_s']:.1f} s.")
+    lines.append("")
     if checks:
         lines.append("Same rows as the first local run (`(path, face)` keys and errors; largest point difference):")
         lines.append("")
@@ -221,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"- {engine}, workers {w}, batch {b}: " + (f"same rows, {worst:.4f} px" if same
                                                                     else "**different rows**"))
         lines.append("")
+    lines.append("Lines on stderr of a successful run: " + (", ".join(f"{e} w{w} b{b}: {len(text)}"
+                                                                   for e, w, b, text in noisy) or "none") + ".")
+    lines.append("")
     if memory:
         samples, seconds = memory
         tenths = [samples[min(len(samples) - 1, round(k * (len(samples) - 1) / 10))] for k in range(11)]

@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import DEFAULT_ROOT
+from bench import DEFAULT_ROOT, write_report
 from facemark.calibrate import cache_file, detections_of, evenly_spaced, face_box, run_detections
 from facemark.detectors import DEFAULT_DETECTOR, calibration_for, detector_available, get_detector
-from facemark.files import read_image, write_atomic
 from facemark.data.faces import load_faces
 from facemark.geometry import best_match, box_from_points, iou
+from facemark.images import read_image
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detectors.md"
 THREADS = 2
@@ -70,7 +70,7 @@ def evaluate(detector_boxes: dict[str, dict], samples, detector) -> dict:
         times.append(entry["ms"])
         _, raw_iou = best_match([d.box for d in dets], truth_face)
         raw_found += raw_iou >= RECALL_IOU
-        landmark = [detector.place(d)[0] for d in dets]  # calibrated box, or placed from keypoints
+        landmark = [d.landmark_box for d in dets]  # calibrated box, or placed from keypoints
         i, cal_iou = best_match([face_box(b) for b in landmark], truth_face)
         hit = i is not None and cal_iou >= RECALL_IOU
         found += hit
@@ -195,14 +195,13 @@ def main(argv=None) -> int:
     if skipped:
         text += "\nNot run: " + "; ".join(skipped) + ".\n"
     text += f"\nDefault detector (`facemark.detectors.DEFAULT_DETECTOR`): `{DEFAULT_DETECTOR}`.\n"
-    print(text)
     if args.out is None and args.limit is None and not args.only:
         args.out = RESULTS
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(args.out, text)
+        write_report(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
+        print(text)
         print(f"(a partial run: {RESULTS} not written; --out names a file for it)", file=sys.stderr)
     return 0
 

@@ -44,8 +44,8 @@ import cv2
 import numpy as np
 
 from facemark.api import Landmarker
-from facemark.data.store import read_image
 from facemark.data.faces import load_faces
+from facemark.data.store import read_dataset_image
 from facemark.detectors import get_detector
 from facemark.evaluate import evaluate
 from facemark.files import write_atomic
@@ -67,7 +67,9 @@ class DlibPipeline:
     def __init__(self, upsample: int = 0):
         import dlib
 
-        from facemark.baselines import dlib_shape_model_path  # the train extra (torch), imported when used: --help stays quick
+        from facemark.baselines import (
+            dlib_shape_model_path,  # the train extra (torch), imported when used: --help stays quick
+        )
 
         self._dlib = dlib
         self._hog = dlib.get_frontal_face_detector()
@@ -90,9 +92,8 @@ class DlibPipeline:
 DEFAULT = "facemark `Landmarker().detect` (the defaults)"
 FLIP_OFF = "facemark, flip test off (`flip_test=False`)"
 #: the pipeline variants timed and scored beside the defaults: label -> Landmarker keyword arguments
-#: (``refine_iou`` is set on the Landmarker: :data:`facemark.api.REFINE_IOU`)
 VARIANTS = {
-    "facemark, BlazeFace, pass checked by box IoU >= 0.9, flip test (`refine_iou=0.9`)": {"refine_iou": 0.9},
+    "facemark, flip test on (`flip_test=True`)": {"flip_test": True},
     "facemark, BlazeFace, one pass, flip test (`refine=False`)": {"refine": False, "flip_test": True},
     FLIP_OFF: {"flip_test": False},
     "facemark, BlazeFace, one pass, flip test off (`refine=False, flip_test=False`)": {"refine": False,
@@ -103,12 +104,7 @@ VARIANTS = {
 
 def variant(model, kwargs: dict) -> Landmarker:
     """A Landmarker of one of :data:`VARIANTS`."""
-    kwargs = dict(kwargs)
-    refine_iou = kwargs.pop("refine_iou", None)
-    landmarker = Landmarker(model, **kwargs)
-    if refine_iou is not None:
-        landmarker.refine_iou = refine_iou
-    return landmarker
+    return Landmarker(model, **kwargs)
 
 
 def time_per_photo(pipelines: dict, photos: list[np.ndarray], warmup: int = 3) -> tuple[dict, dict]:
@@ -146,6 +142,9 @@ def main(argv=None) -> int:
     ap.add_argument("--speed-model", default=None,
                     help="model of the timing pass (default: --model); e.g. the shipped default when --model is "
                          "its split-trained twin of the same architecture")
+    ap.add_argument("--also", action="append", default=[], metavar="LABEL=MODEL",
+                    help="another model's defaults row, scored and timed beside the others (for accuracy, MODEL; "
+                         "for timing, MODEL too unless given as LABEL=MODEL:SPEED_MODEL)")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "300w-lite", help="prepared folder (val/ store)")
     ap.add_argument("--speed-images", type=int, default=391, help="validation photos in the timing pass (each also as 640x480)")
     ap.add_argument("--no-accuracy", action="store_true", help="timing pass only")
@@ -157,6 +156,13 @@ def main(argv=None) -> int:
     cv2.setNumThreads(1)
 
     landmarker = Landmarker(args.model)
+    also = {}  # label -> (model scored, model timed)
+    for item in args.also:
+        label, _, models = item.partition("=")
+        scored, _, timed = models.partition(":")
+        if not label or not scored:
+            ap.error(f"--also {item!r}: expected LABEL=MODEL or LABEL=MODEL:SPEED_MODEL")
+        also[f"facemark, {label}"] = (scored, timed or scored)
     dlib_pipeline = DlibPipeline()
     val = args.data / "val"
     faces = load_faces(val)[0]
@@ -176,6 +182,13 @@ def main(argv=None) -> int:
                 (f"{DEFAULT}, own detector (end to end)", end)]
         runs += [(f"{label}, own detector", evaluate(lm, val, box="detector", progress=False))
                  for label, lm in variants.items()]
+        for label, (scored, _) in also.items():
+            other = Landmarker(scored)
+            runs += [(f"{label}, ground-truth box", evaluate(other, val, box="gt", progress=False)),
+                     (f"{label}, own detector (end to end)", evaluate(other, val, box="detector", progress=False))]
+            if args.rotate:
+                runs.append((f"{label}, photos tilted ±{args.rotate:g}°",
+                             evaluate(other, val, box="detector", rotate=args.rotate, progress=False)))
         runs.append(("dlib HOG + ERT, own detector (end to end)", evaluate(
             dlib_pipeline, val, box="detector", detector=dlib_pipeline.detector, name="dlib", progress=False)))
         if args.rotate:
@@ -206,10 +219,11 @@ def main(argv=None) -> int:
     speed_model = args.speed_model or args.model
     pipelines = {DEFAULT: Landmarker(speed_model).detect}  # label -> detect(image) -> faces
     pipelines.update({label: variant(speed_model, kwargs).detect for label, kwargs in VARIANTS.items()})
+    pipelines.update({label: Landmarker(timed).detect for label, (_, timed) in also.items()})
     pipelines["dlib HOG detector + 68-point shape predictor"] = dlib_pipeline.detect
     if args.speed_model and args.speed_model != args.model:
         lines += [f"Timing pass: model `{args.speed_model}`.", ""]
-    originals = [read_image(f.image_path) for f in faces[: args.speed_images]]
+    originals = [read_dataset_image(f.image_path) for f in faces[: args.speed_images]]
     shapes = {f"{len(originals)} validation photos as they are (~{np.mean([max(p.shape[:2]) for p in originals]):.0f} px, "
               "one face each)": originals,
               f"the same {len(originals)} photos as 640x480": [photo_640x480(p) for p in originals]}

@@ -42,7 +42,8 @@ from facemark.data.formats.cuhk import read_cuhk_list
 from facemark.data.record import FaceSample
 from facemark.data.faces import load_faces
 from facemark.evaluate import evaluate
-from facemark.files import read_image, write_atomic
+from facemark.files import write_atomic
+from facemark.images import read_image
 from facemark.schemes import get_scheme, to_five
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import cv2
 
+from bench import write_report
 from bench.timing import median_ms
 from facemark.api import Landmarker
 from facemark.geometry import box_from_points
@@ -98,10 +99,7 @@ def main() -> None:
         f"Detector `{detector_name}` (the default): {detector_ms:.1f} ms per image "
         f"(median over {len(images)} images, detection only).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_report(args.out, lines)
     print(f"wrote {args.out}")
 
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from facemark.files import write_atomic
+from bench import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "install.md"
@@ -60,8 +60,7 @@ def main(argv=None) -> int:
              "A fresh venv each (Python's venv: pip and setuptools included), `pip install -e` from this clone; MB as "
              "`du` counts them.", "", "| install | venv MB | torch | largest packages (MB) |", "|---|---:|---|---|",
              *rows, ""]
-    write_atomic(args.out, "\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, lines)
     return 0
 
 

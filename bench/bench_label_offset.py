@@ -31,11 +31,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench import write_report
 from bench.bench_hard_faces import FivePoints, cuhk_list
 from facemark.api import Landmarker
-from facemark.files import read_image, write_atomic
+from facemark.files import write_atomic
 from facemark.evaluate import MATCH_IOU
 from facemark.geometry import best_match, box_from_points
+from facemark.images import read_image
 from facemark.metrics import nme
 from facemark.schemes import get_scheme
 
@@ -145,8 +147,7 @@ def main(argv=None) -> int:
         picture(landmarkers[args.model[0]], sets["AFLW test list"], args.picture)
         lines += ["", f"Picture: `{args.picture.relative_to(ROOT) if args.picture.is_absolute() and args.picture.is_relative_to(ROOT) else args.picture}` "
                   f"(AFLW test faces {', '.join(map(str, PICKS))}; labels green, `{args.model[0]}` red, its own detector as scored)."]
-    text = "\n".join(lines) + "\n"
-    write_atomic(args.out, text)
+    write_report(args.out, lines)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

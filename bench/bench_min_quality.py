@@ -30,10 +30,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench import write_report
 from facemark.api import MIN_QUALITY, Landmarker
 from facemark.data.faces import load_faces
-from facemark.files import read_image, write_atomic
 from facemark.geometry import CropRule, box_from_points, crop_box_from_box, iou
+from facemark.images import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "min_quality.md"
@@ -92,9 +93,7 @@ def main(argv=None) -> int:
         lines.append(f"| {floor:g}{mark} | {(true_q >= floor).sum()}/{len(true_q)} | {(false_q >= floor).sum()}/{len(false_q)} |")
     lines += ["", f"Lowest quality of a true face: {true_q.min():.4f}; false detections' qualities: "
               + ", ".join(f"{q:.3f}" for q in np.sort(false_q)[:20]) + (" ..." if len(false_q) > 20 else ""), ""]
-    text = "\n".join(lines)
-    write_atomic(args.out, text)
-    print(text)
+    write_report(args.out, lines)
     return 0
 
 

@@ -23,22 +23,37 @@ queueing; a smaller ``--queue`` shows the backpressure instead (503s are counted
 Attack mode measures good traffic while bad clients run alongside it, against its rate alone::
 
     python -m bench.bench_service --model default --clients 8 --requests 150 --warmup 10 \
-        --attack slow:20,idle:20,idle:2000,crafted:3 --attack-lead 3   # -> bench/results/service_attack.md
+        --attack slow:20,idle:20,idle:2000,crafted:3,pipeline:500,greedy:8,scanbomb:3 --attack-lead 3
+        # -> bench/results/service_attack.md
 
-First a baseline phase (good traffic alone), then one phase per attack, each with the same
-``--requests`` from ``--clients`` good clients, the attack started ``--attack-lead`` seconds before.
+Baseline phases (good traffic alone) alternate with one phase per attack, each with the same
+``--requests`` from ``--clients`` good clients, the attack started ``--attack-lead`` seconds before:
+``alone, attack 1, alone, attack 2, ..., alone``. An attack's rate is given as a share of the mean
+of the baselines just before and just after it, so that the machine's own drift (other jobs on
+its CPUs: ±30 % within minutes) weighs on the comparison as little as it can.
 ``slow:N``: N connections that send a request head, then one body byte per 0.5 s, and reconnect at
 once when answered or closed. ``idle:N``: N connections that send part of a request head and
 nothing more, reopened when closed. ``crafted:N``: N clients uploading, one after another, a 10 MB
 JPEG of ``FF D8``, ten million fill bytes and the photo (a header that took Pillow 10 s on the event
-loop). Each phase also reports the slowest ``/healthz`` answer (probed every 0.25 s) and what the
-attackers got; the report gives the server log's size, to show that refusals do not flood it.
+loop). ``pipeline:N``: N connections that send ``GET /healthz`` requests back to back (HTTP
+pipelining) and read none of the answers, reopened at once when closed (``longest held ms``: the
+longest one lived). ``greedy:N``: one client, from its own address (``127.0.0.2``), trying to hold N
+live-tracking sessions with one frame per session every 14 s (inside the 15 s idle timeout), retrying
+each second; alongside it a good live-tracking client (from ``127.0.0.1``) opens a session and sends
+a frame a second (**good session** in the table). ``scanbomb:N``: N clients uploading, one after another, a
+6300 x 6300 grey progressive JPEG whose smallest scan is repeated to 980 scans (about 200 kB; 30 s
+to decode before a scan cap). Each phase also reports the slowest ``/healthz`` answer (probed every
+0.25 s) and what the attackers got; the report gives the server log's size, to show that refusals
+do not flood it. Crafted and scan-bomb uploads are refused from their header before they take a
+queue place, and answered after the server's refusal delay (1 s), so each of those attackers sends
+about one upload a second.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import socket
@@ -47,7 +62,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -114,13 +129,39 @@ async def load(url: str, data: bytes, clients: int, requests: int) -> tuple[list
         return latencies, statuses, time.perf_counter() - started
 
 
-ATTACKS = ("slow", "idle", "crafted")
+ATTACKS = ("slow", "idle", "crafted", "pipeline", "greedy", "scanbomb")
 HEAD = b"POST /v1/landmarks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n"
+PIPELINED = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 50
+GREEDY_HOST = "127.0.0.2"  # the greedy client's own address (all of 127/8 is this machine): sessions are capped per address
+GREEDY_FRAME_S = 14  # one frame per session this often: just inside the server's 15 s idle timeout
+
+
+def scan_bomb_jpeg(size: int = 6300, scans: int = 980) -> bytes:
+    """A grey progressive JPEG of ``size`` x ``size`` with its smallest scan repeated ``scans`` times
+    (every scan is decoded over the whole image: 30 s before any scan cap); about 200 kB."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (size, size), 128).save(buffer, "JPEG", progressive=True, quality=75)
+    data = buffer.getvalue()
+    pos, found = 2, []  # the scans: (start of SOS, end of its entropy-coded data)
+    while data[pos + 1] != 0xD9:
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if data[pos + 1] == 0xDA:
+            end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+            while not (data[end] == 0xFF and data[end + 1] not in (0x00, *range(0xD0, 0xD8))):
+                end += 1
+            found.append((pos, end))
+        pos = end
+    start, end = min(found[1:], key=lambda scan: scan[1] - scan[0])  # after the first (DC) scan
+    return data[:pos] + data[start:end] * (scans - len(found)) + data[pos:]
 
 
 async def _attacker(kind: str, port: int, crafted: bytes, stats: Counter, stop: asyncio.Event) -> None:
     """One bad client, over and over until ``stop``; what it gets is counted in ``stats``."""
-    if kind == "crafted":
+    if kind in ("crafted", "scanbomb"):
         async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=300) as client:
             while not stop.is_set():
                 try:
@@ -129,6 +170,8 @@ async def _attacker(kind: str, port: int, crafted: bytes, stats: Counter, stop: 
                 except httpx.HTTPError as err:
                     stats[type(err).__name__] += 1
         return
+    if kind == "pipeline":
+        return await _pipeliner(port, stats, stop)
     while not stop.is_set():
         try:
             reader, writer = await asyncio.open_connection(HOST, port)
@@ -155,41 +198,130 @@ async def _attacker(kind: str, port: int, crafted: bytes, stats: Counter, stop: 
             writer.close()
 
 
-async def _probe_health(url: str, stop: asyncio.Event) -> float:
-    """The slowest ``/healthz`` answer (seconds) while ``stop`` is unset, one probe every 0.25 s."""
-    slowest = 0.0
+async def _pipeliner(port: int, stats: Counter, stop: asyncio.Event) -> None:
+    """A connection that sends ``GET /healthz`` requests back to back (HTTP pipelining) and reads none of
+    the answers, reopened at once when the server closes it; ``stats["longest held ms"]``: the longest
+    one lived (those still open at the end included)."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        try:
+            _, writer = await asyncio.open_connection(HOST, port)
+        except OSError as err:
+            stats[f"connect {type(err).__name__}"] += 1
+            await asyncio.sleep(0.1)
+            continue
+        stats["connections"] += 1
+        writer.transport.pause_reading()  # never read: the answers stay in the kernel's buffers
+        opened = loop.time()
+        try:
+            while not stop.is_set() and not writer.transport.is_closing():
+                if writer.transport.get_write_buffer_size() < 65536:
+                    writer.write(PIPELINED)
+                await asyncio.sleep(0.1)
+        except OSError:
+            pass
+        stats["closed by the server" if writer.transport.is_closing() else "still open at the end"] += 1
+        stats["longest held ms"] = max(stats["longest held ms"], round((loop.time() - opened) * 1000))
+        writer.transport.abort()
+
+
+async def _greedy(port: int, sessions: int, frame: bytes, stats: Counter, stop: asyncio.Event) -> None:
+    """One client (its own address) trying to hold ``sessions`` live-tracking sessions, keeping each
+    alive with a frame every ``GREEDY_FRAME_S``; a refused or expired one is tried again each second."""
+    transport = httpx.AsyncHTTPTransport(local_address=GREEDY_HOST)
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=300, transport=transport) as client:
+        async def hold() -> None:
+            while not stop.is_set():
+                try:
+                    opened = await client.post("/v1/track")
+                    stats[f"open {opened.status_code}"] += 1
+                    while opened.status_code == 201 and not stop.is_set():
+                        answer = await client.post(f"/v1/track/{opened.json()['session']}", content=frame,
+                                                   headers={"authorization": f"Bearer {opened.json()['token']}"})
+                        stats[f"frame {answer.status_code}"] += 1
+                        if answer.status_code != 200:
+                            break
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), GREEDY_FRAME_S)
+                except httpx.HTTPError as err:
+                    stats[type(err).__name__] += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1)
+
+        await asyncio.gather(*(hold() for _ in range(sessions)))
+
+
+async def _good_session(url: str, frame: bytes, stop: asyncio.Event) -> Counter:
+    """A good live-tracking client alongside the greedy one: opens a session (retrying each second while
+    refused) and sends a frame a second; what it got."""
+    got, started = Counter(), time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        auth = None
+        while not stop.is_set():
+            try:
+                if auth is None:
+                    opened = await client.post("/v1/track")
+                    got[f"open {opened.status_code}"] += 1
+                    if opened.status_code == 201:
+                        session = opened.json()["session"]
+                        auth = {"authorization": f"Bearer {opened.json()['token']}"}
+                        got.setdefault("opened after ms", round((time.perf_counter() - started) * 1000))
+                else:
+                    answer = await client.post(f"/v1/track/{session}", content=frame, headers=auth)
+                    got[f"frame {answer.status_code}"] += 1
+                    if answer.status_code == 404:
+                        auth = None
+            except httpx.HTTPError as err:
+                got[type(err).__name__] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1)
+        if auth is not None:
+            await client.delete(f"/v1/track/{session}", headers=auth)
+    return got
+
+
+async def _probe_health(url: str, stop: asyncio.Event) -> tuple[float, int]:
+    """The slowest ``/healthz`` answer (seconds) while ``stop`` is unset, one probe every 0.25 s, and
+    how many probes got no 200 (a fast 503 is no answer)."""
+    slowest, failed = 0.0, 0
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
         while not stop.is_set():
             started = time.perf_counter()
             try:
-                await client.get("/healthz")
+                failed += (await client.get("/healthz")).status_code != 200
             except httpx.HTTPError:
-                pass
+                failed += 1
             slowest = max(slowest, time.perf_counter() - started)
             await asyncio.sleep(0.25)
-    return slowest
+    return slowest, failed
 
 
-async def good_traffic(url: str, data: bytes, clients: int, requests: int):
-    """:func:`load` with ``/healthz`` probed alongside; ``(latencies, statuses, wall s, slowest /healthz s)``."""
+async def good_traffic(url: str, data: bytes, clients: int, requests: int, session: bool = False):
+    """:func:`load` with ``/healthz`` probed alongside (and, with ``session``, a good live-tracking client);
+    ``(latencies, statuses, wall s, (slowest /healthz s, failed probes), what the good session got)``."""
     stop = asyncio.Event()
     health = asyncio.create_task(_probe_health(url, stop))
+    tracking = asyncio.create_task(_good_session(url, data, stop)) if session else None
     latencies, statuses, wall = await load(url, data, clients, requests)
     stop.set()
-    return latencies, statuses, wall, await health
+    return latencies, statuses, wall, await health, (await tracking if tracking else None)
 
 
 def _attack_process(kind: str, count: int, port: int, image: bytes, stop, results) -> None:
     """``count`` attackers of ``kind`` in their own process (so that their work does not slow the good
     clients' event loop) until ``stop`` is set; puts what they got on ``results``."""
-    crafted = b"\xff\xd8" + b"\xff" * 10_000_000 + image[2:]
+    crafted = scan_bomb_jpeg() if kind == "scanbomb" else b"\xff\xd8" + b"\xff" * 10_000_000 + image[2:]
 
     async def run() -> Counter:
         done, stats = asyncio.Event(), Counter()
-        tasks = [asyncio.create_task(_attacker(kind, port, crafted, stats, done)) for _ in range(count)]
+        if kind == "greedy":  # one client trying to hold ``count`` sessions, a frame (the photo) per session per 14 s
+            tasks = [asyncio.create_task(_greedy(port, count, image, stats, done))]
+        else:
+            tasks = [asyncio.create_task(_attacker(kind, port, crafted, stats, done)) for _ in range(count)]
         while not stop.is_set():
             await asyncio.sleep(0.1)
         done.set()
+        await asyncio.wait(tasks, timeout=2)  # a moment to count what they hold at the end
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -201,10 +333,10 @@ def _attack_process(kind: str, count: int, port: int, image: bytes, stop, result
 def under_attack(url: str, port: int, image: bytes, data: bytes, clients: int, requests: int,
                  attack: tuple[str, int] | None, lead: float):
     """Good traffic with ``attack`` = ``(kind, attackers)`` running in another process (or none);
-    ``(latencies, statuses, wall s, attacker stats, slowest /healthz s)``."""
+    ``(latencies, statuses, wall s, attacker stats, (slowest /healthz s, failed probes), good session)``."""
     if attack is None:
-        latencies, statuses, wall, slowest = asyncio.run(good_traffic(url, data, clients, requests))
-        return latencies, statuses, wall, Counter(), slowest
+        latencies, statuses, wall, slowest, _ = asyncio.run(good_traffic(url, data, clients, requests))
+        return latencies, statuses, wall, Counter(), slowest, None
     import multiprocessing
 
     context = multiprocessing.get_context("fork")  # Linux, as /proc is; no event loop runs in this process now
@@ -213,12 +345,13 @@ def under_attack(url: str, port: int, image: bytes, data: bytes, clients: int, r
     attacker.start()
     try:
         time.sleep(lead)
-        latencies, statuses, wall, slowest = asyncio.run(good_traffic(url, data, clients, requests))
+        latencies, statuses, wall, slowest, session = asyncio.run(
+            good_traffic(url, data, clients, requests, session=attack[0] == "greedy"))
     finally:
         stop.set()
     stats = Counter(results.get(timeout=120))
     attacker.join(30)
-    return latencies, statuses, wall, stats, slowest
+    return latencies, statuses, wall, stats, slowest, session
 
 
 def parse_attacks(text: str) -> list[tuple[str, int]]:
@@ -232,28 +365,38 @@ def parse_attacks(text: str) -> list[tuple[str, int]]:
 
 
 def attack_report(args, argv, model: str, image: bytes, phases: list, log_bytes: int) -> tuple[str, bool]:
-    """The Markdown report of an attack run and whether every phase kept >= 90 % of the baseline rate
-    (answers 200 per second: a fast 503 is no service)."""
-    base_rate = phases[0][2]
+    """The Markdown report of an attack run and whether every attack kept >= 90 % of its baseline rate
+    (answers 200 per second: a fast 503 is no service): ``phases`` alternate baseline, attack, baseline,
+    ... baseline, and an attack's baseline is the mean of the two beside it."""
     rows, ok = [], True
-    for name, statuses, rate, latencies, stats, slowest in phases:
+    for number, (name, statuses, rate, latencies, stats, slowest, session) in enumerate(phases):
         p50, p95 = (np.percentile(latencies, [50, 95]) * 1000) if latencies else (float("nan"),) * 2
         errors = {k: v for k, v in statuses.items() if k != 200}
-        ok &= rate >= 0.9 * base_rate
+        if number % 2:  # an attack, between two baselines
+            base_rate = (phases[number - 1][2] + phases[number + 1][2]) / 2
+            ok &= rate >= 0.9 * base_rate
+            share = f"{rate / base_rate:.0%} of {base_rate:.1f}"
+        else:
+            share = "-"
         got = ", ".join(f"{k}: {v}" for k, v in sorted(stats.items())) or "-"
-        rows.append(f"| {name} | {statuses.get(200, 0)} | {errors or 'none'} | {rate:.1f} | {rate / base_rate:.0%} | "
-                    f"{p50:.0f} | {p95:.0f} | {slowest * 1000:.0f} | {got} |")
+        if session is not None:  # the greedy phase: what a good live-tracking client got alongside
+            got += "; **good session**: " + (", ".join(f"{k}: {v}" for k, v in sorted(session.items())) or "nothing")
+        rows.append(f"| {name} | {statuses.get(200, 0)} | {errors or 'none'} | {rate:.1f} | {share} | "
+                    f"{p50:.0f} | {p95:.0f} | {slowest[0] * 1000:.0f}{f' ({slowest[1]} not 200)' if slowest[1] else ''} | "
+                    f"{got} |")
     command = f"python -m bench.bench_service {' '.join(argv if argv is not None else sys.argv[1:])}"
     report = "\n".join([
         "# Service under attack", "", f"`{command}`", "",
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs (shared with whatever else runs), {HOST} only. Server: `facemark serve` defaults "
-        f"(header timeout 10 s, limit_concurrency 500, minimum upload rate 8 kB/s after 5 s, upload timeout 30 s), "
+        f"(header timeout 10 s, limit_concurrency 500, minimum upload rate 8 kB/s after 5 s, upload timeout 30 s, "
+        f"refusal delay 1 s), "
         f"model `{model}`, {args.workers} inference workers, queue {args.queue if args.queue is not None else args.clients}. "
         f"Good traffic: {args.requests} POSTs of `{Path(args.image).name}` ({len(image) / 1024:.0f} kB) per phase "
         f"from {args.clients} clients; the attack runs in another process, from {args.attack_lead:g} s before it until it ends.",
         "",
-        "| phase | good 200 | good errors | good 200/s | of baseline | p50 ms | p95 ms | slowest /healthz ms | attackers got |",
+        "| phase | good 200 | good errors | good 200/s | of alone (the mean before and after) | p50 ms | p95 ms | "
+        "slowest /healthz ms | attackers got |",
         "|---|---:|---|---:|---:|---:|---:|---:|---|",
         *rows, "",
         f"Server log (stderr: uvicorn's and the app's lines at INFO and up; the access log goes to stdout, not kept) "
@@ -277,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upload-mb", type=float, default=None,
                         help="pad every upload to this many MB (trailing bytes after the image)")
     parser.add_argument("--attack", default=None, metavar="KIND:N[,KIND:N...]",
-                        help=f"attack mode: a baseline phase, then one phase per attack ({', '.join(ATTACKS)})")
+                        help=f"attack mode: one phase per attack ({', '.join(ATTACKS)}), each between two "
+                             "phases of good traffic alone")
     parser.add_argument("--attack-lead", type=float, default=3, help="seconds an attack runs before good traffic starts")
     parser.add_argument("--out", default=None, help="the report (default bench/results/service.md, or "
                                                     "service_attack.md in attack mode)")
@@ -330,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = {k: v for k, v in statuses.items() if k != 200}
     report = (
         f"# Service load test\n\n`python -m bench.bench_service {' '.join(argv if argv is not None else sys.argv[1:])}` "
-        f"on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, {HOST} only.\n\n"
         f"Server: model `{model}`, backend {args.backend or 'default'}, detector {args.detector or 'default'}, "
         f"{args.workers} inference workers, queue {args.queue if args.queue is not None else args.clients}. "
@@ -353,11 +497,11 @@ def _attack_main(args, argv, port: int, url: str, image: bytes, data: bytes, att
         try:
             model = httpx.get(f"{url}/healthz").json()["model"]
             asyncio.run(load(url, image, min(args.clients, args.workers * 2), args.warmup))
-            for attack in [None, *attacks]:
-                latencies, statuses, wall, stats, slowest = under_attack(url, port, image, data, args.clients,
+            for attack in [None, *(phase for each in attacks for phase in (each, None))]:
+                latencies, statuses, wall, stats, slowest, session = under_attack(url, port, image, data, args.clients,
                                                                          args.requests, attack, args.attack_lead)
-                name = "baseline (no attack)" if attack is None else f"{attack[0]} x {attack[1]}"
-                phases.append((name, statuses, statuses.get(200, 0) / wall, latencies, stats, slowest))
+                name = "alone (no attack)" if attack is None else f"{attack[0]} x {attack[1]}"
+                phases.append((name, statuses, statuses.get(200, 0) / wall, latencies, stats, slowest, session))
                 print(f"{name}: {statuses.get(200, 0) / wall:.1f} answers 200/s, {dict(statuses)}, attackers {dict(stats)}",
                       flush=True)
         finally:

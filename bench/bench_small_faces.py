@@ -29,13 +29,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench import DEFAULT_ROOT
+from bench import DEFAULT_ROOT, write_report
 from facemark.api import Landmarker
 from facemark.calibrate import evenly_spaced, face_box
 from facemark.detectors import DEFAULT_DETECTOR, detector_available, get_detector
 from facemark.data.faces import load_faces
-from facemark.files import read_image, write_atomic
 from facemark.geometry import best_match, box_from_points
+from facemark.images import read_image
 
 RESULTS = Path(__file__).resolve().parent / "results" / "small_faces.md"
 CANVAS = (1280, 960)
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             detector = get_detector(name, **kwargs, **({"threads": 2} if name in ("mtcnn", "blazeface") else {}))
-        recall, ms = recall_by_size(sets, iods, lambda canvas: [detector.place(d)[0] for d in detector.detect(canvas)])
+        recall, ms = recall_by_size(sets, iods, lambda canvas: [d.landmark_box for d in detector.detect(canvas)])
         rows.append((label, recall, ms))
         print(label, " ".join(f"{r * 100:.0f}" for r in recall), f"{ms:.0f} ms", file=sys.stderr)
     if not only or DEFAULT_DETECTOR in only:
@@ -154,9 +154,7 @@ def main(argv=None) -> int:
         big = [r for r, i in zip(recall, iods) if i >= 20]
         lines.append(f"| {label} | " + " | ".join(f"{r * 100:.1f}" for r in recall)
                      + f" | {np.mean(big) * 100:.1f} | {ms:.0f} |")
-    text = "\n".join(lines) + "\n"
-    write_atomic(args.out, text)
-    print(text)
+    write_report(args.out, lines)
     return 0
 
 

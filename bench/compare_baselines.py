@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import write_report
 from facemark.api import Landmarker
 from facemark.data.faces import load_faces
 from facemark.data.prepare import prepare
-from facemark.data.store import read_image
+from facemark.data.store import read_dataset_image
 from facemark.evaluate import compare, evaluate
-from facemark.files import write_atomic
 from facemark.geometry import box_from_points
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def time_ms(predictor, faces, repeats: int = 5) -> float:
     The fastest call of a face is the one least disturbed by other processes on a shared machine,
     so this estimates the latency of an idle machine.
     """
-    jobs = [(read_image(f.image_path), box_from_points(f.points)) for f in faces]
+    jobs = [(read_dataset_image(f.image_path), box_from_points(f.points)) for f in faces]
     predictor.predict(*jobs[0])  # warm-up: lazy initialisation, first-call allocations
     best = []
     for image, box in jobs:
@@ -170,9 +170,7 @@ def main(argv=None) -> int:
                   "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|", *table, "",
                   f"![CED]({png.name})", "", "Full figures (95 % bootstrap CI of the mean, FR@8, AUC@10):", "",
                   cmp["table"].split("\n\n", 1)[1], ""]
-    text = "\n".join(lines)
-    write_atomic(args.out / "baselines.md", text)
-    print(text)
+    write_report(args.out / "baselines.md", lines)
     return 0
 
 

@@ -32,7 +32,8 @@ from bench import DEFAULT_ROOT, SHARED
 from facemark.calibrate import fit_mean_face, median_pitch
 from facemark.data.faces import load_faces
 from facemark.extras import require
-from facemark.files import image_size, write_atomic
+from facemark.files import write_atomic
+from facemark.images import image_size
 from facemark.pose import MEAN_FACE_FILE
 
 DEFAULT_DATA = SHARED / "data" / "format-samples" / "aflw2000-3d"

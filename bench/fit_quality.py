@@ -42,11 +42,12 @@ import numpy as np
 
 import cv2
 
+from bench import write_report
 from facemark import metrics
 from facemark.api import Landmarker
 from facemark.calibrate import fit_quality, measure_quality
 from facemark.data.faces import load_faces
-from facemark.data.store import Store, read_image
+from facemark.data.store import Store, read_dataset_image
 from facemark.evaluate import MATCH_IOU
 from facemark.files import write_atomic
 from facemark.geometry import best_match, box_from_points, jitter_box
@@ -70,7 +71,7 @@ def collect(checkpoint: str, data: str, jitter: float, jitters: int, seed: int =
     faces, _, _ = load_faces(data)
     cache, rows, missed = {}, [], 0
     for i, face in enumerate(faces):
-        image = read_image(face.image_path)
+        image = read_dataset_image(face.image_path)
         if face.image_path not in cache:
             cache[face.image_path] = detector.detect(image)
         found = cache[face.image_path]
@@ -183,8 +184,7 @@ def main() -> None:
         same = write_default(args.all_checkpoint, calibration, args.model)
         text += (f"\nWritten into `facemark/assets/models/{args.model}.pt` and `{args.model}.onnx` (re-exported "
                  f"from `{args.all_checkpoint}`); points bit-identical to the previous files: {same}.\n")
-    write_atomic(RESULTS / f"quality{suffix}.md", text)
-    print(text)
+    write_report(RESULTS / f"quality{suffix}.md", text)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import yaml
 
 from facemark.data.store import Store, _checksum, convert_stores
 from facemark.files import write_atomic
+from facemark.schemes import load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE, OUT = REPO / "data/300w-lite", REPO / "data/ft100"
@@ -43,7 +44,7 @@ def main(argv=None) -> None:
         tmp.rename(OUT / "train")
     if not (OUT / "val" / "index.json").is_file():
         convert_stores([SOURCE / "val"], OUT / "val", progress=False)
-    base = yaml.safe_load((REPO / "configs/300w_pipnet_resnet_128_long.yaml").read_text())
+    base = load_yaml(REPO / "configs/300w_pipnet_resnet_128_long.yaml")
     for name, extra in (("scratch", {}), ("init", {"init": str(REPO / "runs/pipnet_resnet_128_long/best.pt")})):
         config = {**base, "data": "data/ft100", "out": f"runs/ft_{name}", "steps": steps, "warmup_steps": 30,
                   "val_every": steps, "ckpt_every": steps, "num_threads": 1, "batch_size": 16, **extra}

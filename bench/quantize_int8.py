@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import write_report
 from bench.timing import best_ms
 from facemark.api import Landmarker
 from facemark.data.faces import load_faces
 from facemark.evaluate import evaluate
-from facemark.files import read_image, write_atomic
 from facemark.geometry import box_from_points
+from facemark.images import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,9 +75,7 @@ def main(argv=None) -> int:
                      f"{ms[name]:.2f} |")
     names = list(models)
     lines += ["", f"Time ratio int8 / float32: {ms[names[1]] / ms[names[0]]:.2f}."]
-    text = "\n".join(lines) + "\n"
-    write_atomic(args.out, text)
-    print(text)
+    write_report(args.out, lines)
     return 0
 
 

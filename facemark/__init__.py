@@ -7,7 +7,7 @@
 use the inference API) do not import it.
 """
 
-__version__ = "0.1.0"
+from facemark._version import __version__
 
 __all__ = ["Face", "Landmarker", "__version__"]
 

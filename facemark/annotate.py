@@ -8,7 +8,7 @@ ones most likely to need correcting are at the top. Both files read back through
 :func:`~facemark.data.formats.read_dlib_xml` and :func:`~facemark.data.formats.read_pts` to
 within the writers' precision (whole pixels for dlib XML, which dlib requires; 3 decimals for ``.pts``).
 
-Inputs are expanded as ``facemark predict`` expands them (:func:`facemark.predict.input_files`:
+Inputs are expanded as ``facemark predict`` expands them (:func:`facemark.inputs.input_files`:
 files, and folders searched recursively for images). An image that cannot be read is skipped and
 listed; the others are still labelled. Existing labels (perhaps corrected by hand) are never
 replaced without ``overwrite``: ``.pts`` files are kept, an existing XML file is refused. Two images
@@ -25,8 +25,8 @@ import numpy as np
 from facemark.data.formats.dlib_xml import write_dlib_xml
 from facemark.data.formats.pts import find_image, write_pts
 from facemark.data.record import DataError, FaceSample
-from facemark.files import IMAGE_SUFFIXES
-from facemark.predict import input_files
+from facemark.images import IMAGE_SUFFIXES
+from facemark.inputs import input_files
 
 
 def _quality_key(item) -> float:

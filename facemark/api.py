@@ -11,14 +11,15 @@ batched forms, so the crop rule, the model's input and the point convention live
 
 The Landmarker owns every per-face output (:class:`Face`: points, point scores and fit quality
 (:mod:`facemark.quality`), and pose and the aligned chip when asked; :meth:`Face.to_dict` is their
-one JSON form): ``facemark predict`` only writes files and the HTTP service only speaks HTTP. Points are in original-image pixels, 0-based pixel centres (see :mod:`facemark.geometry`).
+one JSON form): ``facemark predict`` only writes files and the HTTP service only speaks HTTP.
+Points are in original-image pixels, 0-based pixel centres (see :mod:`facemark.geometry`).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -26,28 +27,17 @@ from facemark.align import align_face
 from facemark.detectors import DEFAULT_DETECTOR, Detector, get_detector
 from facemark.detectors.given import GivenBoxes
 from facemark.face import Face
-from facemark.files import load_image
-from facemark.geometry import (
-    Box, CropRule, box_centre, box_from_points, crop_box_from_box, crop_image, from_crop, iou, turned_box, upright_turn,
-)
+from facemark.geometry import Box, CropRule, box_centre, crop_box_from_box, crop_image, from_crop, upright_turn
+from facemark.images import MAX_PIXELS, load_image
+from facemark.placement import agrees, from_points, points_roll
 from facemark.pose import PoseError, head_pose
 from facemark.quality import QualityCalibration, raw_point_features
 from facemark.runtime import open_model
-from facemark.schemes import five_from_68_box, get_scheme, resolve_scheme
+from facemark.schemes import box_68_from_five, five_from_68_box, get_scheme, resolve_scheme, to_five
+from facemark.spec import FIVE_POINT_VIEWS
 from facemark.track import VideoTracker
 
 ALIGNED_SIZE = 112  # the ArcFace template's size
-#: detect's refine pass (and tracking) crops a face turned upright when its eye line is tilted by
-#: more than this many degrees. 0: every face. Measured (bench_end_to_end, bench_video): against
-#: 20° it lowered end-to-end NME 3.33 -> 3.31 % and video NME 3.68 -> 3.61 %, and it avoids the
-#: flicker of faces crossing a threshold (raw NMF 0.634 % at 20°, 0.562 % at 0)
-ROLL_ALIGN = 0.0
-#: a face placed from a detector's keypoints keeps its one pass when the box its points give overlaps
-#: the keypoints' box this much and the two rolls agree within 5 degrees (else it is re-cut from its
-#: points and predicted again; Landmarker.refine_iou). 0: only the roll is checked. Measured
-#: (bench_end_to_end, split-trained twin): an IoU check of 0.9 re-cut most faces for 3.41 against
-#: 3.42 % end to end, at 1.3x the time per photo
-REFINE_IOU = 0.0
 #: detect drops a face the detector found when its fit quality (Face.quality) is below this: hair,
 #: hands and background patches that a detector takes for a face get quality near 0 (chosen by
 #: python -m bench.bench_min_quality: it keeps every true face of the validation split)
@@ -89,24 +79,35 @@ class Landmarker:
     from the box of the predicted points and predict again, so the detector's box convention
     does not leak into the result. ``None`` (the default): only for faces the detector gave no
     keypoints for (a BlazeFace face is cut, box and roll, from its keypoints in one pass,
-    :meth:`facemark.detectors.base.Detector.place`); ``True``: every face; ``False``: none. ``flip_test`` (on by default): also predict on the mirrored crop
-    and average (test-time flip augmentation: the two crops go through the model as one batch; in
-    :meth:`detect` only the final pass is flipped, the first one only places the crop). On the
-    validation split it lowers the default model's NME by about 3 % for a second crop through the
-    model (``docs/speed.md``).
+    :mod:`facemark.placement`); ``True``: every face; ``False``: none. ``flip_test``: also predict
+    on the mirrored crop and average (test-time flip augmentation: the two crops go through the model
+    as one batch; in :meth:`detect` only the final pass is flipped, the first one only places the
+    crop); ``None`` (the default): the model's own setting (its spec's ``flip_test``: off for a model
+    distilled from a flip-tested teacher, whose one pass already gives the averaged points; on for
+    the others, where it costs a second crop through the model: ``docs/speed.md``).
     ``min_quality``: :meth:`detect` drops detected faces whose fit quality (:attr:`Face.quality`)
     is below it (:data:`MIN_QUALITY` by default; None keeps every face; faces of models without a
     quality calibration and faces of given boxes are always kept).
+    ``max_pixels``, ``max_bytes``: the caps an image given as a path is read within
+    (:func:`facemark.images.read_image`; ``facemark --max-mpx`` / ``--max-mb``).
     """
 
     def __init__(self, model: str | Path = "default", backend: str | None = None, device: str = "cpu",
-                 detector: str | Detector | None = None, refine: bool | None = None, flip_test: bool = True,
-                 num_threads: int | None = None, scheme=None, min_quality: float | None = MIN_QUALITY):
+                 detector: str | Detector | None = None, refine: bool | None = None, flip_test: bool | None = None,
+                 num_threads: int | None = None, scheme=None, min_quality: float | None = MIN_QUALITY,
+                 max_pixels: int = MAX_PIXELS, max_bytes: int | None = None):
+        # a five-point view (``default-5``): the 68-point model runs, and every box in and point out
+        # is the five points' (facemark.spec.FIVE_POINT_VIEWS)
+        self.five_view = isinstance(model, str) and model in FIVE_POINT_VIEWS
         loaded = open_model(model, backend, device, num_threads)
         self.backend, self.model_path, self.spec, self.meta, self._run = (
             loaded.backend, loaded.path, loaded.spec, loaded.meta, loaded.runner)
-        self.refine, self.flip_test, self.refine_iou = refine, flip_test, REFINE_IOU
+        self.refine = refine
+        # None: the model's own (its spec; a model distilled from a flip-tested teacher runs one pass)
+        self.flip_test = bool(self.spec.flip_test if self.spec is not None else True) if flip_test is None \
+            else bool(flip_test)
         self.min_quality = check_min_quality(min_quality)
+        self.max_pixels, self.max_bytes = int(max_pixels), max_bytes  # the image caps
         self._detector_name, self._detector = detector, None
         self.num_points = int(self.meta["num_points"])
         self.input_size = int(self.meta["input_size"])
@@ -119,7 +120,10 @@ class Landmarker:
             self.scheme = self.spec.point_scheme
         else:
             self.scheme = get_scheme(self.num_points)
+        self.model_scheme = self.scheme  # the model's own points (flip test, placement, pose)
         self.name = loaded.name
+        if self.five_view:
+            self.scheme, self.num_points, self.name = get_scheme(5), 5, f"{loaded.name}/{model}"
 
     @property
     def detector(self):
@@ -136,7 +140,7 @@ class Landmarker:
     def crop(self, image, box: Box) -> np.ndarray:
         """The model's input crop, uint8 BGR ``(S, S, 3)``, for the face in the landmark-style ``box``
         (what :meth:`predict_batch` feeds the model; training's crops match it, tests/test_dataset.py)."""
-        image = load_image(image)
+        image = load_image(image, self.max_pixels, self.max_bytes)
         height, width = image.shape[:2]
         return crop_image(image, self.crop_box((width, height), tuple(map(float, box))), self.input_size)
 
@@ -150,8 +154,27 @@ class Landmarker:
         is tilted by this many degrees and its box is the face turned upright about the box's
         centre (:meth:`placement`); it is cut turned upright.
         """
-        scored = self._predict_scored(images, boxes, batch_size, flip, rolls)
-        return [[points for points, _ in image_faces] for image_faces in scored]
+        scored = self._predict_scored(images, self._model_boxes(boxes), batch_size, flip, rolls)
+        return [[self._public_points(points) for points, _ in image_faces] for image_faces in scored]
+
+    def _model_boxes(self, boxes: Sequence[Sequence[Box]]) -> Sequence[Sequence[Box]]:
+        """Boxes given in the public scheme as the model's (a five-point view: the 68-point box)."""
+        if not self.five_view:
+            return boxes
+        return [[box_68_from_five(box) for box in image_boxes] for image_boxes in boxes]
+
+    def _public_points(self, points: np.ndarray) -> np.ndarray:
+        """The model's points as the caller gets them (a five-point view: :func:`facemark.schemes.to_five`)."""
+        return to_five(points) if self.five_view else points
+
+    def _public_face(self, face: Face) -> Face:
+        """``face`` in the public scheme: a five-point view's points and point scores (an eye centre's
+        score: the mean of its eye points'; quality, pose and the aligned chip come from all 68)."""
+        if self.five_view:
+            face.points = to_five(face.points)
+            if face.point_scores is not None:
+                face.point_scores = to_five(np.repeat(face.point_scores[:, None], 2, axis=1))[:, 0]
+        return face
 
     def _predict_scored(self, images: Sequence, boxes: Sequence[Sequence[Box]], batch_size: int = 64,
                         flip: bool | None = None, rolls: Sequence[Sequence[float]] | None = None,
@@ -159,7 +182,7 @@ class Landmarker:
         """:meth:`predict_batch`'s points of each face with its raw point features ``(K, 3)``
         (:mod:`facemark.quality`; None for models without them); ``rolls`` as there."""
         flip = self.flip_test if flip is None else bool(flip)
-        crops = self._cut([load_image(image) for image in images], boxes, rolls)
+        crops = self._cut([load_image(image, self.max_pixels, self.max_bytes) for image in images], boxes, rolls)
         if flip:
             normal, mirrored = self._run_crops(crops, batch_size, both=True)
         else:
@@ -215,11 +238,11 @@ class Landmarker:
         if mirrored is None:
             spread = np.full(points.shape[0], np.nan)
         else:
-            other = self.scheme.flip_normalised(mirrored[2][None])[0]
+            other = self.model_scheme.flip_normalised(mirrored[2][None])[0]
             spread = np.linalg.norm(points.astype(np.float64) - other, axis=-1)  # (K,) normal vs mirrored
             points = (points + other) / 2
             if features is not None:  # the mirrored crop's features, re-indexed
-                features = (features + mirrored[3][list(self.scheme.flip_perm)]) / 2
+                features = (features + mirrored[3][list(self.model_scheme.flip_perm)]) / 2
         scored = None if features is None else raw_point_features(features[None], spread[None])[0]
         return from_crop(points, crop_box, turn), scored
 
@@ -230,10 +253,10 @@ class Landmarker:
     def predict_face(self, image, box: Box, score: float = 1.0) -> Face:
         """:meth:`predict` as a :class:`Face` with ``point_scores`` and ``quality`` (None when the model
         has no calibration); ``score`` is the detector score of ``box`` (1 for a given box)."""
-        (points, features), = self._predict_scored([image], [[box]])[0]
+        (points, features), = self._predict_scored([image], self._model_boxes([[box]]))[0]
         face = Face(tuple(float(v) for v in box), float(score), points)
         self._score_face(face, features)
-        return face
+        return self._public_face(face)
 
     @property
     def quality_calibration(self):
@@ -249,10 +272,10 @@ class Landmarker:
         face.quality = float(calibration.quality(features[None], [face.score])[0])
 
     def detect_batch(self, images: Sequence, max_faces: int | None = None, boxes: Sequence | None = None,
-                     pose: bool = False, aligned: bool = False) -> list[list[Face]]:
+                     pose: bool = False, aligned: bool = False, flip: bool | None = None) -> list[list[Face]]:
         """:meth:`detect` for several images; ``boxes[i]`` (when given) are the boxes of ``images[i]``."""
         max_faces = check_max_faces(max_faces)
-        images = [load_image(image) for image in images]
+        images = [load_image(image, self.max_pixels, self.max_bytes) for image in images]
         if boxes is None:
             detectors = [self.detector] * len(images)
         else:  # user boxes take the detector path, as a "detector" that returns them
@@ -262,9 +285,9 @@ class Landmarker:
         # with a quality floor, every detection is scored first, so a dropped one leaves room for the next
         early = max_faces if self.min_quality is None or boxes is not None else None
         detections = [detector.detect(image)[:early] for detector, image in zip(detectors, images)]
-        placed = [[self._place(detector, d, refine=boxes is None) for d in found]
+        placed = [[self._place(detector, d, given=boxes is not None) for d in found]
                   for detector, found in zip(detectors, detections)]
-        scored = self._passes(images, placed)
+        scored = self._passes(images, placed, self.flip_test if flip is None else bool(flip))
         faces = [
             [Face(tuple(float(v) for v in d.box), float(d.score), p) for d, (p, _) in zip(found, image_points)]
             for found, image_points in zip(detections, scored)
@@ -277,30 +300,36 @@ class Landmarker:
                      for image_faces in faces]
         for image, image_faces in zip(images, faces):
             self._add_outputs(image, image_faces, pose, aligned)
-        return faces
+        return [[self._public_face(face) for face in image_faces] for image_faces in faces]
 
-    def _place(self, detector, detection, refine: bool) -> tuple[Box, float, str]:
-        """Where the model first crops a detected face: ``(box in the model's point scheme, of the face
-        turned upright; roll; mode)``. Detector boxes and keypoint placements are 68-point landmark
-        boxes; a 5-point model takes the five points' box (:data:`facemark.schemes.FIVE_FROM_68_BOX`).
-        The mode (:meth:`_passes`): ``"once"`` for given boxes (landmark boxes already: ``refine=False``)
-        and with ``Landmarker(refine=False)``; ``"refine"`` with ``refine=True`` and for a detector box
-        (its box convention is undone by a second pass); ``"check"`` for a face placed from keypoints."""
-        box, roll, from_keypoints = detector.place(detection)
-        if self.spec is not None and self.spec.scheme == "5":
+    def _place(self, detector, detection, given: bool) -> tuple[Box, float, str]:
+        """Where the model first cuts a face: ``(box in the model's point scheme, of the face turned
+        upright; roll; mode)``, from the detection's placement (:mod:`facemark.placement`, computed
+        once by its detector). A 5-point model file takes the five points' box
+        (:data:`facemark.schemes.FIVE_FROM_68_BOX`); boxes given to a five-point view are the five
+        points' and become the 68-point model's. The mode (:meth:`_passes`): ``"once"`` for given
+        boxes and with ``Landmarker(refine=False)``; ``"refine"`` with ``refine=True`` and for a
+        detector box (its box convention is undone by a second pass); ``"check"`` for a face placed
+        from keypoints."""
+        detection = detector.placed(detection)  # a detector that overrides detect() may leave it to us
+        box, roll = detection.landmark_box, detection.roll
+        if given and self.five_view:
+            box = box_68_from_five(box)
+        elif self.spec is not None and self.spec.scheme == "5":
             box = five_from_68_box(box)
-        if not refine or self.refine is False:
+        if given or self.refine is False:
             return box, roll, "once"
-        return box, roll, "check" if from_keypoints and self.refine is None else "refine"
+        return box, roll, "check" if detection.from_keypoints and self.refine is None else "refine"
 
-    def _passes(self, images: list[np.ndarray], placed: list[list[tuple[Box, float, str]]]) -> list[list[tuple]]:
+    def _passes(self, images: list[np.ndarray], placed: list[list[tuple[Box, float, str]]],
+                flip: bool) -> list[list[tuple]]:
         """The landmark passes of :meth:`detect` for faces placed by :meth:`_place`: points and raw
         features of each. ``"once"``: one pass, with flip test, where placed. ``"refine"``: a pass
         without flip test only places the crop (:meth:`placement` of its points, the face cut
         upright), then the final pass runs there. ``"check"`` (a face placed from a detector's
         keypoints): the first pass is kept when the placement of its own points agrees with the
-        keypoints' (IoU >= :attr:`refine_iou` and rolls within 5 degrees), its mirrored crop then
-        completing the flip test, so such a face costs what one flip-tested pass costs; else as ``"refine"``."""
+        keypoints' (:func:`facemark.placement.agrees`), its mirrored crop then completing the flip
+        test (``flip``), so such a face costs what one flip-tested pass costs; else as ``"refine"``."""
         first = [[k for k, (_, _, mode) in enumerate(p) if mode != "once"] for p in placed]
         out: list[list] = [[None] * len(p) for p in placed]
         kept = []  # (image, face, its crop, its first pass)
@@ -311,19 +340,19 @@ class Landmarker:
             for i, ks in enumerate(first):
                 for k, crop, normal in zip(ks, crops[i], raw[i]):
                     box, roll, mode = placed[i][k]
-                    again_box, again_roll = self.placement(self._finish(normal)[0])
-                    if mode == "check" and abs(again_roll - roll) <= 5.0 and iou(again_box, box) >= self.refine_iou:
+                    again_box, again_roll = from_points(self._finish(normal)[0], self.model_scheme)
+                    if mode == "check" and agrees(roll, again_roll):
                         kept.append((i, k, crop, normal))
                     else:
                         placed[i][k] = (again_box, again_roll, "once")
         if kept:  # their first pass stands: the mirror of the same crop completes the flip test
-            mirrored = self._run_crops([[crop] for _, _, crop, _ in kept], mirror=True) if self.flip_test else None
+            mirrored = self._run_crops([[crop] for _, _, crop, _ in kept], mirror=True) if flip else None
             for n, (i, k, _, normal) in enumerate(kept):
                 out[i][k] = self._finish(normal, None if mirrored is None else mirrored[n][0])
         once = [[k for k, (_, _, mode) in enumerate(p) if mode == "once"] for p in placed]
         if any(once):
             final = self._predict_scored(images, [[placed[i][k][0] for k in ks] for i, ks in enumerate(once)],
-                                         rolls=[[placed[i][k][1] for k in ks] for i, ks in enumerate(once)])
+                                         flip=flip, rolls=[[placed[i][k][1] for k in ks] for i, ks in enumerate(once)])
             for i, ks in enumerate(once):
                 for k, result in zip(ks, final[i]):
                     out[i][k] = result
@@ -331,57 +360,55 @@ class Landmarker:
 
     def roll(self, points: np.ndarray) -> float:
         """The in-plane tilt of the face of ``points``, degrees counter-clockwise on screen: the angle
-        of the line from its image-left pupil to its image-right pupil."""
-        right, left = self.scheme.pupils(points)
-        return float(np.degrees(np.arctan2(-(left[1] - right[1]), left[0] - right[0])))
+        of the line from its image-left pupil to its image-right pupil (:func:`facemark.placement.points_roll`)."""
+        return points_roll(points, self.scheme)
 
     def placement(self, points: np.ndarray) -> tuple[Box, float]:
-        """Where to crop the face of ``points`` next: the box of the face turned upright and its
-        roll (:func:`facemark.geometry.turned_box`), or its box and 0 when its eye line is tilted
-        by :data:`ROLL_ALIGN` degrees or less (with the default 0, only an exactly level one)."""
-        roll = self.roll(points)
-        if abs(roll) <= ROLL_ALIGN:
-            return box_from_points(points), 0.0
-        return turned_box(points, roll), roll
+        """Where to crop the face of ``points`` next: the box of the face turned upright and its roll
+        (:func:`facemark.placement.from_points`); :meth:`detect` takes it as ``{"box": ..., "roll": ...}``."""
+        return from_points(points, self.scheme)
 
     def detect(self, image, max_faces: int | None = None, boxes: Sequence | None = None, pose: bool = False,
-               aligned: bool = False) -> list[Face]:
+               aligned: bool = False, flip: bool | None = None) -> list[Face]:
         """Find faces and their points: a list of :class:`Face`, highest detector score first.
 
         ``boxes``: tight landmark-style boxes ``[(x0, y0, x1, y1), ...]`` (or ``{"box": ..., "score": ...}``)
         to use instead of the detector; ``pose``: fill each face's ``pose`` (yaw, pitch, roll,
         :mod:`facemark.pose`; None with the reason in ``pose_reason`` when it cannot be estimated,
         e.g. a scheme with too few pose points); ``aligned``: fill ``aligned``
-        with its 112 x 112 ArcFace-aligned chip (:mod:`facemark.align`).
+        with its 112 x 112 ArcFace-aligned chip (:mod:`facemark.align`); ``flip``: the flip test for
+        this call (default: the Landmarker's ``flip_test``).
         """
-        return self.detect_batch([image], max_faces, None if boxes is None else [boxes], pose, aligned)[0]
+        return self.detect_batch([image], max_faces, None if boxes is None else [boxes], pose, aligned, flip)[0]
 
     def track(self, frames: Iterable, every: int = 10, smoothing=True, fps: float = 30.0,
-              max_faces: int | None = None, pose: bool = False, aligned: bool = False) -> Iterator[list[Face]]:
+              max_faces: int | None = None, pose: bool = False, aligned: bool = False,
+              flip: bool = False) -> Iterator[list[Face]]:
         """Faces of each video frame, with a stable :attr:`Face.track_id`: yields one list per frame.
 
         ``frames``: any iterable of BGR images (a video reader, a webcam, a list). The detector runs
         on the first frame, then every ``every`` frames, or at once when a track is lost (its points
         leave the frame, or its ``quality`` is low); in between each face's crop comes from its
-        points in the previous frame, and new faces are picked up at the next detector frame.
+        points in the previous frame (one pass; ``flip=True`` adds the mirrored crop, twice the model's
+        time), and new faces are picked up at the next detector frame.
         ``smoothing``: One-Euro smoothing of the points (``True``: :class:`facemark.track.Smoothing`
         defaults, a ``Smoothing``, or ``False``); ``fps`` sets the filter's clock. See :mod:`facemark.track`.
         """
-        return VideoTracker(self, every, smoothing, fps, max_faces, pose, aligned).run(frames)
+        return VideoTracker(self, every, smoothing, fps, max_faces, pose, aligned, flip).run(frames)
 
     def _add_outputs(self, image: np.ndarray, faces: list[Face], pose: bool, aligned: bool) -> None:
         if pose:
             height, width = image.shape[:2]
             for face in faces:
                 try:
-                    face.pose, face.pose_reason = head_pose(face.points, (width, height), self.scheme), None
+                    face.pose, face.pose_reason = head_pose(face.points, (width, height), self.model_scheme), None
                 except PoseError as err:  # a scheme without the points pose needs, or no solution
                     face.pose, face.pose_reason = None, str(err)
         if aligned:
             for face in faces:
-                face.aligned = align_face(image, face.points, self.scheme, size=ALIGNED_SIZE)
+                face.aligned = align_face(image, face.points, self.model_scheme, size=ALIGNED_SIZE)
 
-    def with_own_detector(self) -> "Landmarker":
+    def with_own_detector(self) -> Landmarker:
         """A copy sharing this model but building its own detector (detectors keep scratch state,
         so each thread of a server uses its own copy; a detector object given to the constructor is shared)."""
         other = copy.copy(self)

@@ -15,7 +15,7 @@ Box calibration: with ``cx, cy, w, h`` the detector box and ``lcx, lcy, lw, lh``
 box of the matched face, ``a = median((lcx - cx) / w)``, ``b = median((lcy - cy) / h)``,
 ``c = median(lw / w)``, ``d = median(lh / h)`` (robust to the odd loose match). Keypoint placement
 (:class:`facemark.detectors.base.KeypointPlacement`): ridge least squares of the upright landmark
-box on :func:`facemark.detectors.base.placement_features`. Quality: logistic regressions on the
+box on :func:`facemark.placement.placement_features`. Quality: logistic regressions on the
 raw point features of :mod:`facemark.quality`. Mean face: generalised Procrustes over 3D faces
 (:func:`fit_mean_face`). Five-point box: medians over 68-point faces (:func:`fit_five_box`).
 """
@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from facemark import pose
-from facemark.detectors.base import (
-    CALIBRATION_FILE, Calibration, Detection, KeypointPlacement, placement_features,
-)
+from facemark.detectors.base import CALIBRATION_FILE, Detection
 from facemark.extras import require
-from facemark.files import read_image, write_atomic
+from facemark.files import write_atomic
 from facemark.geometry import Box, CropRule, apply_affine, box_centre, box_from_points, crop_box_from_box, iou, upright_turn
+from facemark.images import read_image
+from facemark.placement import Calibration, KeypointPlacement, placement_features
 from facemark.quality import GOOD_NME, Logistic, QualityCalibration, face_design, point_design
 from facemark.schemes import get_scheme, to_five
 

@@ -13,6 +13,7 @@ import math
 import pickle
 import shutil
 import typing
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -112,9 +113,18 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        raise CheckpointError(f"{path}: checkpoint is corrupt or truncated ({err.__class__.__name__}: {err})") from None
+        with warnings.catch_warnings():  # a foreign pickle protocol: torch warns over several lines first
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # torch's page of explanation: keep the line that says what it refused
+        what = next((f" ({line.strip().removeprefix('WeightsUnpickler error: ').rstrip('.')})"
+                     for line in str(err).splitlines() if "unsupported" in line.lower()), "")
+        raise CheckpointError(f"{path}: refused: it holds Python objects, not only weights{what}; a weights-only "
+                              "load never runs them (a foreign or malicious file?)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, TypeError, ImportError,
+            IndexError, KeyError, OSError) as err:  # torch.load fails in many ways on foreign bytes
+        reason = " ".join(f"{err.__class__.__name__}: {err}".split())
+        raise CheckpointError(f"{path}: checkpoint is corrupt or truncated ({reason[:200]})") from None
     if not isinstance(state, dict) or "model" not in state or "model_name" not in state:
         raise CheckpointError(f"{path}: not a facemark checkpoint (no model weights or model name)")
     for key, kind in (("model", dict), ("model_name", str), ("model_args", dict), ("crop", dict)):

@@ -7,16 +7,17 @@ import math
 import sys
 from pathlib import Path
 
-import facemark.files
+from facemark._version import __version__
 from facemark.annotate import annotate
 from facemark.api import MIN_QUALITY, Landmarker
-from facemark.bulk import bulk
+from facemark.bulk import WriteError, bulk
 from facemark.data.formats import FORMATS
 from facemark.data.prepare import prepare
 from facemark.data.store import convert_stores
 from facemark.detectors import DEFAULT_DETECTOR, list_detectors
 from facemark.evaluate import check_settings, compare, evaluate
 from facemark.extras import MissingExtra, missing_extra_message
+from facemark.images import MAX_PIXELS, default_max_bytes
 from facemark.predict import SAMPLE_IMAGE, predict_paths
 from facemark.schemes import CONVERSIONS, load_scheme
 
@@ -24,7 +25,7 @@ from facemark.schemes import CONVERSIONS, load_scheme
 def _data_prepare(args) -> int:
     summary = prepare(args.root, args.out, size=args.size, context=args.context, skip_bad=args.skip_bad,
                       train_on_all=args.train_on_all, format=args.format, images=args.images,
-                      scheme=_scheme_arg(args))
+                      scheme=_scheme_arg(args), max_pixels=args.max_pixels, max_bytes=args.max_bytes)
     print(f"{summary['faces']} faces prepared ({summary['train']} train, {summary['val']} val) "
           f"into {args.out}; {len(summary['skipped'])} skipped")
     for path, reason in summary["skipped"]:
@@ -121,11 +122,12 @@ def _predict(args) -> int:
         raise ValueError("give image files, folders or videos to predict on (or --sample for the bundled photo)")
     try:
         landmarker = Landmarker(args.model, backend=args.backend, detector=args.detector, scheme=_scheme_arg(args),
-                                min_quality=args.min_quality)
+                                min_quality=args.min_quality, max_pixels=args.max_pixels, max_bytes=args.max_bytes)
         result = predict_paths(paths, landmarker, args.out, json_path=args.json, boxes=args.boxes,
                                draw_box=args.draw_box, draw_indices=args.indices, draw_lines=args.lines,
                                align=args.align, pose=args.pose,
-                               smooth=args.smooth, every=args.every, max_faces=args.max_faces)
+                               smooth=args.smooth, every=args.every, max_faces=args.max_faces,
+                               legend=args.legend)
     except ImportError as err:  # an optional detector dependency: the message names the pip extra
         raise RuntimeError(str(err)) from None
     faces = sum(len(image["faces"]) for image in result["images"]) + sum(video["faces"] for video in result["videos"])
@@ -140,7 +142,8 @@ def _predict(args) -> int:
 
 
 def _annotate(args) -> int:
-    landmarker = Landmarker(args.model, backend=args.backend, min_quality=None)  # every face, lowest quality first
+    landmarker = Landmarker(args.model, backend=args.backend, min_quality=None,  # every face, lowest quality first
+                            max_pixels=args.max_pixels, max_bytes=args.max_bytes)
     result = annotate(args.images, landmarker, out=args.out, pts=args.pts, overwrite=args.overwrite,
                       max_faces=args.max_faces)
     qualities = [q for _, q in result["faces"] if q is not None]
@@ -201,8 +204,8 @@ def _eval(args) -> int:
         raise RuntimeError(str(err)) from None
     result = evaluate(predictor, args.data, split=args.split, box=args.box, normalisation=args.norm,
                       max_error=args.max_error, jitter=args.jitter, rotate=args.rotate, out=args.out,
-                      worst_k=args.worst_k,
-                      detector=args.detector, scheme=_scheme_arg(args))
+                      worst_k=args.worst_k, detector=args.detector, scheme=_scheme_arg(args),
+                      max_pixels=args.max_pixels, max_bytes=args.max_bytes)
     print(result["headline"])
     written = ["metrics.json", "report.md", *(["ced.png"] if result.get("ced_png", True) is not None else []),
                *(["worst.png"] if args.worst_k > 0 else [])]
@@ -279,23 +282,22 @@ class _HelpWithDefaults(argparse.HelpFormatter):
         return f"{text} (default: {value})"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facemark", description="2D facial landmark detection",
-                                     formatter_class=_HelpWithDefaults)
-    parser.add_argument("--max-mpx", type=_positive, default=None,
-                        help="the largest image every command accepts, in megapixels (its declared size is checked "
-                             "before it is decoded; the HTTP service's limit too); give it before the command "
-                             "(default: 40, facemark.files.MAX_PIXELS)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    detectors = list_detectors()
-    detector_help = f"face detector, one of {', '.join(detectors)} (default: {DEFAULT_DETECTOR})"
-    backend_help = "onnx or torch (default: the model file's: onnx for .onnx and 'default', torch for .pt)"
+SCHEME_HELP = "a point-scheme file (name, point names, flip permutation, NME pair, lines; see facemark/assets/schemes/)"
+BACKEND_HELP = "onnx or torch (default: the model file's: onnx for .onnx and 'default', torch for .pt)"
 
-    def command(group, name: str, text: str) -> argparse.ArgumentParser:
-        return group.add_parser(name, help=text, description=text, formatter_class=_HelpWithDefaults)
 
-    data = command(commands, "data", "prepare and inspect datasets").add_subparsers(dest="data_command", required=True)
-    p = command(data, "prepare", "read annotations, split 80/20 and pack train/val stores")
+def _detector_help() -> str:
+    return f"face detector, one of {', '.join(list_detectors())} (default: {DEFAULT_DETECTOR})"
+
+
+def _command(group, name: str, text: str) -> argparse.ArgumentParser:
+    return group.add_parser(name, help=text, description=text, formatter_class=_HelpWithDefaults)
+
+
+def _add_data(commands) -> None:
+    """``facemark data prepare | convert | preview``: its arguments."""
+    data = _command(commands, "data", "prepare and inspect datasets").add_subparsers(dest="data_command", required=True)
+    p = _command(data, "prepare", "read annotations, split 80/20 and pack train/val stores")
     p.add_argument("root", help="a dataset folder (300-W .pts, 300W-LP/AFLW2000-3D .mat) or annotation file "
                    "(WFLW list .txt, COFW .mat, dlib imglab .xml)")
     p.add_argument("--format", choices=FORMATS, default=None,
@@ -309,9 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-on-all", action="store_true",
                    help="the train store holds every face, validation ones too (for a final model; its "
                         "validation figures are then not held out)")
-    p.add_argument("--scheme", default=None, metavar="YAML", help="a point-scheme file (name, point names, flip permutation, NME pair, lines; see facemark/assets/schemes/) recorded in the stores (default: the built-in scheme of the point count)")
+    p.add_argument("--scheme", default=None, metavar="YAML",
+                   help=f"{SCHEME_HELP} recorded in the stores (default: the built-in scheme of the point count)")
     p.set_defaults(func=_data_prepare)
-    p = command(data, "convert", "convert prepared data to another point scheme and/or merge several into one")
+    p = _command(data, "convert", "convert prepared data to another point scheme and/or merge several into one")
     p.add_argument("sources", nargs="+", help="prepared folders (each with train/ and val/, converted split by "
                    "split) or store folders (merged into one store)")
     p.add_argument("--to", choices=sorted(CONVERSIONS), default=None,
@@ -321,14 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (default: none; required)")
     p.add_argument("--size", type=int, default=None, help="stored region size (default: the first source's)")
     p.set_defaults(func=_data_convert)
-    p = command(data, "preview", "draw a grid of random samples with their points")
+    p = _command(data, "preview", "draw a grid of random samples with their points")
     p.add_argument("store", help="a store folder (e.g. data/300w-lite/train)")
     p.add_argument("--out", default="preview.png", help="image file to write")
     p.add_argument("--count", type=_at_least_one, default=16, help="samples in the grid")
     p.add_argument("--augment", action="store_true", help="show training augmentation")
     p.set_defaults(func=_data_preview)
 
-    p = command(commands, "train", "train a model from a YAML config")
+
+def _add_train(commands) -> None:
+    """``facemark train``: its arguments."""
+    p = _command(commands, "train", "train a model from a YAML config")
     p.add_argument("--config", default=None, help="YAML config, e.g. configs/300w_pipnet_resnet_128.yaml "
                    "(default: none; required unless --print-config shows the defaults)")
     p.add_argument("--method", choices=("cnn", "ert", "lbf"), default="cnn",
@@ -344,12 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: none; --print-config lists every key)")
     p.add_argument("--max-steps", type=_at_least_one, default=None,
                    help="stop after this step, schedule unchanged (default: the config's steps)")
-    p.add_argument("--scheme", default=None, metavar="YAML", help="a point-scheme file (name, point names, flip permutation, NME pair, lines; see facemark/assets/schemes/) as config key scheme (default: the data's, else the point count's)")
+    p.add_argument("--scheme", default=None, metavar="YAML",
+                   help=f"{SCHEME_HELP} as config key scheme (default: the data's, else the point count's)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved configuration (config file + --set) with every key --set accepts, and exit")
     p.set_defaults(func=_train)
 
-    p = command(commands, "export", "export a checkpoint to ONNX (batch norm folded, model spec in the metadata)")
+
+def _add_export(commands) -> None:
+    """``facemark export``: its arguments."""
+    p = _command(commands, "export", "export a checkpoint to ONNX (batch norm folded, model spec in the metadata)")
     p.add_argument("checkpoint", help="a .pt checkpoint")
     p.add_argument("--onnx", default=None, help="output file (default: the checkpoint's path with .onnx)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
@@ -361,24 +371,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", type=_at_least_one, default=256, help="training crops for the INT8 calibration")
     p.set_defaults(func=_export)
 
-    p = command(commands, "predict", "landmarks for images, folders and videos: annotated copies and JSON")
+
+def _add_predict(commands) -> None:
+    """``facemark predict``: its arguments."""
+    p = _command(commands, "predict", "landmarks for images, folders and videos: annotated copies and JSON")
     p.add_argument("paths", nargs="*", metavar="PATH", help="image files, folders (recursive) or video files")
     p.add_argument("--sample", action="store_true", help="also predict on the bundled sample photo")
     p.add_argument("--out", default="facemark-out", help="folder for annotated files")
     p.add_argument("--json", default=None, help="JSON results file (default: <out>/predictions.json)")
     p.add_argument("--model", default="default", help="'default', a .pt checkpoint, an .onnx model or a classical "
                    ".dat/.lbf.npz model")
-    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
-    p.add_argument("--detector", choices=detectors, default=None, metavar="NAME", help=detector_help)
+    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=BACKEND_HELP)
+    p.add_argument("--detector", choices=list_detectors(), default=None, metavar="NAME", help=_detector_help())
     p.add_argument("--boxes", default=None, help="JSON {image file name: [[x0, y0, x1, y1], ...]} of tight "
                    "landmark-style boxes, used instead of detection (default: detect)")
     p.add_argument("--draw-box", action="store_true", help="draw the face boxes")
     p.add_argument("--indices", action="store_true", help="label the points with their indices")
     p.add_argument("--lines", action="store_true", help="join the points by the scheme's lines (jaw, brows, eyes, "
                    "nose, lips for 68 points)")
+    p.add_argument("--legend", action=argparse.BooleanOptionalAction, default=True,
+                   help="a key to the marks (dots, red rings of unsure points, lines, boxes) in a corner of each "
+                        "annotated image")
     p.add_argument("--align", action="store_true", help="write 112x112 ArcFace-aligned crops to <out>/aligned/")
     p.add_argument("--pose", action="store_true", help="estimate head pose (yaw, pitch, roll)")
-    p.add_argument("--scheme", default=None, metavar="YAML", help="a point-scheme file (name, point names, flip permutation, NME pair, lines; see facemark/assets/schemes/) for flip test, pose and alignment (default: the one the model was trained with)")
+    p.add_argument("--scheme", default=None, metavar="YAML",
+                   help=f"{SCHEME_HELP} for flip test, pose and alignment (default: the one the model was trained with)")
     p.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
                    help="One-Euro smoothing of video landmarks")
     p.add_argument("--every", type=_at_least_one, default=10,
@@ -393,23 +410,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 0 although some inputs could not be read (they are still listed)")
     p.set_defaults(func=_predict)
 
-    p = command(commands, "annotate", "pre-label images with the model (dlib XML or .pts), lowest quality first, "
+
+def _add_annotate(commands) -> None:
+    """``facemark annotate``: its arguments."""
+    p = _command(commands, "annotate", "pre-label images with the model (dlib XML or .pts), lowest quality first, "
                                       "for a person to correct")
     p.add_argument("images", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", default=None, help="dlib imglab XML file to write, e.g. labels.xml (default: none; --out or --pts is required)")
+    where.add_argument("--out", default=None, help="dlib imglab XML file to write, e.g. labels.xml (default: none; "
+                       "--out or --pts is required)")
     where.add_argument("--pts", action="store_true", help="write <image>.pts beside each image (its best face) (default: off)")
     p.add_argument("--overwrite", action="store_true", help="replace existing labels: .pts files (default: kept) or "
                    "the --out XML file (default: refused)")
     p.add_argument("--model", default="default", help="'default', a .pt checkpoint or an .onnx model")
-    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
+    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=BACKEND_HELP)
     p.add_argument("--max-faces", type=_at_least_one, default=None, help="at most this many faces per image "
                    "(default: all)")
     p.add_argument("--skip-bad", action="store_true",
                    help="exit 0 although some images could not be labelled (they are still listed)")
     p.set_defaults(func=_annotate)
 
-    p = command(commands, "eval", "score a model on annotated faces (NME, CED, AUC), or compare runs")
+
+def _add_eval(commands) -> None:
+    """``facemark eval``: its arguments."""
+    p = _command(commands, "eval", "score a model on annotated faces (NME, CED, AUC), or compare runs")
     p.add_argument("--model", default=None, help="'default', a .pt/.onnx file, a classical .dat/.lbf.npz model, "
                    "'mean-shape' or 'dlib' (default: none; required unless --compare)")
     p.add_argument("--data", default=None, help="a store (data/300w-lite/val), a prepared folder or a dataset folder "
@@ -417,10 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="split of a prepared or dataset folder: train, val or all")
     p.add_argument("--box", choices=("gt", "detector"), default="gt",
                    help="gt: ground-truth landmark box (300-W protocol); detector: detected and matched faces")
-    p.add_argument("--detector", choices=detectors, default=None, metavar="NAME",
-                   help=f"face detector for --box detector, one of {', '.join(detectors)} (default: the model's, "
+    p.add_argument("--detector", choices=list_detectors(), default=None, metavar="NAME",
+                   help=f"face detector for --box detector, one of {', '.join(list_detectors())} (default: the model's, "
                         f"{DEFAULT_DETECTOR})")
-    p.add_argument("--scheme", default=None, metavar="YAML", help="a point-scheme file (name, point names, flip permutation, NME pair, lines; see facemark/assets/schemes/) for NME normalisation and per-group errors (default: the model's, else the data's, else the point count's)")
+    p.add_argument("--scheme", default=None, metavar="YAML",
+                   help=f"{SCHEME_HELP} for NME normalisation and per-group errors (default: the model's, else "
+                        "the data's, else the point count's)")
     p.add_argument("--norm", choices=("inter_ocular", "inter_pupil", "box_diagonal", "box_area"), default="inter_ocular",
                    help="NME normalisation")
     p.add_argument("--max-error", type=float, default=0.10, help="CED/AUC cut-off as a fraction (0.10 = 10 %%)")
@@ -429,13 +455,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="turn each photo by a random angle in +-DEG about the face first (tilted heads)")
     p.add_argument("--worst-k", type=_at_least_zero, default=16, help="faces in the worst-faces gallery")
     p.add_argument("--train-store", default=None, help="for mean-shape (default: the train store beside --data)")
-    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
+    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=BACKEND_HELP)
     p.add_argument("--compare", nargs="+", default=None, metavar="METRICS_JSON",
                    help="overlay the CEDs of these metrics.json files instead of evaluating (default: evaluate)")
     p.add_argument("--out", default="report", help="output folder")
     p.set_defaults(func=_eval)
 
-    p = command(commands, "bulk", "landmarks for many photos into Parquet, one row per face, on this machine or on "
+
+def _add_bulk(commands) -> None:
+    """``facemark bulk``: its arguments."""
+    p = _command(commands, "bulk", "landmarks for many photos into Parquet, one row per face, on this machine or on "
                                   "a Ray cluster; run it again to resume (docs/bulk.md)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively), globs "
                    "(quoted: 'photos/**/*.jpg') or URIs pyarrow reads (s3://bucket/photos/)")
@@ -452,16 +481,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop detected faces whose fit quality is below Q (0..1; 'none' keeps every face)")
     p.add_argument("--model", default="default", help="'default', a .pt checkpoint, an .onnx model or a classical "
                    ".dat/.lbf.npz model (on a cluster: the same path on every node)")
-    p.add_argument("--detector", choices=detectors, default=None, metavar="NAME", help=detector_help)
+    p.add_argument("--detector", choices=list_detectors(), default=None, metavar="NAME", help=_detector_help())
     p.set_defaults(func=_bulk)
 
-    p = command(commands, "serve", "HTTP service and web page (POST /v1/landmarks, GET /, /docs)")
+
+def _add_serve(commands) -> None:
+    """``facemark serve``: its arguments."""
+    p = _command(commands, "serve", "HTTP service and web page (POST /v1/landmarks, GET /, /docs)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (1..65535)")
     p.add_argument("--model", default="default", help="'default', a .pt checkpoint, an .onnx model or a classical "
                    ".dat/.lbf.npz model")
-    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=backend_help)
-    p.add_argument("--detector", choices=detectors, default=None, metavar="NAME", help=detector_help)
+    p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=BACKEND_HELP)
+    p.add_argument("--detector", choices=list_detectors(), default=None, metavar="NAME", help=_detector_help())
     p.add_argument("--workers", type=_at_least_one, default=2, help="inference threads (one process)")
     p.add_argument("--queue", type=_at_least_zero, default=8, help="requests that may wait for a worker before 503")
     p.add_argument("--max-upload-mb", type=_positive, default=10, help="larger uploads are answered 413")
@@ -476,7 +508,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-concurrency", type=_at_least_one, default=500, metavar="N",
                    help="open connections at most (more are closed at once; requests past it get 503); keep it "
                         "below ulimit -n")
+    p.add_argument("--write-timeout", type=_positive, default=10, metavar="SECONDS",
+                   help="a connection that reads none of its answers for this long is reset")
+    p.add_argument("--max-pipelined", type=_at_least_zero, default=0, metavar="N",
+                   help="answers in a row to requests sent before the previous answer was read (HTTP pipelining) "
+                        "before the connection is closed (the client sends the rest again on a new one)")
+    p.add_argument("--max-sessions", type=_at_least_one, default=8, metavar="N",
+                   help="live-tracking sessions (/v1/track) at once; more are answered 503")
+    p.add_argument("--sessions-per-client", type=_at_least_one, default=2, metavar="N",
+                   help="live-tracking sessions one client address may hold (429 past it; behind a reverse proxy "
+                        "every client has the proxy's address)")
+    p.add_argument("--session-idle", type=_positive, default=15, metavar="SECONDS",
+                   help="a live-tracking session expires this long after its last frame")
+    p.add_argument("--session-max-age", type=_positive, default=600, metavar="SECONDS",
+                   help="and in any case this long after it was opened")
+
+    def up_to_a_minute(text: str) -> float:
+        """argparse type: seconds in 0..60."""
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seconds in 0..60, got {text!r}") from None
+        if not 0 <= value <= 60:  # nan fails this too
+            raise argparse.ArgumentTypeError(f"expected seconds in 0..60, got {text!r}")
+        return value
+
+    p.add_argument("--refusal-delay", type=up_to_a_minute, default=1, metavar="SECONDS",
+                   help="an upload refused from its image header (400, 413, 415) is answered this much later, "
+                        "holding nothing but its connection, so re-sending such images in a loop costs little (0: at once)")
     p.set_defaults(func=_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``facemark`` parser: the global options, then one small builder per command."""
+    parser = argparse.ArgumentParser(prog="facemark", description="2D facial landmark detection",
+                                     formatter_class=_HelpWithDefaults)
+    parser.add_argument("--version", action="version", version=f"facemark {__version__}")
+    parser.add_argument("--max-mpx", type=_positive, default=None,
+                        help="the largest image every command accepts, in megapixels (its declared size is checked "
+                             "before it is decoded; the HTTP service's limit too); give it before the command "
+                             "(default: 40, facemark.images.MAX_PIXELS)")
+    parser.add_argument("--max-mb", type=_positive, default=None,
+                        help="the largest image file every command reads, in MB (its size is checked before a byte "
+                             "is read); give it before the command (default: 4 bytes a pixel of --max-mpx + 16 MiB: "
+                             "176.8 MB for 40 Mpx, facemark.images.default_max_bytes)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_data, _add_train, _add_export, _add_predict, _add_annotate, _add_eval, _add_bulk, _add_serve):
+        add(commands)
     return parser
 
 
@@ -484,36 +562,50 @@ def _bulk(args) -> int:
     try:
         result = bulk(args.inputs, args.out, engine=args.engine, address=args.address, workers=args.workers,
                       batch_size=args.batch_size, model=args.model, detector=args.detector,
-                      min_quality=args.min_quality)
+                      min_quality=args.min_quality, progress=sys.stderr.isatty(), max_pixels=args.max_pixels,
+                      max_bytes=args.max_bytes)
     except ImportError as err:  # pyarrow, Ray or a detector's dependency: the message names the pip extra
         raise RuntimeError(str(err)) from None
+    except KeyboardInterrupt as err:  # Ctrl-C: the finished images are committed (facemark.bulk.Interrupted)
+        print(f"facemark: {err or 'interrupted'}", file=sys.stderr)
+        return 130
+    except FileNotFoundError:  # a missing model or input: main's one line, exit 2
+        raise
+    except (WriteError, OSError) as err:  # a full disk, a folder that cannot be written: what was done is kept
+        print(f"facemark: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    skipped = f", {len(result['skipped'])} skipped (no regular file)" if result["skipped"] else ""
     print(f"{result['images']} images, {result['faces']} faces, {result['errors']} images with errors "
-          f"(the error column), {result['already_done']} already done; {result['images_per_s']:.1f} images/s "
-          f"({result['seconds']:.1f} s, {result['engine']} engine); Parquet in {result['out']}")
+          f"(the error column){skipped}, {result['already_done']} already done; {result['images_per_s']:.1f} "
+          f"images/s ({result['seconds']:.1f} s, {result['engine']} engine); Parquet in {result['out']}")
     return 0
 
 
 def _serve(args) -> int:
-    from facemark.serve.app import create_app
+    from facemark.serve.app import build_landmarker, create_app
     from facemark.serve.server import serve
 
-    # the model and detector load once here, so a bad --model (a folder, a crafted spec) is one line
-    # before the server starts, not a traceback from its start-up; the app loads its own copy
-    Landmarker(args.model, backend=args.backend, detector=args.detector).detector  # noqa: B018
+    # the model and detector load once, here, so a bad --model (a folder, a crafted spec) is one line
+    # before the server starts, not a traceback from its start-up; the app serves this Landmarker
+    landmarker = build_landmarker(args.model, args.backend, args.detector, args.workers, args.min_quality)
     app = create_app(args.model, backend=args.backend, detector=args.detector, max_upload_mb=args.max_upload_mb,
-                     max_pixels=facemark.files.MAX_PIXELS, workers=args.workers, queue=args.queue,
+                     max_pixels=args.max_pixels, workers=args.workers, queue=args.queue,
                      upload_timeout_s=args.upload_timeout, min_upload_rate=args.min_upload_rate * 1024,
-                     min_quality=args.min_quality)
-    # the model loads in the app's lifespan, at start
-    serve(app, args.host, args.port, header_timeout_s=args.header_timeout, limit_concurrency=args.limit_concurrency)
+                     min_quality=args.min_quality, max_sessions=args.max_sessions,
+                     sessions_per_client=args.sessions_per_client, session_idle_s=args.session_idle,
+                     session_max_age_s=args.session_max_age, refusal_delay_s=args.refusal_delay,
+                     landmarker=landmarker)
+    # Ctrl-C: uvicorn shuts down, then raises KeyboardInterrupt again, which main() makes one line
+    serve(app, args.host, args.port, header_timeout_s=args.header_timeout, limit_concurrency=args.limit_concurrency,
+          write_timeout_s=args.write_timeout, max_pipelined=args.max_pipelined)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cap = facemark.files.MAX_PIXELS
-    if args.max_mpx is not None:  # this run's pixel cap; restored after, for callers that run main() in-process
-        facemark.files.MAX_PIXELS = int(args.max_mpx * 1e6)
+    # this run's image caps, passed explicitly to each command's calls (nothing global is changed)
+    args.max_pixels = MAX_PIXELS if args.max_mpx is None else int(args.max_mpx * 1e6)
+    args.max_bytes = default_max_bytes(args.max_pixels) if args.max_mb is None else int(args.max_mb * 1e6)
     if getattr(args, "out", "") is None and getattr(args, "root", None):
         root = Path(args.root).resolve()
         args.out = str(Path("data") / (root.stem if root.is_file() else root.name))
@@ -522,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"facemark: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in any command: one line and the shell's code for SIGINT, no traceback
+        print(f"facemark {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     except ImportError as err:  # an optional extra's module (facemark.extras): name the extra, in one line
         message = str(err) if isinstance(err, MissingExtra) else missing_extra_message(
             getattr(err, "name", None), f"facemark {args.command}")
@@ -529,8 +624,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"facemark: error: {message}", file=sys.stderr)
         return 2
-    finally:
-        facemark.files.MAX_PIXELS = cap
 
 
 if __name__ == "__main__":

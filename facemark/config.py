@@ -23,6 +23,7 @@ from facemark.data.dataset import Augment
 from facemark.geometry import CropRule
 from facemark.losses import LOSSES
 from facemark.models.registry import _MODELS  # the registry has no public accessor for a constructor
+from facemark.schemes import YAMLFileError, load_yaml, parse_yaml
 
 
 class ConfigError(ValueError):
@@ -57,7 +58,8 @@ class TrainConfig:
     lr_decay_steps: AtLeastOne = 1000
     lr_milestones: list[Fraction] = field(default_factory=lambda: [0.6, 0.85])  # fractions of steps
     warmup_steps: NonNegative = 0
-    l2: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 1e-5  # L2 penalty on conv/linear weights added to the loss, as in the recipe
+    # L2 penalty on conv/linear weights added to the loss, as in the recipe
+    l2: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 1e-5
     # bookkeeping
     val_every: AtLeastOne = 1000
     ckpt_every: AtLeastOne = 1000
@@ -66,7 +68,7 @@ class TrainConfig:
     num_threads: NonNegative = 0  # 0: torch's default
     workers: NonNegative = 0  # DataLoader worker processes
     bf16: bool = False  # bf16 autocast (GPU only)
-    channels_last: bool = False  # NHWC model and input: ~25 % faster steps on CPU
+    channels_last: bool = False  # NHWC model and input: faster steps on CPU (docs/training.md)
     time_limit_min: NonNegativeFloat = 0.0  # stop cleanly (with a checkpoint) after this many minutes; 0: no limit
     scheme: str = ""  # a point-scheme YAML file (--scheme); empty: the data's (prepare --scheme) or the point count's
     init: str = ""  # start from these weights: "default", "default-5" (shipped models) or a .pt; empty: random
@@ -78,6 +80,13 @@ class TrainConfig:
     # exponential moving average of the weights (decay per step; 0: off): validation, best.pt and the
     # exported model use the averaged weights, resuming keeps both
     ema: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.0
+    # distillation: a teacher checkpoint ("default" or a .pt of the same crop rule and point count,
+    # any input size) whose flip-tested points (the crop and its mirror, averaged) on every training
+    # crop are mixed into the targets: target = (1 - teacher_weight) * label + teacher_weight * teacher
+    # (the teacher's points alone where a label is missing); teacher_flip: average the mirrored crop too
+    teacher: str = ""
+    teacher_weight: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.5
+    teacher_flip: bool = True
 
 
 _NESTED = {"crop": CropRule, "augment": Augment}
@@ -147,12 +156,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 def read_values(path: str | Path, overrides: list[str] | None = None) -> dict:
     """The raw values of a YAML config file with ``key=value`` overrides applied (not yet checked)."""
     path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:  # plain YAML: an alias bomb is refused while parsing, before anything is built or checked
+        values = load_yaml(path, "config") or {}
+    except YAMLFileError as err:
+        raise ConfigError(str(err)) from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(values).__name__}")
     return _apply_overrides(values, overrides)
@@ -169,7 +178,10 @@ def _apply_overrides(values: dict, overrides: list[str] | None) -> dict:
             if not isinstance(target.get(parent), dict):
                 target[parent] = {}
             target = target[parent]
-        target[leaf] = yaml.safe_load(raw)
+        try:
+            target[leaf] = parse_yaml(raw, f"--set {item}")
+        except YAMLFileError as err:
+            raise ConfigError(str(err)) from None
     return values
 
 

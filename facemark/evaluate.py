@@ -26,23 +26,32 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from facemark import metrics, plots
 from facemark.data.faces import load_faces, seen_in_training
 from facemark.data.record import DataError
-from facemark.data.store import read_image, region_box
+from facemark.data.store import read_dataset_image, region_box
 from facemark.detectors import DEFAULT_DETECTOR, get_detector
 from facemark.extras import MissingExtra
 from facemark.files import write_atomic
 from facemark.geometry import (
-    Box, apply_affine, best_match, box_from_points, crop_affine, crop_image, jitter_box, rotate_face, warp,
+    Box,
+    apply_affine,
+    best_match,
+    box_from_points,
+    crop_affine,
+    crop_image,
+    jitter_box,
+    rotate_face,
+    warp,
 )
+from facemark.images import MAX_PIXELS
 from facemark.schemes import SCHEMES, resolve_scheme, scheme_from_spec
 
 BOX_PROTOCOLS = ("gt", "detector")
@@ -156,6 +165,8 @@ def evaluate(
     name: str | None = None,
     progress: bool = True,
     scheme=None,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int | None = None,
 ) -> dict:
     """Score ``predictor`` on the faces of ``data`` (see :func:`~facemark.data.faces.load_faces`); returns
     the metrics dict.
@@ -170,6 +181,7 @@ def evaluate(
     A model that records the faces it was trained on (its ``trained_on``,
     :func:`facemark.data.faces.training_record`) is checked against the evaluated ones:
     ``seen_in_training`` counts those it has seen, and the headline and report warn when there are any.
+    ``max_pixels``, ``max_bytes``: the image caps (:mod:`facemark.images`; ``facemark --max-mpx``, ``--max-mb``).
     """
     check_settings(box, jitter, rotate, max_error, worst_k)
     faces, skipped, data_text = load_faces(data, split)
@@ -204,7 +216,7 @@ def evaluate(
     records, missed, seconds, cache = [], [], [], {}
     for i, face in enumerate(tqdm(faces, desc=f"eval {name}", unit="face", disable=not progress)):
         try:
-            image = read_image(face.image_path)
+            image = read_dataset_image(face.image_path, max_pixels, max_bytes)
         except DataError as err:
             skipped.append({"id": face.sample_id, "file": str(face.image_path), "reason": err.reason})
             continue
@@ -275,7 +287,7 @@ def evaluate(
         "per_face": [{"id": r["id"], "subset": r["subset"], "nme": r["nme"], "points": r["points"]} for r in records],
     }
     meta = getattr(predictor, "meta", None)  # a Landmarker's spec and provenance
-    seen = seen_in_training(meta.get("trained_on") if isinstance(meta, dict) else None, [r["id"] for r in records])
+    seen = _seen_faces(meta.get("trained_on") if isinstance(meta, dict) else None, records)
     result["seen_in_training"] = None if seen is None else {"faces": len(seen), "evaluated": len(records), "ids": seen}
     s = result["summary"]
     lo, hi = s["ci95"]
@@ -288,7 +300,7 @@ def evaluate(
         + (f"; WARNING: {_seen_text(result['seen_in_training'])}" if seen else "")
     )
     if out is not None:
-        _write_outputs(result, records, Path(out), worst_k, scheme)
+        _write_outputs(result, records, Path(out), worst_k, scheme, max_pixels, max_bytes)
     return result
 
 
@@ -297,6 +309,30 @@ def evaluate(
 
 def _pct(value: float) -> str:
     return f"{value * 100:.2f}"
+
+
+#: how ``compare`` marks a run whose faces the model trained on
+NOT_HELD_OUT = "(NOT HELD OUT)"
+
+
+def _photo_ids(sample_id: str, image_file: str) -> list[str]:
+    """The ids a face may have had in training: its own (the annotation path under the folder given to
+    eval) and its photo's path, without suffix, under each folder above it (``afw/1051618982_1``,
+    ``300w-lite/afw/1051618982_1``, ...), so a face is known whatever folder (a dataset, one of its
+    sub-folders, a store) it is evaluated from."""
+    parts = Path(image_file).resolve().with_suffix("").parts
+    return [sample_id, *("/".join(parts[i:]) for i in range(1, len(parts)))]
+
+
+def _seen_faces(record, records: list[dict]) -> list[str] | None:
+    """The ids of the evaluated faces that the model's ``trained_on`` ``record`` holds, matched by
+    :func:`_photo_ids`; None when the model has no usable record."""
+    ids = {r["id"]: _photo_ids(r["id"], r["file"]) for r in records}
+    known = seen_in_training(record, [i for candidates in ids.values() for i in candidates])
+    if known is None:
+        return None
+    known = set(known)
+    return [r["id"] for r in records if known.intersection(ids[r["id"]])]
 
 
 def _seen_text(seen: dict) -> str:
@@ -348,25 +384,27 @@ def _report(result: dict, scheme, worst_k: int) -> str:
     return "\n".join(lines)
 
 
-def _worst_gallery(records: list[dict], k: int, size: int = 192) -> np.ndarray:
+def _worst_gallery(records: list[dict], k: int, size: int = 192, max_pixels: int = MAX_PIXELS,
+                   max_bytes: int | None = None) -> np.ndarray:
     """The ``k`` worst faces, each cut from its image around the ground truth, prediction drawn over it."""
     tiles = []
     for r in sorted(records, key=lambda r: r["nme"], reverse=True)[:k]:
         region = region_box(r["gt"], 1.2)  # square, centred on the recipe crop box
         to_tile = crop_affine(region, size)
-        image = read_image(r["file"])
+        image = read_dataset_image(r["file"], max_pixels, max_bytes)
         if r["matrix"] is not None:  # the photo as it was scored (rotate)
             image = warp(image, r["matrix"], (image.shape[1], image.shape[0]))
         tile = plots.draw_comparison(crop_image(image, region, size),
                                      apply_affine(to_tile, r["pred"]), apply_affine(to_tile, r["gt"]), radius=1.5)
-        for text, y in ((r["id"][-28:], 12), (f"NME {r['nme'] * 100:.1f}%", size - 6)):
-            cv2.putText(tile, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(tile, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
+        for text, y in ((r["id"][-28:], 13), (f"NME {r['nme'] * 100:.1f}%", size - 6)):  # on dark boxes
+            tile = plots.draw_label(tile, text, (4, y), 0.38)
         tiles.append(tile)
-    return plots.make_grid(tiles, cols=int(np.ceil(np.sqrt(len(tiles)))), pad=2, fill=255)
+    grid = plots.make_grid(tiles, cols=int(np.ceil(np.sqrt(len(tiles)))), pad=2, fill=255)
+    return plots.draw_legend(grid, plots.COMPARISON_LEGEND, scale=0.38, below=True)  # the key to the marks
 
 
-def _write_outputs(result: dict, records: list[dict], out: Path, worst_k: int, scheme) -> None:
+def _write_outputs(result: dict, records: list[dict], out: Path, worst_k: int, scheme, max_pixels: int = MAX_PIXELS,
+                   max_bytes: int | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     curves = {"all": [r["nme"] for r in records]}
     if len(result["subsets"]) > 1:
@@ -379,7 +417,7 @@ def _write_outputs(result: dict, records: list[dict], out: Path, worst_k: int, s
         result["ced_png"] = None
         print(f"{out / 'ced.png'} not drawn: {err}", file=sys.stderr)
     if worst_k > 0:
-        plots.write_image(out / "worst.png", _worst_gallery(records, worst_k))
+        plots.write_image(out / "worst.png", _worst_gallery(records, worst_k, max_pixels=max_pixels, max_bytes=max_bytes))
     # atomic like the PNGs, so a reader (compare, a dashboard) never sees half a file
     write_atomic(out / "metrics.json", json.dumps(result, indent=1))
     write_atomic(out / "report.md", _report(result, scheme, worst_k))
@@ -393,7 +431,8 @@ def compare(metrics_paths: Sequence[str | Path], out: str | Path, names: Sequenc
     (``out/compare.md``); returns ``{"table": markdown, "png": path, "markdown": path}``.
 
     All runs must share one normalisation (curves of different normalisations are not comparable);
-    box protocols may differ and are shown per row.
+    box protocols may differ and are shown per row. A run scored on faces its model trained on
+    (``seen_in_training``) is marked :data:`NOT_HELD_OUT` in the table and the plot's legend, with a note.
     """
     if not metrics_paths:
         raise ValueError("compare needs at least one metrics.json")
@@ -413,6 +452,9 @@ def compare(metrics_paths: Sequence[str | Path], out: str | Path, names: Sequenc
     for i, label in enumerate(labels):  # still ambiguous: name the run's folder too
         if labels.count(label) > 1:
             labels[i] = f"{label} [{Path(metrics_paths[i]).parent.name}]"
+    # a run scored on faces the model trained on (eval's seen_in_training) is marked in the legend and table
+    flagged = [bool((r.get("seen_in_training") or {}).get("faces")) for r in runs]
+    labels = [f"{label} {NOT_HELD_OUT}" if flag else label for label, flag in zip(labels, flagged)]
     max_error = max(r["max_error"] for r in runs)
     out = Path(out)
     # the scheme (for the eye-corner indices) follows from the number of points in per_point
@@ -429,7 +471,8 @@ def compare(metrics_paths: Sequence[str | Path], out: str | Path, names: Sequenc
         rows.append(f"| {label} | {r['box_protocol']} | {s['count']} | {_pct(s['mean'])} | {_pct(lo)}-{_pct(hi)} | "
                     f"{s['fr@8'] * 100:.1f} | {s['fr@10'] * 100:.1f} | {s['auc@8']:.3f} | {s['auc@10']:.3f} | "
                     f"{_pct(det['rate']) + ' %' if det else '-'} |")
-    table = f"{norm_text}; NME in %.\n\n" + "\n".join(rows) + "\n"
+    notes = [f"- {label}: {_seen_text(r['seen_in_training'])}" for label, r, flag in zip(labels, runs, flagged) if flag]
+    table = f"{norm_text}; NME in %.\n\n" + "\n".join(rows) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
     text = f"# Comparison\n\n{table}\n![CED](ced.png)\n"
     markdown = write_atomic(out / "compare.md", text)
     return {"table": table, "png": png, "markdown": markdown}

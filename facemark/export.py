@@ -23,7 +23,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from facemark.checkpoint import load_checkpoint, model_from_checkpoint, model_metadata, model_spec, save_checkpoint
 from facemark.data.faces import load_faces
-from facemark.data.store import read_image
+from facemark.data.store import read_dataset_image
 from facemark.files import atomic_path
 from facemark.geometry import box_from_points, crop_box_from_box, crop_image, crops_to_input
 from facemark.spec import METADATA_KEY, ModelSpec, read_onnx_metadata
@@ -117,7 +117,7 @@ def quantize_onnx(model: str | Path, out: str | Path, data, count: int = 256, se
     picked = np.random.default_rng(seed).choice(len(faces), size=min(count, len(faces)), replace=False)
     crops = []
     for i in picked:
-        image = read_image(faces[i].image_path)
+        image = read_dataset_image(faces[i].image_path)
         box = crop_box_from_box(box_from_points(faces[i].points), (image.shape[1], image.shape[0]), spec.crop)
         crops.append(crop_image(image, box, spec.input_size))
     batches = [{"image": crops_to_input(np.stack(crops[i : i + 16]))} for i in range(0, len(crops), 16)]

@@ -32,13 +32,15 @@ class Face:
 
     def to_dict(self, aligned_file: str | Path | None = None) -> dict:
         """The one JSON form of a face (the CLI's JSON and the HTTP service's answers): box and points
-        (pixels, 2 decimals), score, and when set: pose (2 decimals; asked for but not estimable:
-        ``"pose": null`` and ``"pose_reason"``), track_id, quality and point_scores (3 decimals), and
-        the aligned chip, as ``"aligned_png_base64"`` (PNG, base64) or, when the caller wrote it to
-        ``aligned_file`` (``facemark predict --align``), as ``"aligned"``: that file's path."""
+        (pixels, 2 decimals), score (3 decimals), and when set: pose (degrees, 2 decimals; asked for but
+        not estimable: ``"pose": null`` and ``"pose_reason"``), track_id, quality and point_scores
+        (3 decimals), and the aligned chip. Each key has one form: ``"aligned_png_base64"`` is always
+        the chip itself (PNG, base64: the API and the HTTP service); when the caller wrote the chip to
+        ``aligned_file`` instead (``facemark predict --align``), the dict has ``"aligned_file"``, that
+        file's path, and no ``"aligned_png_base64"``."""
         out = {
             "box": [round(float(v), 2) for v in self.box],
-            "score": float(self.score),
+            "score": round(float(self.score), 3),
             "points": np.asarray(self.points, dtype=np.float64).round(2).tolist(),
         }
         if self.pose is not None:
@@ -52,10 +54,20 @@ class Face:
         if self.point_scores is not None:
             out["point_scores"] = np.asarray(self.point_scores, dtype=np.float64).round(3).tolist()
         if self.aligned is not None and aligned_file is not None:
-            out["aligned"] = str(aligned_file)
+            out["aligned_file"] = str(aligned_file)
         elif self.aligned is not None:
             out["aligned_png_base64"] = base64.b64encode(cv2.imencode(".png", self.aligned)[1].tobytes()).decode()
         return out
+
+    def to_row(self, index: int) -> dict:
+        """The face as a row of ``facemark bulk``'s Parquet (its face columns; :mod:`facemark.bulk.rows`):
+        ``face`` (``index``: 0, 1, ... in detector-score order), box, score, points, point_scores and
+        quality, at full float32 precision (not rounded as in :meth:`to_dict`); None where unset."""
+        return {"face": int(index), "box": [float(v) for v in self.box], "score": float(self.score),
+                "points": np.asarray(self.points, np.float32).tolist(),
+                "point_scores": None if self.point_scores is None
+                else np.asarray(self.point_scores, np.float32).tolist(),
+                "quality": None if self.quality is None else float(self.quality)}
 
     @property
     def track(self) -> int | None:

@@ -203,17 +203,23 @@ def draw_box(
     return out
 
 
+PRED_COLOR, GT_COLOR, ERROR_COLOR = (0, 0, 255), (0, 255, 0), (0, 255, 255)  # draw_comparison's (BGR)
+#: the key to :func:`draw_comparison`'s marks in its default colours (:func:`draw_legend`)
+COMPARISON_LEGEND = (("dot", PRED_COLOR, "prediction"), ("dot", GT_COLOR, "ground truth"),
+                     ("line", ERROR_COLOR, "error (ground truth to prediction)"))
+
+
 def draw_comparison(
     image_bgr: np.ndarray,
     pred: np.ndarray,
     gt: np.ndarray,
-    pred_color: tuple[int, int, int] = (0, 0, 255),
-    gt_color: tuple[int, int, int] = (0, 255, 0),
-    line_color: tuple[int, int, int] = (0, 255, 255),
+    pred_color: tuple[int, int, int] = PRED_COLOR,
+    gt_color: tuple[int, int, int] = GT_COLOR,
+    line_color: tuple[int, int, int] = ERROR_COLOR,
     radius: float = 2,
 ) -> np.ndarray:
     """Prediction (red) and ground truth (green) with a yellow line from each gt point to its
-    prediction."""
+    prediction (:data:`COMPARISON_LEGEND` says so on the picture)."""
     out = _bgr(image_bgr)
     pred = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
     gt = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
@@ -224,6 +230,97 @@ def draw_comparison(
             cv2.line(out, _fixed(g), _fixed(p), line_color, 1, cv2.LINE_AA, _SHIFT)
     out = draw_points(out, gt, gt_color, radius)
     return draw_points(out, pred, pred_color, radius)
+
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+LABEL_BACKGROUND = (0, 0, 0)  # the dark box under every label and legend: readable on light and dark photos
+LABEL_OPACITY = 0.7  # of that box: white text on it has a contrast ratio of 6 or more over any photo
+
+
+def text_scale(image_bgr: np.ndarray) -> float:
+    """A font scale for labels that reads alike on small and large images (0.35 up to 1000 px)."""
+    return max(0.35, max(np.asarray(image_bgr).shape[:2]) / 2800)
+
+
+def _darken(out: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> None:
+    """Blend the box ``[x0, x1) x [y0, y1)`` of ``out`` (clipped to it) towards :data:`LABEL_BACKGROUND`, in place."""
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(out.shape[1], x1), min(out.shape[0], y1)
+    if x1 > x0 and y1 > y0:
+        region = out[y0:y1, x0:x1].astype(np.float32)
+        dark = np.asarray(LABEL_BACKGROUND, np.float32)
+        out[y0:y1, x0:x1] = (region * (1 - LABEL_OPACITY) + dark * LABEL_OPACITY + 0.5).astype(out.dtype)
+
+
+def draw_label(
+    image_bgr: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.4,
+    color: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """``text`` with its baseline starting at ``org`` (as ``cv2.putText``) on a dark box, so that it
+    reads on a white wall as on a dark coat."""
+    out = _bgr(image_bgr)
+    thickness = max(1, round(scale * 1.2))
+    (w, h), base = cv2.getTextSize(text, _FONT, scale, thickness)
+    pad = max(1, round(h / 4))
+    x, y = int(org[0]), int(org[1])
+    _darken(out, x - pad, y - h - pad, x + w + pad, y + base + pad)
+    cv2.putText(out, text, (x, y), _FONT, scale, color, thickness, cv2.LINE_AA)
+    return out
+
+
+def draw_legend(
+    image_bgr: np.ndarray,
+    entries: Sequence[tuple[str, tuple[int, int, int], str]],
+    scale: float | None = None,
+    corner: str = "bottom-left",
+    below: bool = False,
+) -> np.ndarray:
+    """A key to what is drawn: ``entries`` are ``(mark, colour, text)`` with mark ``"dot"`` (a filled
+    point), ``"ring"`` (a low-score point, :func:`draw_points`), ``"line"`` or ``"box"``, one per row on
+    a dark box in ``corner`` (``"bottom-left"``, ``"bottom-right"``, ``"top-left"``, ``"top-right"``);
+    ``below``: in one row, on a strip added under the image (a gallery, whose tiles it must not cover).
+    ``scale``: the font scale (default: :func:`text_scale`). An image too small to hold the key in a
+    corner (it would be wider than the image or cover more than half its height) is left without one."""
+    out = _bgr(image_bgr)
+    if not entries:
+        return out
+    scale = text_scale(out) if scale is None else scale
+    thickness = max(1, round(scale * 1.2))
+    sizes = [cv2.getTextSize(text, _FONT, scale, thickness) for _, _, text in entries]
+    text_h = max(h for (_, h), _ in sizes)
+    base = max(b for _, b in sizes)
+    pad = max(2, round(text_h / 2))
+    row = text_h + base + pad  # one entry's height
+    mark = row  # the square cell its mark is drawn in
+    widths = [mark + pad + w for (w, _), _ in sizes]
+    if below:
+        strip = np.zeros((row + 2 * pad, out.shape[1], 3), out.dtype)
+        strip[:] = LABEL_BACKGROUND
+        out = np.vstack([out, strip])
+        cells = [(pad + sum(widths[:i]) + 2 * pad * i, out.shape[0] - row - pad) for i in range(len(entries))]
+    else:
+        w_box, h_box = max(widths) + 2 * pad, len(entries) * row + pad
+        if w_box + 2 * pad > out.shape[1] or h_box + 2 * pad > out.shape[0] / 2:
+            return out
+        x0 = pad if corner.endswith("left") else out.shape[1] - w_box - pad
+        y0 = pad if corner.startswith("top") else out.shape[0] - h_box - pad
+        _darken(out, x0, y0, x0 + w_box, y0 + h_box)
+        cells = [(x0 + pad, y0 + pad // 2 + i * row) for i in range(len(entries))]
+    for (kind, color, text), (x, y) in zip(entries, cells):
+        cx, cy, r = x + mark / 2, y + row / 2, max(1.5, mark / 6)
+        if kind == "dot":
+            cv2.circle(out, _fixed((cx, cy)), int(round(r * _SCALE)), color, -1, cv2.LINE_AA, _SHIFT)
+        elif kind == "ring":
+            cv2.circle(out, _fixed((cx, cy)), int(round(r * 1.5 * _SCALE)), color, 1, cv2.LINE_AA, _SHIFT)
+        elif kind == "line":
+            cv2.line(out, _fixed((x + 1, cy)), _fixed((x + mark - 2, cy)), color, thickness, cv2.LINE_AA, _SHIFT)
+        elif kind == "box":
+            cv2.rectangle(out, _fixed((x + 2, y + 3)), _fixed((x + mark - 3, y + row - 4)), color, thickness,
+                          cv2.LINE_AA, _SHIFT)
+        else:
+            raise ValueError(f"legend mark {kind!r}: one of dot, ring, line, box")
+        cv2.putText(out, text, (int(x + mark + pad), int(y + pad // 2 + text_h)), _FONT, scale, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
+    return out
 
 
 def make_grid(images: Sequence[np.ndarray], cols: int, pad: int = 0, fill: int = 0) -> np.ndarray:

@@ -5,14 +5,19 @@ finds faces with a :class:`~facemark.api.Landmarker` (or uses boxes given per im
 
 * each image, annotated, to ``out_dir`` under its own name (a folder's files keep their relative
   paths); each video as an annotated ``.mp4`` and a ``<name>.frames.jsonl`` (JSON Lines: a first line
-  with the video's path, size, fps and settings, then one line per frame with its faces), streamed
+  with the video's path, the model, size, fps and settings, then one line per frame with its faces), streamed
   to ``<name>.frames.jsonl.partial`` as frames are processed and renamed when the video ends, so a
   long video's results never sit in memory and a run that dies keeps the frames done;
-* with ``align``: 112 x 112 ArcFace-aligned crops to ``out_dir/aligned/`` (:mod:`facemark.align`);
+* with ``align``: 112 x 112 ArcFace-aligned crops to ``out_dir/aligned/`` (:mod:`facemark.align`), each
+  face's file under ``"aligned_file"`` in the JSON (:meth:`Face.to_dict`);
 * with ``pose``: yaw, pitch and roll per face (:mod:`facemark.pose`), in the JSON and on the image
   (a face without one has ``"pose": null`` and a ``"pose_reason"``, said once on stderr);
-* one JSON (default ``out_dir/predictions.json``) with, per image, its path, size and faces
-  (box, score, points), and the files that were skipped with the reason.
+* one JSON (default ``out_dir/predictions.json``) with the model (its name and ``"model_sha256"``,
+  :func:`facemark.runtime.model_digest`), per image its path, size and faces (box, score, points),
+  and the files that were skipped with the reason.
+
+Each drawing carries a legend in its lower left corner: what the dots, the red rings (points
+scored below :data:`facemark.plots.LOW_SCORE`) and, when drawn, the lines and boxes are.
 
 All files are written atomically (temporary file, then rename). An output never replaces an input:
 a run whose outputs would land on its inputs (``predict photo.jpg --out .``) is refused before any
@@ -33,10 +38,10 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from importlib.resources import files
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -44,43 +49,24 @@ from tqdm import tqdm
 
 from facemark.api import Face, Landmarker, check_max_faces
 from facemark.detectors.given import GivenBoxes
-from facemark.files import IMAGE_SUFFIXES, atomic_path, check_pixels, fsync_directory, load_image, write_atomic
+from facemark.files import atomic_path, fsync_directory, write_atomic
 from facemark.geometry import box_from_points, check_box
+from facemark.images import IMAGE_SUFFIXES, check_pixels, load_image
+from facemark.inputs import input_files
+from facemark.plots import LOW_COLOR, LOW_SCORE, draw_label, draw_legend, draw_points, text_scale, write_image
 from facemark.plots import draw_box as _draw_box
 from facemark.plots import draw_lines as _draw_lines
-from facemark.plots import draw_points, write_image
+from facemark.runtime import model_digest
 from facemark.track import FaceTracker, Smoothing
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 _WRITABLE = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})  # else written as .png
 SAMPLE_IMAGE = Path(str(files("facemark") / "assets" / "astronaut.jpg"))  # NASA, public domain
+#: the colours of the drawings (BGR), named once so that each picture's legend says what they are
+POINT_COLOR, LINE_COLOR, BOX_COLOR, POSE_COLOR = (0, 255, 0), (255, 255, 0), (255, 0, 0), (0, 255, 255)
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def input_files(paths: Iterable[str | Path], suffixes: Iterable[str],
-                exclude: Path | None = None) -> tuple[list[tuple[Path, Path]], list[dict]]:
-    """``([(file, its path relative to what was named), ...], skipped)``: the input expansion of
-    ``facemark predict`` and ``facemark annotate``. A named file is used whatever its suffix (its
-    relative path is its name); a folder is searched recursively for regular files with one of
-    ``suffixes`` (any case), leaving out anything under ``exclude`` (the output folder) when that
-    lies inside the folder; a missing path is listed in ``skipped``."""
-    suffixes = {s.lower() for s in suffixes}
-    exclude = exclude.resolve() if exclude else None
-    found, skipped = [], []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            inside = exclude is not None and exclude != path.resolve() and exclude.is_relative_to(path.resolve())
-            found += [(p, p.relative_to(path)) for p in sorted(path.rglob("*"))
-                      if p.is_file() and p.suffix.lower() in suffixes
-                      and not (inside and p.resolve().is_relative_to(exclude))]
-        elif path.is_file():
-            found.append((path, Path(path.name)))
-        else:
-            skipped.append({"path": str(path), "reason": "no such file or folder"})
-    return found, skipped
 
 
 def collect_inputs(
@@ -146,23 +132,25 @@ class _Predictor:
 
     def __init__(self, landmarker: Landmarker, boxes: GivenBoxes | None, max_faces: int | None,
                  draw_box: bool, draw_indices: bool, align: bool, pose: bool, draw_lines: bool = False,
-                 inputs: frozenset[Path] = frozenset()):
+                 inputs: frozenset[Path] = frozenset(), legend: bool = True):
         self.lm, self.boxes, self.max_faces = landmarker, boxes, max_faces
         self.draw_box, self.draw_indices, self.align, self.pose = draw_box, draw_indices, align, pose
         self.draw_lines = draw_lines
+        self.legend = self.legend_entries() if legend else []
         self.inputs = inputs  # resolved input paths: never written over
         self.pose_reasons: set[str] = set()  # why faces had no pose, each said once on stderr
 
     def faces(self, image: np.ndarray, key: Path) -> list[Face]:
         given = None
         if self.boxes is not None:  # KeyError (reported) if none are given for this file
-            given = [{"box": self.boxes.landmark_box(d.box), "score": d.score} for d in self.boxes.detect(key=key)]
+            given = [{"box": d.landmark_box, "roll": d.roll, "score": d.score} for d in self.boxes.detect(key=key)]
             for face in given:  # a 1e9-pixel box: one line, not an OpenCV error when its points are drawn
                 check_box(face["box"], (image.shape[1], image.shape[0]))
         return self.lm.detect(image, self.max_faces, boxes=given, pose=self.pose, aligned=self.align)
 
     def face_dicts(self, faces: list[Face], aligned_stem: Path | None) -> list[dict]:
-        """:meth:`Face.to_dict` of each face; aligned chips are written beside, their paths in the dict.
+        """:meth:`Face.to_dict` of each face; aligned chips are written beside, their paths in the dict
+        (``"aligned_file"``, where the API and the service give the chip itself, ``"aligned_png_base64"``).
         Why a face has no pose is said on stderr the first time (the JSON has it for every face)."""
         out = []
         for i, face in enumerate(faces):
@@ -186,16 +174,31 @@ class _Predictor:
             # marker size follows the face: a 30 x 40 px face gets sub-pixel dots, not one green blob
             radius = max(0.5, min(largest, math.sqrt(max(x1 - x0, 1.0) * max(y1 - y0, 1.0)) / 40))
             if self.draw_box:
-                out = _draw_box(out, face.box, thickness=max(1, round(radius / 2)))
+                out = _draw_box(out, face.box, BOX_COLOR, thickness=max(1, round(radius / 2)))
             if self.draw_lines:
-                out = _draw_lines(out, face.points, self.lm.scheme.groups, self.lm.scheme.closed,
+                out = _draw_lines(out, face.points, self.lm.scheme.groups, self.lm.scheme.closed, LINE_COLOR,
                                   thickness=max(1, round(radius / 2)))
-            out = draw_points(out, face.points, radius=radius, indices=self.draw_indices, scores=face.point_scores)
+            out = draw_points(out, face.points, POINT_COLOR, radius=radius, indices=self.draw_indices,
+                              scores=face.point_scores)
             if face.pose is not None:
-                text = "yaw {:.0f} pitch {:.0f} roll {:.0f}".format(*face.pose)
+                text = "pose (deg): yaw {:.0f} pitch {:.0f} roll {:.0f}".format(*face.pose)
                 org = (int(face.box[0]), max(12, int(face.box[1]) - 4))
-                cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, max(radius, 1.5) / 4, (0, 255, 255), 1, cv2.LINE_AA)
-        return out
+                out = draw_label(out, text, org, max(radius / 4, text_scale(out)), POSE_COLOR)
+        return draw_legend(out, self.legend) if self.legend else out
+
+    def legend_entries(self) -> list[tuple[str, tuple[int, int, int], str]]:
+        """The key to what :meth:`draw` draws (:func:`facemark.plots.draw_legend`), in every picture and
+        video frame alike: the points, the low-score rings when the model scores its points, and the
+        box and lines when they are drawn (the pose label names itself)."""
+        scored = self.lm.quality_calibration is not None
+        entries = [("dot", POINT_COLOR, f"landmark (point score >= {LOW_SCORE:g})" if scored else "landmark")]
+        if scored:
+            entries.append(("ring", LOW_COLOR, f"unsure landmark (point score < {LOW_SCORE:g})"))
+        if self.draw_lines:
+            entries.append(("line", LINE_COLOR, "face outline (scheme lines)"))
+        if self.draw_box:
+            entries.append(("box", BOX_COLOR, "face box"))
+        return entries
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -222,7 +225,8 @@ def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothi
     frames_jsonl = frames_path(out)
     partial = frames_jsonl.with_name(frames_jsonl.name + ".partial")
     try:
-        check_pixels(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), path)
+        cap = predictor.lm.max_pixels  # the Landmarker's image cap (facemark --max-mpx)
+        check_pixels(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), path, cap)
         fps = capture.get(cv2.CAP_PROP_FPS)
         fps = fps if math.isfinite(fps) and 0 < fps < 1000 else 25.0  # some containers report no rate
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
@@ -230,7 +234,7 @@ def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothi
         if not ok:
             raise ValueError(f"{path}: no video frame could be decoded")
         height, width = frame.shape[:2]
-        check_pixels(width, height, path)
+        check_pixels(width, height, path, cap)
 
         def read():  # the frames, the first one already read; `frame` stays the last one yielded
             nonlocal ok, frame
@@ -252,7 +256,9 @@ def _predict_video(path: Path, out: Path, predictor: _Predictor, smooth: Smoothi
         # picks the container by it
         with open(partial, "w", encoding="utf-8") as lines, atomic_path(out) as tmp, \
                 tqdm(total=total, desc=path.name, unit="frame", leave=False, disable=not progress) as bar:
-            lines.write(_json_line({"path": str(path), "size": [width, height], "fps": fps, "smoothing": settings,
+            lines.write(_json_line({"path": str(path), "model": predictor.lm.name,
+                                    "model_sha256": model_digest(predictor.lm.model_path),
+                                    "size": [width, height], "fps": fps, "smoothing": settings,
                                     "detector_every": every if predictor.boxes is None else None}) + "\n")
             lines.flush()
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
@@ -297,6 +303,7 @@ def predict_paths(
     every: int = 10,
     max_faces: int | None = None,
     progress: bool = True,
+    legend: bool = True,
 ) -> dict:
     """Predict, draw and save landmarks for ``paths`` (image files, folders, videos); see the module.
 
@@ -305,6 +312,7 @@ def predict_paths(
     :class:`GivenBoxes`: the model runs on those boxes (:meth:`Landmarker.detect` with ``boxes=``) instead of
     detecting. ``smooth``: One-Euro smoothing of video points (``True`` = :class:`Smoothing` defaults);
     ``every``: on video, the detector runs every ``every`` frames (:meth:`Landmarker.track`).
+    ``legend``: a key to the drawing's marks in a corner of every annotated image and frame.
     Returns what is written to the JSON file (``out_dir/predictions.json`` by default).
     """
     max_faces = check_max_faces(max_faces)
@@ -319,7 +327,7 @@ def predict_paths(
         raise ValueError(f"no image or video files in {', '.join(map(str, paths)) or 'the inputs'}: nothing to do")
     check_outputs(jobs, out_dir, json_path)
     predictor = _Predictor(landmarker, boxes, max_faces, draw_box, draw_indices, align, pose, draw_lines,
-                           inputs=frozenset(path.resolve() for path, _ in jobs))
+                           inputs=frozenset(path.resolve() for path, _ in jobs), legend=legend)
     # build the detector now, so a missing optional dependency stops the run before any file
     detector = "given boxes" if boxes is not None else landmarker.detector.name
     for item in skipped:
@@ -332,7 +340,7 @@ def predict_paths(
             if path.suffix.lower() in VIDEO_SUFFIXES:
                 videos.append(_predict_video(path, out, predictor, smoothing, every, aligned_stem, progress))
                 continue
-            image = load_image(path)
+            image = load_image(path, landmarker.max_pixels, landmarker.max_bytes)  # the Landmarker's caps
             faces = predictor.faces(image, path)
             height, width = image.shape[:2]
             entry = {"path": str(path), "output": str(out), "size": [width, height],
@@ -343,7 +351,8 @@ def predict_paths(
         except Exception as err:  # one bad file must not end a long run: report it and go on
             skipped.append({"path": str(path), "reason": _reason(err)})
             tqdm.write(f"skipped {path}: {skipped[-1]['reason']}", file=sys.stderr)
-    result = {"model": landmarker.name, "backend": landmarker.backend, "detector": detector,
+    result = {"model": landmarker.name, "model_sha256": model_digest(landmarker.model_path),
+              "backend": landmarker.backend, "detector": detector,
               "images": images, "videos": videos, "skipped": skipped}
     _write_json(json_path, result)
     return result

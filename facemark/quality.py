@@ -15,7 +15,8 @@ the ONNX metadata) maps them to
 * ``quality``: the probability that the whole fit is good, NME (inter-ocular) <= 8 %
   (a logistic regression on face-level aggregates of the point features, :func:`face_design`).
   The detector score is not among them since Step 7b: it added nothing out of fold and, its
-  values being bunched near 1, made the fit unstable (one fold's AUROC 0.74); calibrations
+  values being bunched near 1, made the fit unstable (measured: docs/evaluation.md, "Confidence";
+  bench/results/quality.md); calibrations
   written before (``face_features`` ending in ``detector_score``) still load and use it.
 
 A model file without a calibration (files exported before it existed, or non-PIPNet and

@@ -8,6 +8,7 @@ The floor under :class:`facemark.Landmarker`: everything that turns ``"default"`
     points = model.runner(crops)                   # uint8 BGR (B, S, S, 3) -> (B, K, 2) in 0..1 of the crop
     points, features = model.runner.run_with_features(crops)   # + raw point features (B, K, 2) or None
     model.spec                                     # facemark.spec.ModelSpec (None for classical models)
+    model_digest("default")                        # the model's one identity: its file's full sha256
 
 An ``.onnx`` file runs on ONNX Runtime (its spec read from its metadata and checked against its
 graph), a ``.pt`` checkpoint on torch (``pip install "facemark[train]"``; nothing is exported on
@@ -18,6 +19,8 @@ dlib ERT ``.dat``, LBF ``.lbf.npz``) on its own runner. The shipped names are
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,10 +31,12 @@ import onnxruntime as ort
 from facemark.classical import SUFFIXES as CLASSICAL_SUFFIXES
 from facemark.classical import load_classical
 from facemark.geometry import crops_to_input
-from facemark.spec import MODEL_DIR, SHIPPED_MODELS, ModelSpec, read_onnx_metadata
+from facemark.spec import MODEL_SUFFIXES, ModelSpec, read_onnx_metadata, resolve_model
+
+__all__ = ["BACKENDS", "MODEL_SUFFIXES", "Model", "OnnxRunner", "Runner", "TorchRunner", "model_digest", "open_model",
+           "resolve_model"]
 
 BACKENDS = ("onnx", "torch")
-MODEL_SUFFIXES = (".onnx", ".pt", *CLASSICAL_SUFFIXES)
 TORCH_EXTRA = 'pip install "facemark[train]"'
 
 
@@ -125,26 +130,22 @@ class Model:
         return f"{self.meta['model_name']}@{self.path.stem}"
 
 
-def resolve_model(model: str | Path, backend: str | None = None) -> Path:
-    """The file of ``model``: a shipped name (:data:`~facemark.spec.SHIPPED_MODELS`; its ``.onnx``, or
-    its ``.pt`` for ``backend="torch"``) or a path to a model file."""
-    if str(model) in SHIPPED_MODELS:
-        suffixes = ("pt",) if backend == "torch" else ("onnx", "pt")
-        candidates = [MODEL_DIR / f"{model}.{ext}" for ext in suffixes]
-        for path in candidates:
-            if path.is_file():
-                return path
-        if backend == "torch" and (MODEL_DIR / f"{model}.onnx").is_file():
-            raise ValueError(f"'{model}' is an ONNX-only model: use backend='onnx'")
-        raise FileNotFoundError(f"no shipped model '{model}' in {MODEL_DIR} (looked for {[p.name for p in candidates]})")
-    path = Path(model)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found (give 'default', a .pt checkpoint, a .onnx file, "
-                                "or a classical .dat / .lbf.npz model)")
-    if path.suffix not in MODEL_SUFFIXES:
-        raise ValueError(f"{path}: expected a .pt checkpoint, an .onnx model, or a classical model "
-                         "(dlib ERT .dat, LBF .lbf.npz)")
-    return path
+def model_digest(model: str | Path) -> str:
+    """The one identity of a model, for every output that records which model made it (the HTTP
+    service, bulk rows): the full sha256 (64 hex digits) of its file; ``model`` is a shipped name or a
+    path (:func:`resolve_model`). Hashed once per file version (path, size, modification time)."""
+    path = resolve_model(model).resolve()
+    stat = path.stat()
+    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def open_model(model: str | Path = "default", backend: str | None = None, device: str = "cpu",

@@ -2,6 +2,10 @@
 
 "Right" means the subject's right (image left), as in 300-W. ``flip_perm[i]`` is the index of the
 point that point ``i`` becomes after a horizontal flip of the image.
+
+It also holds the one YAML reader (:func:`load_yaml`, :func:`parse_yaml`), for scheme files, training
+configs (:mod:`facemark.config`) and the tools alike: plain YAML only, no anchors or aliases, so an
+alias bomb ("billion laughs") is a one-line error naming the file before anything is built.
 """
 
 from __future__ import annotations
@@ -55,6 +59,63 @@ class PointScheme:
 
 class SchemeError(ValueError):
     """A scheme file that does not describe a valid point scheme (one line: file, key, problem)."""
+
+
+# --------------------------------------------------------------------------- the one YAML reader
+
+#: the largest YAML file read: scheme files and training configs are a few kB (a 98-point scheme ~3 kB)
+MAX_YAML_BYTES = 1 << 20
+MAX_SCHEME_BYTES = MAX_YAML_BYTES
+
+
+class YAMLFileError(ValueError):
+    """A YAML file (or text) that cannot be read or is refused, in one line naming it."""
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without anchors and aliases (``&a`` / ``*a``, merge keys with them): refused
+    at the first one, while parsing, so an alias bomb never expands. Configs and scheme files never
+    need them."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.MarkedYAMLError(problem="YAML anchors and aliases (& and *) are not accepted",
+                                       problem_mark=event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, where: str = "YAML"):
+    """The plain YAML ``text`` (no anchors or aliases) as Python values; :class:`YAMLFileError`
+    ``"<where>: <problem> (line N)"`` in one line otherwise."""
+    try:
+        return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or "not valid YAML").split())
+        if "anchors and aliases" not in problem:
+            problem = f"not valid YAML: {problem}"
+        raise YAMLFileError(f"{where}: {problem}{at}") from None
+
+
+def load_yaml(path, what: str = "YAML file", max_bytes: int = MAX_YAML_BYTES):
+    """The values of the YAML file ``path``: only a regular file (not ``/dev/zero`` or a FIFO) of at
+    most ``max_bytes``, plain YAML (:func:`parse_yaml`). Every refusal is one :class:`YAMLFileError`
+    line naming the file (``what``: how it is called, "scheme file", "config")."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise YAMLFileError(f"{path}: cannot read: {'no such file' if not path.exists() else 'not a regular file'}")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise YAMLFileError(f"{path}: {size} bytes is too large for a {what} (at most {max_bytes})")
+        text = path.read_text()
+    except OSError as err:
+        raise YAMLFileError(f"{path}: cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise YAMLFileError(f"{path}: not a text file (not UTF-8)") from None
+    return parse_yaml(text, str(path))
 
 
 #: the shipped scheme files (facemark/assets/schemes/*.yaml)
@@ -170,28 +231,15 @@ def scheme_from_dict(data, where: str = "<scheme>") -> PointScheme:
                        point_names=tuple(names), closed=tuple(str(g) for g in closed), pose_points=pose)
 
 
-#: the largest scheme file read (a 98-point scheme is about 3 kB)
-MAX_SCHEME_BYTES = 1 << 20
-
-
 def load_scheme(path) -> PointScheme:
     """Read and validate a scheme YAML file; raises :class:`SchemeError` with a one-line message naming
     the file and the key. Only a regular file of at most :data:`MAX_SCHEME_BYTES` is read (not
     ``/dev/zero`` or a FIFO)."""
     path = Path(path)
     try:
-        if not path.is_file():
-            raise SchemeError(f"{path}: cannot read: {'no such file' if not path.exists() else 'not a regular file'}")
-        if path.stat().st_size > MAX_SCHEME_BYTES:
-            raise SchemeError(f"{path}: {path.stat().st_size} bytes is too large for a scheme file "
-                              f"(at most {MAX_SCHEME_BYTES})")
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise SchemeError(f"{path}: cannot read: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark is not None else ""
-        raise SchemeError(f"{path}: not valid YAML{at}") from None
+        data = load_yaml(path, "scheme file", MAX_SCHEME_BYTES)
+    except YAMLFileError as err:
+        raise SchemeError(str(err)) from None
     return replace(scheme_from_dict(data, str(path)), source=str(path))
 
 
@@ -284,8 +332,9 @@ def resolve_scheme(scheme, num_points: int | None = None) -> PointScheme:
 
 #: The 5-point tight box from a 68-point tight box, as fractions of the 68-point box's width and
 #: height: ``(x0, y0, x1, y1)`` of the five points' box = ``x0_68 + f0 * w68`` ... (medians over the
-#: 1621 300w-lite training faces, fitted by facemark.calibrate.fit_five_box via ``python -m bench.fit_five_box``). Detector calibrations give the
-#: 68-point box; a 5-point model's ``detect`` maps it with this before cropping.
+#: 1621 300w-lite training faces, fitted by facemark.calibrate.fit_five_box via
+#: ``python -m bench.fit_five_box``). Detector calibrations give the 68-point box; a 5-point model's
+#: ``detect`` maps it with this before cropping.
 FIVE_FROM_68_BOX = (0.2645, 0.1730, 0.7419, 0.6857)
 
 
@@ -294,6 +343,15 @@ def five_from_68_box(box) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = (float(v) for v in box)
     f = FIVE_FROM_68_BOX
     return x0 + f[0] * (x1 - x0), y0 + f[1] * (y1 - y0), x0 + f[2] * (x1 - x0), y0 + f[3] * (y1 - y0)
+
+
+def box_68_from_five(box) -> tuple[float, float, float, float]:
+    """The expected tight 68-point box of a face whose five points' tight box is ``box`` (the exact
+    inverse of :func:`five_from_68_box`)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    f = FIVE_FROM_68_BOX
+    w, h = (x1 - x0) / (f[2] - f[0]), (y1 - y0) / (f[3] - f[1])
+    return x0 - f[0] * w, y0 - f[1] * h, x0 - f[0] * w + w, y0 - f[1] * h + h
 
 
 def to_five(points: np.ndarray) -> np.ndarray:

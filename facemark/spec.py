@@ -40,11 +40,43 @@ from facemark.schemes import scheme_from_spec
 METADATA_KEY = "facemark"
 #: the models shipped in the package (``facemark/assets/models``): ``default`` (68 points),
 #: ``default-int8`` (its INT8 ONNX copy) and ``default-5`` (5 points, cuhk-5pt order); a ``.pt``
-#: and an ``.onnx`` each where both exist (facemark.runtime.resolve_model picks the file)
+#: and an ``.onnx`` each where both exist (:func:`resolve_model` picks the file)
 SHIPPED_MODELS = ("default", "default-int8", "default-5")
+#: shipped names that run another shipped model and give its points converted to five
+#: (:func:`facemark.schemes.to_five`): ``default-5`` is the 68-point default's one pass, five points
+#: out (its eye centres, the means of its eye points, beat a separate five-point model's:
+#: bench/results/five_points.md); the file of a view is its model's
+FIVE_POINT_VIEWS = {"default-5": "default"}
 MODEL_DIR = Path(str(files("facemark") / "assets" / "models"))
+#: the model files facemark runs: ONNX, a torch checkpoint and the classical ones
+#: (:data:`facemark.classical.SUFFIXES`: dlib ERT ``.dat``, LBF ``.lbf.npz``)
+MODEL_SUFFIXES = (".onnx", ".pt", ".dat", ".npz")
 DEFAULT_MEAN = (0.5, 0.5, 0.5)  # the recipe's fixed per-channel mean; BatchNorm after the stem does the scale
 DEFAULT_STD = (1.0, 1.0, 1.0)
+
+
+def resolve_model(model: str | Path, backend: str | None = None) -> Path:
+    """The file of ``model``, the one rule for every command (the API through :mod:`facemark.runtime`,
+    ``train --init`` and ``teacher``): a shipped name (:data:`SHIPPED_MODELS`; its ``.onnx``, or its
+    ``.pt`` for ``backend="torch"``) or a path to a model file."""
+    model = FIVE_POINT_VIEWS.get(str(model), model)
+    if str(model) in SHIPPED_MODELS:
+        suffixes = ("pt",) if backend == "torch" else ("onnx", "pt")
+        candidates = [MODEL_DIR / f"{model}.{ext}" for ext in suffixes]
+        for path in candidates:
+            if path.is_file():
+                return path
+        if backend == "torch" and (MODEL_DIR / f"{model}.onnx").is_file():
+            raise ValueError(f"'{model}' is an ONNX-only model: use backend='onnx'")
+        raise FileNotFoundError(f"no shipped model '{model}' in {MODEL_DIR} (looked for {[p.name for p in candidates]})")
+    path = Path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found (give a shipped model, {', '.join(SHIPPED_MODELS)}; "
+                                "a .pt checkpoint, a .onnx file, or a classical .dat / .lbf.npz model)")
+    if path.suffix not in MODEL_SUFFIXES:
+        raise ValueError(f"{path}: expected a .pt checkpoint, an .onnx model, or a classical model "
+                         "(dlib ERT .dat, LBF .lbf.npz)")
+    return path
 
 
 @dataclass(frozen=True)
@@ -57,6 +89,9 @@ class ModelSpec:
     mean: tuple[float, float, float] = DEFAULT_MEAN
     std: tuple[float, float, float] = DEFAULT_STD
     quality: dict | None = field(default=None, hash=False, compare=False)  # facemark.calibrate.fit_quality's calibration
+    #: whether the model runs with the flip test by default (the crop and its mirror, averaged);
+    #: False for a model distilled from a flip-tested teacher (config ``teacher``): one pass
+    flip_test: bool = True
 
     @property
     def num_points(self) -> int:
@@ -81,10 +116,11 @@ class ModelSpec:
             "mean": [float(v) for v in self.mean],
             "std": [float(v) for v in self.std],
             **({"quality": self.quality} if self.quality else {}),
+            "flip_test": bool(self.flip_test),
         }
 
     @classmethod
-    def from_dict(cls, data: dict, mean=None, source: str | Path | None = None) -> "ModelSpec":
+    def from_dict(cls, data: dict, mean=None, source: str | Path | None = None) -> ModelSpec:
         """The spec in a checkpoint or ONNX metadata dict; ``mean`` fills it in for files written
         before the spec carried one (a checkpoint's ``mean`` buffer). With ``source`` (the file it came
         from) every field is type- and range-checked first: ``ValueError("<file>: model spec field
@@ -101,6 +137,7 @@ class ModelSpec:
             mean=tuple(float(v) for v in data.get("mean", mean if mean is not None else DEFAULT_MEAN)),
             std=tuple(float(v) for v in data.get("std", DEFAULT_STD)),
             quality=data.get("quality") or None,
+            flip_test=bool(data.get("flip_test", True)),
         )
 
 
@@ -163,6 +200,8 @@ def check_spec_dict(data, source: str | Path) -> None:
             scheme_from_spec(data["scheme"], args["num_points"], f"{source}: model spec field 'scheme'")
         except ValueError as err:  # SchemeError, or no built-in scheme for the point count
             raise ValueError(" ".join(str(err).split())[:500]) from None
+    if "flip_test" in data and not isinstance(data["flip_test"], bool):
+        raise bad("flip_test", data["flip_test"], "expected true or false")
     quality = data.get("quality")
     if quality:
         try:

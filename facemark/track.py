@@ -1,31 +1,32 @@
 """Faces over time: follow faces from video frame to frame and smooth their points.
 
 :class:`VideoTracker` (what :meth:`facemark.Landmarker.track` runs) runs the detector on the first
-frame, then every ``every`` frames or when a track is lost; in between, each face's crop box is the
-box of its points in the previous frame, as production face trackers do (no detector; two model
-passes per face, as :meth:`~facemark.Landmarker.detect`'s refine pass). :class:`FaceTracker` gives each face a stable ``track_id`` (greedy IoU matching of
+frame, then every ``every`` frames or when a track is lost; in between, each face is cut where its
+points in the previous frame place it (box and roll, :func:`facemark.placement.from_points`), as
+production face trackers do: no detector, one crop per face and frame (the flip test only with
+``flip=True``). :class:`FaceTracker` gives each face a stable ``track_id`` (greedy IoU matching of
 landmark boxes) and smooths its points with a One-Euro filter per point (Casiez, Roussel and Vogel,
 CHI 2012)::
 
     for faces in landmarker.track(frames, every=10):   # each face carries face.track_id
         ...
 
-:func:`make_clip` makes a clip with exactly known points from an annotated photo (there is no
-annotated video): what ``python -m bench.bench_video`` and the tests measure tracking on.
+There is no annotated video: :func:`bench.clips.make_clip` makes clips with exactly known points from
+annotated photos, what ``python -m bench.bench_video`` and the tests measure tracking on.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator, Sequence
+from typing import Protocol
 
-import cv2
 import numpy as np
 
 from facemark.face import Face
-from facemark.files import load_image
 from facemark.geometry import Box, box_from_points, iou
+from facemark.images import load_image
 
 
 class OneEuroFilter:
@@ -72,11 +73,10 @@ class Smoothing:
     frame at 30 fps: about 100 Hz, next to no smoothing), while at rest the cutoff stays near
     ``min_cutoff``. The defaults come from ``python -m bench.bench_video`` (bench/results/video.md):
     ``beta`` is the setting that matters, and 100 is the smallest swept value (30, 60, 100, 200) that
-    keeps NME on moving clips within 5 % of per-frame detection; ``min_cutoff`` changes little
-    between 0.1 and 1 Hz. With them, tracking cuts flicker on still clips by about 70 % against
-    per-frame detection, and the points trail a 200 px face moving 2 px per frame by about 0.3 px. A face continues a track when its landmark
-    box overlaps the track's last one with IoU >= ``min_iou``; a track unmatched for more than
-    ``max_missed`` frames is dropped (a face seen again later starts a fresh filter).
+    keeps NME on moving clips close to per-frame detection's; ``min_cutoff`` changes little between
+    0.1 and 1 Hz (the flicker, NME and lag of each setting: bench/results/video.md). A face continues
+    a track when its landmark box overlaps the track's last one with IoU >= ``min_iou``; a track
+    unmatched for more than ``max_missed`` frames is dropped (a face seen again later starts a fresh filter).
     """
 
     min_cutoff: float = 0.3
@@ -156,6 +156,15 @@ def _follow_box(face_box: Box, was: Box, now: Box) -> Box:
             cx1 + scale * (face_box[2] - cx0), cy1 + scale * (face_box[3] - cy0))
 
 
+class Landmarks(Protocol):
+    """What :class:`VideoTracker` asks of its landmarker (:class:`facemark.Landmarker` is one)."""
+
+    def detect(self, image, max_faces: int | None = None, boxes: Sequence | None = None, pose: bool = False,
+               aligned: bool = False, flip: bool | None = None) -> list[Face]: ...
+
+    def placement(self, points: np.ndarray) -> tuple[Box, float]: ...
+
+
 class VideoTracker:
     """Landmarks on a stream of frames with the detector run only now and then (see the module).
 
@@ -165,14 +174,15 @@ class VideoTracker:
     seen and those the detector ran on (a frame where a track was lost counts as a detector frame).
     """
 
-    def __init__(self, landmarker: "facemark.api.Landmarker", every: int = 10, smoothing: bool | Smoothing | None = True,
-                 fps: float = 30.0, max_faces: int | None = None, pose: bool = False, aligned: bool = False):
+    def __init__(self, landmarker: Landmarks, every: int = 10, smoothing: bool | Smoothing | None = True,
+                 fps: float = 30.0, max_faces: int | None = None, pose: bool = False, aligned: bool = False,
+                 flip: bool = False):
         if isinstance(every, bool) or int(every) != every or every < 1:
             raise ValueError(f"every must be a whole number >= 1, got {every!r}")
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps!r}")
         self.landmarker, self.every, self.fps = landmarker, int(every), float(fps)
-        self.max_faces, self.pose, self.aligned = max_faces, pose, aligned
+        self.max_faces, self.pose, self.aligned, self.flip = max_faces, pose, aligned, bool(flip)
         settings = Smoothing() if smoothing is True or not smoothing else smoothing
         self.tracker = FaceTracker(settings, smooth=bool(smoothing))
         self.frames = self.detector_frames = 0
@@ -196,15 +206,11 @@ class VideoTracker:
         live = self._live  # previous frame's raw faces, with their detector box and landmark box then
         faces = None
         if live and self._since < self.every - 1:
-            # as detect()'s refine pass: place the crop from the previous points (no flip), then
-            # predict again from where the face is now, so motion does not lag by a frame
-            # (each face cut turned upright by its eye-line tilt, as in detect(): facemark.api.ROLL_ALIGN)
-            where = [lm.placement(face.points) for face, _, _ in live]
-            placed = lm.predict_batch([frame], [[box for box, _ in where]], flip=False,
-                                      rolls=[[roll for _, roll in where]])[0]
-            given = [dict(zip(("box", "roll"), lm.placement(p)), score=face.score) for p, (face, _, _) in zip(placed, live)]
+            # one crop per face: where the previous frame's points place it (box and roll,
+            # facemark.placement), one pass (flip test only with flip=True)
+            given = [dict(zip(("box", "roll"), lm.placement(face.points)), score=face.score) for face, _, _ in live]
             # in `live`'s order: detect() returns faces by score, given boxes keep theirs, the sort is stable
-            found = lm.detect(frame, boxes=given, pose=self.pose, aligned=self.aligned)
+            found = lm.detect(frame, boxes=given, pose=self.pose, aligned=self.aligned, flip=self.flip)
             if not any(track_lost(face, (width, height)) for face in found):
                 faces = [replace(face, box=_follow_box(det_box, det_lbox, box_from_points(face.points)))
                          for face, (_, det_box, det_lbox) in zip(found, live)]
@@ -216,44 +222,3 @@ class VideoTracker:
             self._since, self.detector_frames = 0, self.detector_frames + 1
         self.frames += 1
         return self.tracker.update(faces, t)
-
-
-# --------------------------------------------------------------------------- synthetic clips
-
-
-def make_clip(image: np.ndarray, points: np.ndarray, frames: int = 60, kind: str = "still", seed: int = 0,
-              face_size: float = 170.0, noise: float = 3.0, jpeg: int = 80, size: tuple[int, int] = (640, 480)
-              ) -> tuple[list[np.ndarray], np.ndarray]:
-    """``(frames, points (T, K, 2))``: a synthetic clip of the face with known ``points`` in ``image``, to
-    measure tracking without annotated video (``python -m bench.bench_video`` and the tests).
-
-    The face is scaled to ``face_size`` px (square root of its landmark-box area) and centred in a
-    ``size`` frame. ``kind="moving"`` adds a smooth trajectory: translation up to about 60 x 30 px,
-    rotation up to 10 degrees and zoom up to 10 % around the face centre, phases drawn from
-    ``seed``. Every frame gets fresh Gaussian noise (``noise`` grey levels) and JPEG ``jpeg``.
-    """
-    if kind not in ("still", "moving"):
-        raise ValueError(f"kind must be 'still' or 'moving', got {kind!r}")
-    rng = np.random.default_rng(seed)
-    points = np.asarray(points, np.float64)
-    x0, y0, x1, y1 = box_from_points(points)
-    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
-    base = face_size / math.sqrt(max((x1 - x0) * (y1 - y0), 1.0))
-    target = np.array(size, np.float64) / 2
-    phase = rng.uniform(0, 2 * math.pi, 4)
-    out_frames, out_points = [], []
-    for t in range(frames):
-        u = 2 * math.pi * t / max(frames, 1)
-        if kind == "moving":
-            shift = np.array([60 * math.sin(u + phase[0]), 30 * math.sin(2 * u + phase[1])])
-            angle, zoom = 10 * math.sin(u + phase[2]), 1 + 0.1 * math.sin(u + phase[3])
-        else:
-            shift, angle, zoom = np.zeros(2), 0.0, 1.0
-        matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, base * zoom)
-        matrix[:, 2] += target + shift - centre  # the face centre lands at the frame centre + shift
-        frame = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # no mirrored face copies
-        frame = np.clip(frame + rng.normal(0, noise, frame.shape), 0, 255).astype(np.uint8)
-        frame = cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, jpeg])[1], cv2.IMREAD_COLOR)
-        out_frames.append(frame)
-        out_points.append(points @ matrix[:, :2].T + matrix[:, 2])
-    return out_frames, np.stack(out_points)

@@ -39,20 +39,25 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from facemark.checkpoint import CheckpointError, checkpoint_state, load_checkpoint, save_checkpoint
+from facemark.checkpoint import (
+    CheckpointError,
+    checkpoint_state,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from facemark.config import ConfigError, TrainConfig, config_to_dict, load_config
 from facemark.data.dataset import LandmarkDataset
 from facemark.data.faces import training_record
 from facemark.data.store import Store, check_prepared
 from facemark.files import remove_stale_temporaries, write_atomic
+from facemark.geometry import CropRule, from_crop
 from facemark.losses import get_loss
 from facemark.metrics import describe, nme
-from facemark.plots import plot_loss_curve
-from facemark.geometry import CropRule, from_crop
-from facemark.schemes import resolve_scheme, spec_value
-from facemark.spec import MODEL_DIR
 from facemark.models import create_model
-
+from facemark.plots import plot_loss_curve
+from facemark.schemes import resolve_scheme, spec_value
+from facemark.spec import resolve_model
 
 NME_BOX = "ground-truth landmark box"  # the figure printed at each validation names the scheme's normaliser
 
@@ -131,9 +136,17 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
 
 
 def init_path(init: str) -> Path:
-    """The checkpoint named by ``config.init``: a shipped model name ("default", "default-5") or a path."""
-    shipped = MODEL_DIR / f"{init}.pt"
-    return shipped if "/" not in init and shipped.is_file() else Path(init)
+    """The checkpoint named by ``config.init`` (or ``teacher``): a shipped model name ("default",
+    "default-5") or a ``.pt`` file, by the rule every command uses (:func:`facemark.spec.resolve_model`,
+    the one :mod:`facemark.runtime` loads models with); :class:`CheckpointError` in one line otherwise."""
+    try:
+        path = resolve_model(init, backend="torch")
+    except (FileNotFoundError, ValueError) as err:
+        raise CheckpointError(f"init {init}: {err}") from None
+    if path.suffix != ".pt":
+        raise CheckpointError(f"init {init}: {path} is not a .pt checkpoint (training starts from torch weights; "
+                              "an .onnx or classical model cannot be fine-tuned)")
+    return path
 
 
 #: where :func:`configs_that_fit` looks: the training configs of a source checkout
@@ -224,6 +237,61 @@ def resume_changes(config: TrainConfig, state: dict, model_args: dict, scheme, p
             if key in old and key not in RESUME_FIXED and key != "out" and old[key] != new[key]}
 
 
+class Teacher:
+    """A trained model whose flip-tested points become (part of) the targets: distillation of the
+    flip test (and of a larger or sharper-input network) into one pass of the student.
+
+    The teacher sees the student's augmented crops (resized to its own input size: points are
+    normalised to the crop, so any input size works with the same crop rule) and, with ``flip``,
+    their mirrors in the same batch; its points are averaged as :class:`facemark.api.Landmarker`'s
+    flip test averages them."""
+
+    def __init__(self, name: str, crop: CropRule, num_points: int, flip_perm, flip: bool = True):
+        path = init_path(name)
+        state = load_checkpoint(path)  # weights_only, fields checked
+        if state["num_points"] != num_points:
+            raise ConfigError(f"teacher {name}: {path} predicts {state['num_points']} points, the data has {num_points}")
+        if CropRule(**state["crop"]).to_dict() != crop.to_dict():
+            raise ConfigError(f"teacher {name}: {path} was trained with crop {state['crop']}, this config's crop is "
+                              f"{crop.to_dict()}; a teacher must cut faces as the student does")
+        self.model, _ = model_from_checkpoint(state)
+        self.size, self.flip, self.path = int(state["input_size"]), flip, path
+        self.flip_perm = torch.as_tensor(list(flip_perm))
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def points(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, K, 2)`` normalised points for ``(B, 3, S, S)`` input crops."""
+        images = images.float()
+        if images.shape[-1] != self.size:
+            images = torch.nn.functional.interpolate(images, size=(self.size, self.size), mode="bilinear",
+                                                     align_corners=False, antialias=True)
+        batch = torch.cat([images, images.flip(-1)]) if self.flip else images
+        points = self.model.decode(self.model(batch.contiguous())).float()
+        if not self.flip:
+            return points
+        own, mirrored = points.chunk(2)
+        mirrored = mirrored[:, self.flip_perm.to(points.device)].clone()
+        mirrored[..., 0] = 1.0 - mirrored[..., 0]
+        return (own + mirrored) / 2
+
+
+def merge_records(records: list[dict]) -> dict | None:
+    """One ``trained_on`` record holding the faces of every record (init checkpoint and teacher)."""
+    if not records:
+        return None
+    keys = sorted({k for r in records for k in r.get("face_keys", [])})
+    return {"stores": [s for r in records for s in r.get("stores", [])], "face_keys": keys, "faces": len(keys)}
+
+
+def distil_targets(labels: torch.Tensor, teacher_points: torch.Tensor, weight: float) -> torch.Tensor:
+    """``(1 - weight) * labels + weight * teacher`` per point; the teacher's point where a label is
+    missing (NaN: partial labels), so every point gets a target."""
+    mixed = (1 - weight) * labels + weight * teacher_points
+    return torch.where(torch.isnan(labels), teacher_points, mixed)
+
+
 def l2_penalty(model: torch.nn.Module) -> torch.Tensor:
     """sum(w^2)/2 over conv and linear weights (TensorFlow's l2_loss, as the recipe uses)."""
     weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
@@ -289,7 +357,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    torch.set_flush_denormal(True)  # tiny head weights otherwise hit denormals and run 3x slower
+    torch.set_flush_denormal(True)  # tiny head weights otherwise hit denormals and run several times slower
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     master = rank == 0
@@ -323,9 +391,19 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         raise ValueError(f"{data / 'train'}: {len(train_set)} faces is fewer than one batch of {config.batch_size}")
     # the faces the weights see (with those of the init checkpoint), kept in the checkpoint so that
     # evaluating the model on them warns (facemark.evaluate)
+    # (and, for a student, the teacher's: what it learnt from its faces reaches the student)
+    earlier = [load_checkpoint(init_path(name)).get("trained_on") for name in (config.init, config.teacher)
+               if name and not resume]
     trained_on = training_record([train_set.store] + ([extra_set.store] if extra_set is not None else []),
-                                 load_checkpoint(init_path(config.init)).get("trained_on") if config.init and not resume
-                                 else None)
+                                 merge_records([r for r in earlier if r]) if earlier else None)
+
+    teacher = None
+    if config.teacher:
+        teacher = Teacher(config.teacher, config.crop, num_points, scheme.flip_perm, config.teacher_flip)
+        teacher.model.to(device)
+        if master:
+            tqdm.write(f"teacher {teacher.path} ({teacher.size} px, flip test {'on' if teacher.flip else 'off'}): "
+                       f"targets = {1 - config.teacher_weight:g} x labels + {config.teacher_weight:g} x teacher")
 
     # -- model, optimizer, schedule
     model_args = {"num_points": num_points, "input_size": config.input_size, **config.model_args}
@@ -384,7 +462,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         save_checkpoint(checkpoint_state(
             raw_model if ema is None else ema, config.model, model_args, config.crop, scheme=scheme,
             config=config_to_dict(config), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            step=step, best_nme=best_nme, history=history, trained_on=trained_on, **extra_state,
+            step=step, best_nme=best_nme, history=history, trained_on=trained_on,
+            flip_test=not (teacher is not None and teacher.flip), **extra_state,  # the spec: one pass when distilled
         ), out / name)
 
     writer = None
@@ -411,6 +490,8 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         torch.manual_seed(config.seed * 1_000_003 + step)  # dropout draws depend on the step only
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         targets = targets.to(device, non_blocking=True)
+        if teacher is not None:
+            targets = distil_targets(targets, teacher.points(images), config.teacher_weight)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda"):
             raw = model(images)
         data_loss = loss_fn(raw_model, raw, targets)

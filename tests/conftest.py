@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 SHARED = Path(os.environ.get("FACEMARK_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 LITE = SHARED / "data" / "300w-lite"
@@ -89,3 +90,23 @@ def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(checkpoint_state(model, "seed_senet", args, CropRule(clip=False), step=0, best_nme=None), path)
     return path
+
+
+@pytest.fixture
+def small_run(synthetic_dataset, tmp_path):
+    """A prepared synthetic store and a config for a tiny, fast run."""
+    from facemark.data.prepare import prepare
+
+    prepare(synthetic_dataset, tmp_path / "data", size=64, context=1.5, progress=False)
+
+    def make(out: str, **extra) -> Path:
+        values = {
+            "data": str(tmp_path / "data"), "out": str(tmp_path / out), "model": "seed_senet",
+            "input_size": 48, "batch_size": 8, "steps": 8, "val_every": 4, "ckpt_every": 4, "log_every": 2,
+            "lr_decay_steps": 3, "num_threads": 1, "augment": {"rotate": 10.0}, **extra,
+        }
+        path = tmp_path / f"{out}.yaml"
+        path.write_text(yaml.safe_dump(values))
+        return path
+
+    return make

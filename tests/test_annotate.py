@@ -12,7 +12,7 @@ import pytest
 from facemark.annotate import annotate
 from facemark.api import Face
 from facemark.cli import main
-from facemark.files import load_image
+from facemark.images import load_image
 from facemark.predict import SAMPLE_IMAGE
 
 

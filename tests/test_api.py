@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from facemark import Landmarker
-from facemark.api import load_image
+from facemark.images import load_image
 from facemark.schemes import get_scheme
 
 
@@ -86,7 +86,7 @@ def test_a_truncated_jpeg_path_is_refused(tmp_path, face_image):
         load_image(tmp_path / "cut.jpg")
 
 
-def test_detect_mirrors_only_the_final_pass(tiny_checkpoint, face_image):
+def test_detect_mirrors_only_the_final_pass(tiny_checkpoint, face_image, monkeypatch):
     """The first pass only places the crop: one crop per face; the refined pass adds the mirror. A
     face the detector placed from its keypoints (refine=None, the default) takes one mirrored pass."""
     import numpy as np
@@ -117,16 +117,21 @@ def test_detect_mirrors_only_the_final_pass(tiny_checkpoint, face_image):
 
         placement = KeypointPlacement(tuple((0.0, 0.0, 1.0, 1.0) if i == 12 else (0.0,) * 4 for i in range(13)))
 
-    # placed from keypoints: the first pass stands when its points' placement agrees (refine_iou), and
+    # placed from keypoints: the first pass stands when its points' roll agrees (placement.agrees), and
     # its mirror completes the flip test; else it is re-cut and predicted again, mirror included
-    for refine, refine_iou, expected in ((None, 0.0, [1, 1]), (None, 1.01, [1, 2]), (True, 0.0, [1, 2]),
-                                         (False, 0.0, [2])):  # crops per model call
+    import facemark.api
+
+    for refine, roll_off, expected in ((None, 0.0, [1, 1]), (None, 6.0, [1, 2]), (True, 0.0, [1, 2]),
+                                       (False, 0.0, [2])):  # crops per model call
         batches.clear()
-        lm.refine, lm.refine_iou, lm._detector = refine, refine_iou, WithKeypoints([box])
-        placed_box, placed_roll, _ = lm._detector.place(lm._detector.detect(image)[0])
-        lm.placement = lambda points: (placed_box, placed_roll)  # the points' own placement: the same box
+        lm.refine, lm._detector = refine, WithKeypoints([box])
+        placed = lm._detector.placed(lm._detector.detect(image)[0])
+        assert placed.from_keypoints
+        # the points' own placement: the same box, its roll off by roll_off degrees
+        monkeypatch.setattr(facemark.api, "from_points", lambda points, scheme, box=placed.landmark_box,
+                            r=placed.roll + roll_off: (box, r))
         lm.detect(image)
-        assert batches == expected, (refine, refine_iou)
+        assert batches == expected, (refine, roll_off)
 
 
 def test_detect_turns_tilted_heads_upright(lite_root):
@@ -136,10 +141,9 @@ def test_detect_turns_tilted_heads_upright(lite_root):
     import cv2
 
     from facemark.data.formats import read_pts
+    from facemark.detectors import get_detector
     from facemark.geometry import rotate_face
     from facemark.metrics import nme
-
-    from facemark.detectors import get_detector
 
     image = cv2.imread(str(lite_root / "afw" / "134212_1.jpg"))
     points = read_pts(lite_root / "afw" / "134212_1.pts")
@@ -212,7 +216,9 @@ def test_to_dict_is_the_one_json_form(tiny_checkpoint, face_image):
     chip = cv2.imdecode(np.frombuffer(base64.b64decode(out["aligned_png_base64"]), np.uint8), cv2.IMREAD_COLOR)
     assert np.array_equal(chip, face.aligned)
     written = face.to_dict(aligned_file="out/aligned/a_face0.png")  # the CLI writes the chip to a file
-    assert written["aligned"] == "out/aligned/a_face0.png" and "aligned_png_base64" not in written
+    assert written["aligned_file"] == "out/aligned/a_face0.png" and "aligned_png_base64" not in written
+    assert "aligned" not in written and "aligned_file" not in out  # each key has one form
+    assert out["score"] == round(face.score, 3)  # rounded like quality and the point scores
     # a scheme that names no pose points: pose null, and why
     bare = Landmarker(tiny_checkpoint, backend="torch", scheme=dataclasses.replace(get_scheme(68), pose_points=()))
     [face] = bare.detect(image, boxes=[box], pose=True)
@@ -246,3 +252,26 @@ def test_min_quality_drops_detected_non_faces_and_keeps_given_boxes():
     assert len(lm.detect(image, boxes=[background])) == 1  # the caller's boxes are the caller's faces
     with pytest.raises(ValueError, match="min_quality must be a number in 0..1"):
         Landmarker(min_quality=1.5)
+
+
+def test_default_5_is_the_68_point_pass_giving_five_points():
+    """``Landmarker(model="default-5")`` runs the 68-point default and returns its points converted
+    to five (the same faces, the same eye centres), and takes five-point boxes."""
+    import cv2
+    import numpy as np
+
+    from facemark.predict import SAMPLE_IMAGE
+    from facemark.schemes import five_from_68_box, to_five
+
+    image = cv2.imread(str(SAMPLE_IMAGE))
+    full, five = Landmarker(num_threads=1), Landmarker(model="default-5", num_threads=1)
+    assert five.num_points == 5 and five.scheme.num_points == 5 and full.num_points == 68
+    faces68, faces5 = full.detect(image, pose=True), five.detect(image, pose=True)
+    assert len(faces5) == len(faces68) >= 1
+    for a, b in zip(faces68, faces5):
+        assert b.points.shape == (5, 2) and b.point_scores.shape == (5,)
+        np.testing.assert_allclose(b.points, to_five(a.points), atol=1e-3)
+        assert b.quality == pytest.approx(a.quality) and b.pose == pytest.approx(a.pose)  # from all 68
+    box68 = tuple(float(v) for v in np.r_[faces68[0].points.min(0), faces68[0].points.max(0)])
+    points5 = five.predict(image, five_from_68_box(box68))  # a five-point box in, five points out
+    np.testing.assert_allclose(points5, to_five(full.predict(image, box68)), atol=0.5)

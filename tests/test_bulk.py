@@ -20,8 +20,9 @@ from facemark.predict import SAMPLE_IMAGE
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from facemark import bulk as bulk_module
-from facemark.bulk import COLUMNS, bulk, landmark_dataset, part_files, schema
+from facemark import bulk as bulk_module  # noqa: E402
+from facemark.bulk import COLUMNS, bulk, landmark_dataset, part_files, schema  # noqa: E402
+from facemark.inputs import expand_inputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = ("a.jpg", "sub/b.png", "two.jpg")  # one face, one face (mirrored), two faces
@@ -79,7 +80,7 @@ def check_rows(rows: dict, photos: Path, reference: dict, prefix: str = "") -> N
         path = prefix + str(photos / name)
         found = sorted((face, row) for (p, face), row in rows.items() if p == path)
         assert [face for face, _ in found] == list(range(len(faces))) and faces
-        for (index, row), face in zip(found, faces):
+        for (_, row), face in zip(found, faces):
             assert np.abs(np.asarray(row["points"]) - face.points).max() <= 0.01
             assert np.allclose(row["box"], face.box, atol=1e-3) and abs(row["score"] - face.score) < 1e-5
             assert np.allclose(row["point_scores"], face.point_scores, atol=1e-5)
@@ -104,6 +105,8 @@ def test_local_engine_rows(photos, reference, local_run):
     assert tuple(pq.read_schema(part_files(out)[0]).names) == COLUMNS
     assert len(reference["two.jpg"]) == 2
     assert summary["images"] == 6 and summary["errors"] == 2 and summary["already_done"] == 0
+    assert summary["skipped"] == [] and summary["startup_images"] == 2  # batches of 2: the first rows
+    assert 0 < summary["startup_s"] < summary["seconds"] and summary["steady_images_per_s"] > 0
     assert summary["faces"] == sum(len(faces) for faces in reference.values())
     assert len(part_files(out)) == len(summary["parts"]) == 2  # 3 images a part (batches of 2): 4 + 2
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
@@ -114,8 +117,8 @@ def test_local_engine_rows(photos, reference, local_run):
 def test_inputs_files_globs_and_uris(photos, reference, tmp_path):
     """Named files, globs and file:// URIs; one file named twice is done once, as first named."""
     paths = [str(photos / "a.jpg"), str(photos / "*.png"), photos.as_uri() + "/sub/", str(photos / "a.jpg")]
-    assert bulk_module.expand_inputs(paths) == [str(photos / "a.jpg"), str(photos / "blank.png"),
-                                                photos.as_uri() + "/sub/b.png"]
+    assert expand_inputs(paths) == ([str(photos / "a.jpg"), str(photos / "blank.png"),
+                                     photos.as_uri() + "/sub/b.png"], [])
     summary = bulk(paths, tmp_path / "out", progress=False)
     rows = rows_by_key(tmp_path / "out")
     assert summary["images"] == 3 and summary["faces"] == 2
@@ -123,15 +126,18 @@ def test_inputs_files_globs_and_uris(photos, reference, tmp_path):
     assert np.abs(np.asarray(uri_row["points"]) - reference["sub/b.png"][0].points).max() <= 0.01
 
 
-def test_ray_read_step_fetches_bytes_and_reports_unreadable_files(photos):
-    """The ray engine's read step (a plain function: no Ray needed): URIs fetched side by side,
-    a file that cannot be read an error, not an exception."""
+def test_ray_actor_reads_files_and_uris_and_reports_unreadable_ones(photos):
+    """The ray engine's actor reads the files itself (a plain class: no Ray needed): URIs fetched
+    side by side, a file that cannot be read an error row, not an exception."""
+    from facemark.bulk.ray_engine import LandmarkActor
+
+    actor = LandmarkActor("default", None, 0.05, 1, 40_000_000, explode_rows=False, cwd=str(photos))
     paths = [(photos / "a.jpg").as_uri(), (photos / "gone.jpg").as_uri(), "sub/b.png"]
-    table = bulk_module._read_batch(pa.table({"path": paths}), str(photos))
+    table = actor({"path": np.array(paths)})
     assert table.column("path").to_pylist() == paths
-    data, errors = table.column("bytes").to_pylist(), table.column("error").to_pylist()
-    assert data[0] == (photos / "a.jpg").read_bytes() and data[2] == (photos / "sub" / "b.png").read_bytes()
+    errors = table.column("error").to_pylist()
     assert errors[0] is None and errors[2] is None and errors[1] and "\n" not in errors[1]
+    assert table.column("width").to_pylist()[::2] == [cv2.imread(str(photos / "a.jpg")).shape[1]] * 2
 
 
 def test_resume_adds_the_rest_and_refuses_other_settings(photos, tmp_path):
@@ -146,7 +152,7 @@ def test_resume_adds_the_rest_and_refuses_other_settings(photos, tmp_path):
     with pytest.raises(ValueError, match="min_quality"):
         bulk([photos], out, min_quality=0.5, progress=False)
     with pytest.raises(ValueError, match="another facemark bulk run"):
-        lock = bulk_module._lock(out)
+        lock = bulk_module.lock(out)
         try:
             bulk([photos], out, progress=False)
         finally:
@@ -155,13 +161,13 @@ def test_resume_adds_the_rest_and_refuses_other_settings(photos, tmp_path):
 
 SLOW_RUN = """
 import sys, time
-import facemark.bulk as b
-table = b.image_table
+import facemark.bulk as b, facemark.bulk.rows as rows
+table = rows.image_table
 def slow(*args):
     time.sleep(0.4)
     return table(*args)
-b.image_table = slow
-b.bulk(sys.argv[2:], sys.argv[1], batch_size=1, part_images=1, progress=False)
+rows.image_table = slow
+b.bulk(sys.argv[2:], sys.argv[1], batch_size=1, part_seconds=0.2, progress=False)
 """
 
 
@@ -235,7 +241,7 @@ def test_cli_run_prints_a_summary(photos, tmp_path, capsys):
                  "--min-quality", "0"]) == 0
     out = capsys.readouterr()
     assert "2 images, 1 faces, 1 images with errors" in out.out and "images/s" in out.out
-    assert f"error {photos / 'junk.jpg'}: not a readable image" in out.err
+    assert f"error {photos / 'junk.jpg'}: not a" in out.err  # not a readable / supported image
 
 
 def test_missing_extra_is_one_line_naming_it(photos, tmp_path, monkeypatch, capsys):

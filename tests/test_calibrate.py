@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import SHARED
+
 from facemark.calibrate import fit_five_box, fit_mean_face, fit_quality, measure_quality
 from facemark.data.faces import load_faces
-from facemark.files import image_size
+from facemark.images import image_size
 from facemark.pose import MEAN_FACE_FILE
 from facemark.quality import GOOD_NME
 from facemark.schemes import FIVE_FROM_68_BOX

@@ -68,3 +68,30 @@ def test_a_write_that_fails_while_checkpointing_is_one_line(tiny_checkpoint, tmp
     assert message.startswith(f"{path}: cannot write the checkpoint (") and "MB free on its disk" in message
     assert "\n" not in message and "inline_container" not in message
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+class _Payload:
+    """A pickle that would run a command when loaded without ``weights_only``."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+@pytest.mark.parametrize("kind", ["torch.save", "plain pickle"])
+def test_a_malicious_pickle_is_refused_in_one_line_naming_the_file(tmp_path, capsys, kind):
+    import pickle
+
+    path = tmp_path / "evil.pt"
+    if kind == "torch.save":
+        torch.save({"model": _Payload(), "model_name": "seed_senet"}, path)
+    else:
+        path.write_bytes(pickle.dumps(_Payload(), protocol=4))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: refused: it holds Python objects") and "\n" not in message
+    assert main(["predict", "--sample", "--model", str(path), "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"facemark: error: {path}: refused"), lines

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import synthetic_face
+
 from facemark import Landmarker
 from facemark.baselines import MeanShapePredictor
 from facemark.classical.lbf import LbfModel, forest_leaves, pair_points, pixel_values, similarity

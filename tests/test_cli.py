@@ -42,7 +42,7 @@ def test_every_option_says_its_default():
                    if a.option_strings and not isinstance(a, argparse._HelpAction)]
         assert sorted(entries) == sorted(["-h", *options]), name  # every option is in the text
         for option, entry in entries.items():
-            assert option == "-h" or "(default" in " ".join(entry.split()), f"{name} {option}: {entry!r}"
+            assert option in ("-h", "--version") or "(default" in " ".join(entry.split()), f"{name} {option}: {entry!r}"
 
 
 def test_detector_option_lists_the_choices(capsys):
@@ -151,3 +151,46 @@ def test_max_mpx_sets_the_pixel_cap_of_every_command(tmp_path, tiny_checkpoint, 
     assert main(["--max-mpx", "0.01", *argv[:1], str(video), *argv[2:]]) == 1
     (skip,) = json.loads((tmp_path / "out" / "predictions.json").read_text())["skipped"]
     assert skip["path"] == str(video) and "100x120 (0.012 Mpx) is over the 0.01 Mpx limit" in skip["reason"]
+
+
+def test_version_comes_from_one_place(capsys):
+    import tomllib
+    from pathlib import Path
+
+    import facemark
+    from facemark._version import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"facemark {__version__}"
+    assert facemark.__version__ is __version__
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "version" in project["project"]["dynamic"] and "version" not in project["project"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "facemark._version.__version__"}
+
+
+def test_ctrl_c_anywhere_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
+    import facemark.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(facemark.cli, "compare", interrupted)
+    monkeypatch.setattr(facemark.cli, "prepare", interrupted)
+    for argv in (["eval", "--compare", "x.json"], ["data", "prepare", str(tmp_path), "--out", str(tmp_path / "o")]):
+        assert main(argv) == 130
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "interrupted (Ctrl-C)" in err and "Traceback" not in err, err
+
+
+def test_build_parser_is_one_small_builder_per_command():
+    import inspect
+
+    import facemark.cli
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in commands:
+        builder = getattr(facemark.cli, f"_add_{name}")
+        assert len(inspect.getsource(builder).splitlines()) <= 40, name
+    assert len(inspect.getsource(build_parser).splitlines()) <= 20

@@ -101,3 +101,44 @@ def test_every_float_is_range_checked(tmp_path, override, words):
         load_config(path, [override])
     assert str(err.value).startswith(f"--set {override}: {words}"), str(err.value)
     assert "\n" not in str(err.value)
+
+
+#: "billion laughs": ten levels of ten aliases, 10**10 leaves once expanded
+BOMB = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10) if i else 'lol'}]\n" for i in range(10))
+
+
+def test_alias_bomb_under_model_args_is_refused_at_once(tmp_path):
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text("model: seed_senet\nmodel_args:\n" + "".join("  " + line + "\n" for line in BOMB.splitlines()))
+    start = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert time.perf_counter() - start < 1
+    message = str(err.value)
+    assert message.startswith(f"{path}: YAML anchors and aliases") and "line 3" in message and "\n" not in message
+
+
+def test_any_alias_in_a_config_or_an_override_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("crop: &c {top: 0.2}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: YAML anchors and aliases \(& and \*\) are not accepted \(line 1\)"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^--set model_args.x=\[&a \[1\], \*a\]: YAML anchors"):
+        load_config(None, ["model_args.x=[&a [1], *a]"])
+    path.write_text("steps: [1\n")  # broken YAML: one line, naming the file
+    with pytest.raises(ConfigError, match=r"c.yaml: not valid YAML: .*\(line 2\)$"):
+        load_config(path)
+
+
+def test_every_yaml_read_goes_through_the_one_loader():
+    """No ``yaml.safe_load``/``yaml.load`` outside :func:`facemark.schemes.parse_yaml` (facemark, tools, bench)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = [f"{p.relative_to(root)}:{n}" for folder in ("facemark", "tools", "bench") for p in (root / folder).rglob("*.py")
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if ("yaml.safe_load(" in line or "yaml.load(" in line or "yaml.full_load(" in line)
+             and "Loader=_PlainLoader" not in line]
+    assert found == []

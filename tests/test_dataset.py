@@ -9,8 +9,8 @@ from facemark.api import Landmarker
 from facemark.data.dataset import Augment, LandmarkDataset
 from facemark.data.prepare import prepare
 from facemark.data.store import Store
-from facemark.files import read_image
 from facemark.geometry import CropRule, box_from_points, from_crop
+from facemark.images import read_image
 
 
 def test_dataset_targets_match_crop_rule(synthetic_dataset, tmp_path):

@@ -10,13 +10,21 @@ import cv2
 import numpy as np
 import pytest
 
+from facemark.calibrate import face_box, fit_calibration, mean_calibrated_iou, write_calibrations
 from facemark.detectors import (
-    CALIBRATION_FILE, DEFAULT_DETECTOR, Calibration, Detection, Detector, calibration_for, detector_available,
-    get_detector, list_detectors, load_calibrations,
+    CALIBRATION_FILE,
+    DEFAULT_DETECTOR,
+    Calibration,
+    Detection,
+    Detector,
+    calibration_for,
+    detector_available,
+    get_detector,
+    list_detectors,
+    load_calibrations,
 )
 from facemark.detectors.base import downscale, unscale_box
 from facemark.detectors.blazeface import BlazeFaceDetector
-from facemark.calibrate import face_box, fit_calibration, mean_calibrated_iou, write_calibrations
 from facemark.detectors.given import GivenBoxes, face_box_calibration, load_boxes
 from facemark.geometry import CropRule, best_match, box_from_points, crop_box_from_box, iou
 
@@ -83,8 +91,9 @@ def test_calibration_formula_known_answer():
 
     detector = Fixed(calibration=cal)
     assert detector.landmark_box((0, 0, 100, 200)) == pytest.approx((20.0, 50.0, 100.0, 230.0))
-    [det] = detector.detect_landmark_boxes(np.zeros((300, 300, 3), np.uint8))
-    assert det.box == pytest.approx((20.0, 50.0, 100.0, 230.0))
+    [det] = detector.detect(np.zeros((300, 300, 3), np.uint8))  # placed once, by the detector
+    assert det.box == pytest.approx((0.0, 0.0, 100.0, 200.0))
+    assert det.landmark_box == pytest.approx((20.0, 50.0, 100.0, 230.0)) and not det.from_keypoints
 
 
 def test_uncalibrated_detector_warns_and_uses_identity():
@@ -316,8 +325,7 @@ def test_blazeface_finds_a_real_face_with_its_keypoints(real_face):
     assert_finds(detector, image, landmark_box)
     best = detector.detect(image)[0]
     assert best.keypoints is not None and best.keypoints.shape == (6, 2)
-    box, _, from_keypoints = detector.place(best)
-    assert from_keypoints and iou(box, landmark_box) > 0.6
+    assert best.from_keypoints and iou(best.landmark_box, landmark_box) > 0.6
 
 
 class _BlindBlazeFace(BlazeFaceDetector):
@@ -333,10 +341,10 @@ def test_blazeface_falls_back_to_mtcnn_where_it_finds_nothing(real_face):
     detector = _BlindBlazeFace(threads=1)  # the default fallback: MTCNN
     found = detector.detect(image)
     assert found and found[0].keypoints is None
-    box, _, from_keypoints = detector.place(found[0])  # MTCNN's landmark box, through BlazeFace's calibration
-    assert not from_keypoints
-    mtcnn = get_detector("mtcnn", threads=1)
-    assert iou(box, mtcnn.landmark_box(mtcnn.detect(image)[0].box)) > 0.99
-    assert iou(box, landmark_box) > 0.6
+    # MTCNN's own detection: its box and its landmark box by its own calibration, no round trip
+    assert not found[0].from_keypoints
+    mtcnn = get_detector("mtcnn", threads=1).detect(image)[0]
+    assert found[0].box == pytest.approx(mtcnn.box) and found[0].landmark_box == pytest.approx(mtcnn.landmark_box)
+    assert iou(found[0].landmark_box, landmark_box) > 0.6
     with pytest.raises(ValueError, match="fallback"):
         get_detector("blazeface", fallback="blazeface")

@@ -2,17 +2,19 @@
 
 import importlib.util
 import json
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from facemark import metrics
+from facemark.baselines import MeanShapePredictor
+from facemark.cli import load_predictor
 from facemark.data.formats import read_dataset
 from facemark.data.record import FaceSample
 from facemark.detectors import Detection
-from facemark.baselines import MeanShapePredictor
-from facemark.cli import load_predictor
 from facemark.evaluate import compare, evaluate
 from facemark.geometry import box_from_points
 
@@ -55,8 +57,8 @@ def test_shift_gives_shift_over_inter_ocular(faces):
 def test_rotated_faces_protocol(faces):
     """``rotate``: each face is turned by a seeded angle about its centre and scored against its
     rotated points; an oracle of exactly those rotated faces scores zero, and no other."""
-    from facemark.files import read_image
     from facemark.geometry import rotate_face
+    from facemark.images import read_image
 
     rotated = []
     for i, face in enumerate(faces):
@@ -95,6 +97,23 @@ def test_worst_gallery_shows_the_rotated_photo(tmp_path):
     assert _worst_gallery([record], 1)[int(round(y)), int(round(x)) + 4].max() < 50
 
 
+def test_worst_gallery_ids_read_on_light_photos_and_it_has_a_key(tmp_path):
+    """On a white photo the face id still reads (white text on a dark box, not white on white), and a
+    strip under the tiles says which colour is the prediction and which the ground truth."""
+    from facemark.evaluate import _worst_gallery
+
+    points = np.array([[100 + 60 * np.cos(t), 100 + 70 * np.sin(t)] for t in np.linspace(0, 2 * np.pi, 68)])
+    cv2.imwrite(str(tmp_path / "white.png"), np.full((200, 200, 3), 255, np.uint8))
+    record = {"id": "afw/white", "nme": 0.1, "file": str(tmp_path / "white.png"), "pred": points + 2, "gt": points,
+              "matrix": None}
+    gallery = _worst_gallery([record], 1)
+    assert gallery.shape[0] > 192 and gallery.shape[1] == 192  # one tile, and the key under it
+    label = gallery[2:16, 2:80].astype(int)
+    assert np.median(label) < 100 and label.max() > 200  # dark box, light text
+    key = gallery[192:]
+    assert ((key[..., 2] > 200) & (key[..., 1] < 80)).any() and ((key[..., 1] > 200) & (key[..., 2] < 80)).any()
+
+
 @pytest.mark.parametrize("kind", list(metrics.NORMALISATIONS))
 def test_every_normalisation(faces, kind):
     result = evaluate(Oracle(faces, shift=(2.0, 0.0)), faces, normalisation=kind, progress=False)
@@ -112,7 +131,7 @@ def test_bad_images_are_skipped_not_fatal(synthetic_dataset, faces):
     assert result["evaluated"] == len(faces) - 1
     reasons = {s["file"]: s["reason"] for s in result["skipped"]}
     assert set(reasons) == {corrupt, "does/not/exist.png"}
-    assert "corrupt" in reasons[corrupt] and "not found" in reasons["does/not/exist.png"]
+    assert ("corrupt" in reasons[corrupt] or "not an image" in reasons[corrupt]) and "not found" in reasons["does/not/exist.png"]
     # a dataset folder with a broken annotation: listed with its file name too
     (synthetic_dataset / "faces" / "face000_1.pts").write_text("version: 1\nn_points: 68\n{\n1 2\n")
     result = evaluate(Oracle(faces), synthetic_dataset, split="all", progress=False)
@@ -266,3 +285,39 @@ def test_eval_warns_when_the_model_was_trained_on_the_evaluated_faces(synthetic_
         warning = f"{seen} of the {result['evaluated']} evaluated faces were in the model's training data"
         assert (warning in printed) == bool(seen) and (warning in report) == bool(seen), (model, split)
         assert ("training data" in printed + report) == bool(seen)
+
+
+def test_a_sub_folder_of_the_training_photos_is_not_held_out_and_compare_marks_it(synthetic_dataset, faces, tmp_path):
+    """`eval --data 300w-lite/afw --split all` on the shipped model said nothing where the whole folder
+    warned: ids under a sub-folder (``face000_1``) differ from the training ids (``faces/face000_1``),
+    so faces are matched by their photo's path under every folder above it."""
+    from facemark.data.faces import face_key
+
+    trained = {"faces": 10, "face_keys": sorted(face_key(f"faces/face{i:03d}_1") for i in range(10))}
+    seen_model, fresh_model = Oracle(faces), Oracle(faces)
+    seen_model.meta, fresh_model.meta = {"trained_on": trained}, {"trained_on": {"faces": 0, "face_keys": []}}
+    for data in (synthetic_dataset, synthetic_dataset / "faces"):  # the whole folder and a sub-folder
+        result = evaluate(seen_model, data, split="all", progress=False, out=tmp_path / data.name, worst_k=0)
+        assert result["seen_in_training"]["faces"] == 10, data
+        assert "WARNING: 10 of the 40 evaluated faces were in the model's training data" in result["headline"]
+    evaluate(fresh_model, synthetic_dataset / "faces", split="all", progress=False, out=tmp_path / "fresh", worst_k=0)
+    result = compare([tmp_path / "faces" / "metrics.json", tmp_path / "fresh" / "metrics.json"], tmp_path / "cmp")
+    flagged, clean = [line for line in result["table"].splitlines() if line.startswith("| oracle")]
+    assert "NOT HELD OUT" in flagged and "NOT HELD OUT" not in clean
+    assert "10 of the 40 evaluated faces were in the model's training data" in result["table"]
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "300w-lite" / "afw").is_dir()
+                    and not os.environ.get("FACEMARK_SHARED"), reason="needs ../shared/data/300w-lite")
+def test_the_shipped_model_knows_its_training_photos_in_a_sub_folder():
+    """The issue's case, without running the model: every face of ``300w-lite/afw`` (ids ``1051618982_1``)
+    is in the shipped model's trained_on record (ids ``afw/1051618982_1``)."""
+    from facemark.data.faces import load_faces
+    from facemark.evaluate import _seen_faces
+    from facemark.runtime import open_model
+    from tests.conftest import LITE
+
+    record = open_model("default").meta["trained_on"]
+    faces, _, _ = load_faces(LITE / "afw", "all")
+    records = [{"id": f.sample_id, "file": str(f.image_path)} for f in faces]
+    assert len(_seen_faces(record, records)) == len(faces) > 300

@@ -16,8 +16,8 @@ from facemark.checkpoint import load_checkpoint, model_from_checkpoint
 from facemark.cli import main
 from facemark.data.dataset import images_to_tensor
 from facemark.data.formats.pts import read_pts
-from facemark.spec import METADATA_KEY, ModelSpec
 from facemark.geometry import CropRule, box_from_points, crop_box_from_box, crop_image
+from facemark.spec import METADATA_KEY, ModelSpec
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +240,7 @@ def _one_line_error(path, call=Landmarker) -> str:
 def test_a_scheme_string_in_a_model_file_is_never_read_as_a_path(exported, tiny_checkpoint, tmp_path):
     """A model file's ``scheme`` used to be opened as a YAML path ("/dev/zero": 4.8 GB then MemoryError;
     "/dev/stdin": a hang; here a real scheme file, which loaded). Now only a built-in name or the full mapping."""
-    from facemark.schemes import SCHEME_DIR, scheme_to_dict, get_scheme
+    from facemark.schemes import SCHEME_DIR, get_scheme, scheme_to_dict
 
     yaml_file = tmp_path / "scheme.yaml"
     yaml_file.write_text((SCHEME_DIR / "ibug68.yaml").read_text())

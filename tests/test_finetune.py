@@ -14,7 +14,6 @@ from facemark.data.store import convert_stores
 from facemark.models import create_model
 from facemark.schemes import CONVERSIONS
 from facemark.train import configs_that_fit, init_from_checkpoint, init_path, train
-from tests.test_train import small_run  # noqa: F401 - the fixture
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = load_checkpoint(init_path("default"))
@@ -69,12 +68,10 @@ def test_init_of_another_architecture_is_refused_naming_the_config_that_fits():
 
 
 def test_init_with_another_head_is_not_refused():
-    """Only the backbone counts: a 68-point ResNet-0.5 with 10 neighbours from the 5-point ResNet-0.5
-    with 4 (as configs/five_pipnet_resnet_128_init.yaml starts the other way round) copies every
-    backbone tensor and starts the head fresh."""
-    five = load_checkpoint(init_path("default-5"))
-    model = create_model(five["model_name"], **{**five["model_args"], "num_points": 68, "num_nb": 10})
-    report = init_from_checkpoint(model, "default-5")
+    """Only the backbone counts: a 5-point model with 4 neighbours from the 68-point default with 10
+    (as a five-point model is fine-tuned from it) copies every backbone tensor and starts the head fresh."""
+    model = create_model(DEFAULT["model_name"], **{**DEFAULT["model_args"], "num_points": 5, "num_nb": 4})
+    report = init_from_checkpoint(model, "default")
     assert report["backbone"][0] == report["backbone"][1] and all(k.startswith(HEAD) for k in report["reinitialised"])
 
 

@@ -10,11 +10,20 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-
 from conftest import SHARED as SHARED_ROOT
+
 from facemark.data.formats import (
-    WFLW_ATTRIBUTES, find_image, read_cofw_mat, read_dataset, read_dlib_xml, read_mat_300wlp, read_pts,
-    read_pts_sample, read_wflw_list, write_dlib_xml, write_pts,
+    WFLW_ATTRIBUTES,
+    find_image,
+    read_cofw_mat,
+    read_dataset,
+    read_dlib_xml,
+    read_mat_300wlp,
+    read_pts,
+    read_pts_sample,
+    read_wflw_list,
+    write_dlib_xml,
+    write_pts,
 )
 from facemark.data.record import DataError, FaceSample
 
@@ -251,7 +260,7 @@ def test_cofw(tmp_path):
 
 def test_cofw_image_sizes_are_checked_before_anything_is_read(tmp_path):
     """A 12 KB COFW .mat declaring eight 30000 x 30000 images ran 3 minutes and peaked at 8 GB: an
-    image's declared size is now checked against the pixel cap (facemark.files.MAX_PIXELS) first."""
+    image's declared size is now checked against the pixel cap (facemark.images.MAX_PIXELS) first."""
     path = tmp_path / "bomb.mat"
     with h5py.File(path, "w", userblock_size=512) as f:
         ref_ds = f.create_dataset("IsTr", (1, 1), dtype=h5py.ref_dtype)

@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED as SHARED_ROOT
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import SHARED as SHARED_ROOT
 from facemark.data.formats import read_cuhk_list, read_dataset
 from facemark.data.prepare import prepare
 from facemark.data.record import DataError

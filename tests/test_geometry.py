@@ -2,7 +2,17 @@ import numpy as np
 import pytest
 
 from facemark.geometry import (
-    SEED_CROP, CropRule, apply_affine, box_from_points, crop_affine, crop_box_from_box, crop_image, from_crop, rotate_face, to_crop, turned_box,
+    SEED_CROP,
+    CropRule,
+    apply_affine,
+    box_from_points,
+    crop_affine,
+    crop_box_from_box,
+    crop_image,
+    from_crop,
+    rotate_face,
+    to_crop,
+    turned_box,
     upright_turn,
 )
 

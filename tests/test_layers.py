@@ -19,7 +19,6 @@ import ast
 from functools import cache
 from pathlib import Path
 
-
 from facemark.extras import EXTRAS
 
 PACKAGE = Path(__file__).resolve().parents[1] / "facemark"
@@ -28,12 +27,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "facemark"
 #: belongs to the longest prefix listed (``facemark.classical.train`` is training, the rest of
 #: ``facemark.classical`` sits with the models); ``facemark`` itself is only the package's ``__init__``.
 LAYERS = {
-    # the floor, for everyone: conventions, files, schemes, the model spec and what it holds
+    # the floor, for everyone: conventions, files, images, schemes, the model spec and what it holds
     # (quality), metrics, figures, the optional extras, detectors, head pose, face alignment, the Face
     # record and video tracking (which drives a Landmarker it is given, without importing the API)
-    "floor": ("facemark", "facemark.extras", "facemark.files", "facemark.geometry", "facemark.schemes",
-              "facemark.spec", "facemark.quality", "facemark.metrics", "facemark.plots", "facemark.detectors",
-              "facemark.pose", "facemark.align", "facemark.face", "facemark.track"),
+    "floor": ("facemark", "facemark._version", "facemark.extras", "facemark.files", "facemark.images",
+              "facemark.inputs", "facemark.geometry", "facemark.placement", "facemark.schemes", "facemark.spec", "facemark.quality", "facemark.metrics",
+              "facemark.plots", "facemark.detectors", "facemark.pose", "facemark.align", "facemark.face", "facemark.track"),
     "data": ("facemark.data",),
     "models": ("facemark.models", "facemark.losses", "facemark.checkpoint", "facemark.classical"),
     "train": ("facemark.train", "facemark.config", "facemark.classical.train"),

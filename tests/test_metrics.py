@@ -201,6 +201,50 @@ def test_drawings():
         plots.make_grid([image, np.zeros((10, 10, 3), np.uint8)], cols=2)
 
 
+def _contrast(a, b) -> float:
+    """The WCAG contrast ratio of two sRGB colours (0..255)."""
+    def luminance(c):
+        c = np.asarray(c, float) / 255
+        c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+        return 0.2126 * c[..., 2] + 0.7152 * c[..., 1] + 0.0722 * c[..., 0]  # BGR
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+@pytest.mark.parametrize("wall", [255, 180, 0])
+def test_labels_read_on_light_and_dark_photos(wall):
+    """A label (worst.png's face ids) sits on a dark box: white text on it stands out from a white wall as
+    from a dark coat (contrast ratio >= 4.5, WCAG AA)."""
+    image = np.full((40, 200, 3), wall, np.uint8)
+    out = plots.draw_label(image, "afw/2060241469_1", (4, 20), 0.38)
+    assert image.min() == wall  # the input is untouched
+    changed = np.abs(out.astype(int) - image).sum(-1) > 0
+    rows, cols = np.nonzero(changed)
+    box = out[rows.min():rows.max() + 1, cols.min():cols.max() + 1].reshape(-1, 3)
+    text = box[box.sum(-1).argmax()]
+    background = np.median(box, axis=0)
+    assert _contrast(text, background) >= 4.5, (text, background)
+    assert _contrast(plots.LABEL_BACKGROUND, (255, 255, 255)) >= 7
+
+
+def test_legend_keys_its_marks_in_a_corner_or_below():
+    image = np.full((300, 400, 3), 255, np.uint8)
+    entries = [("dot", (0, 255, 0), "landmark"), ("ring", plots.LOW_COLOR, "unsure"),
+               ("line", (255, 255, 0), "lines"), ("box", (255, 0, 0), "box")]
+    out = plots.draw_legend(image, entries)
+    rows, cols = np.nonzero(np.abs(out.astype(int) - image).sum(-1) > 0)
+    assert out.shape == image.shape and rows.min() > 150 and cols.max() < 200  # the lower left corner only
+    top = plots.draw_legend(image, entries[:1], corner="top-right")
+    rows, cols = np.nonzero(np.abs(top.astype(int) - image).sum(-1) > 0)
+    assert rows.max() < 50 and cols.min() > 300
+    below = plots.draw_legend(image, entries, below=True)  # a gallery: a strip under it, no tile covered
+    assert below.shape[0] > image.shape[0] and np.array_equal(below[:300], image)
+    assert np.array_equal(plots.draw_legend(image, []), image)
+    assert np.array_equal(plots.draw_legend(image[:60, :100], entries), image[:60, :100])  # too small: no key
+    with pytest.raises(ValueError, match="legend mark"):
+        plots.draw_legend(image, [("star", (0, 0, 0), "?")])
+
+
 def test_nmf_known_answers():
     gt = np.stack([face68() + (2.0 * t, -1.0 * t) for t in range(5)])  # (5, 68, 2): the face moves 2 px right, 1 up
     assert metrics.nmf(gt, gt) == 0.0

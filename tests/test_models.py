@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from facemark.losses import LOSSES, get_loss
 from facemark.checkpoint import checkpoint_state, save_checkpoint
 from facemark.export import export_onnx
 from facemark.geometry import CropRule
+from facemark.losses import LOSSES, get_loss
 from facemark.models import create_model, list_models, register_model
 
 MODELS = list_models()

@@ -13,7 +13,6 @@ from facemark.data.prepare import prepare
 from facemark.data.record import DataError, check_points, missing_points
 from facemark.data.store import Store
 from facemark.geometry import box_from_points
-from tests.test_train import small_run  # noqa: F401 - the fixture
 
 
 def test_check_points_keeps_missing_points_and_refuses_broken_ones():

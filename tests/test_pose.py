@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
-from facemark.files import image_size
+from facemark.images import image_size
 from facemark.pose import (
     MIN_POSE_POINTS,
     PoseError,

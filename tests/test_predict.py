@@ -13,7 +13,9 @@ from facemark.api import Landmarker
 from facemark.cli import main
 from facemark.detectors import DEFAULT_DETECTOR
 from facemark.geometry import box_from_points
-from facemark.predict import predict_paths
+from facemark.plots import LOW_COLOR
+from facemark.predict import POINT_COLOR, predict_paths
+from facemark.runtime import model_digest
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,10 @@ def test_folder_with_corrupt_file_and_given_boxes(tmp_path, tiny_checkpoint, fac
     assert found["box"] == [round(float(v), 2) for v in box_from_points(points)]  # 2 decimals, as the points
     assert set(found["pose"]) == {"yaw", "pitch", "roll"}
     assert cv2.imread(str(out / "sub" / "good.png")).shape == image.shape
-    assert cv2.imread(found["aligned"]).shape == (112, 112, 3)
+    assert cv2.imread(found["aligned_file"]).shape == (112, 112, 3)  # a file: named so, not the chip itself
+    assert "aligned" not in found and "aligned_png_base64" not in found
+    assert found["score"] == round(found["score"], 3)  # rounded like the other fields (Face.to_dict)
+    assert result["model_sha256"] == model_digest(tiny_checkpoint)  # the one model identity
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["good.png", "good_face0.png", "predictions.json"]
 
 
@@ -69,6 +74,7 @@ def test_video_gives_annotated_video_and_frame_json(tmp_path, tiny_checkpoint, f
     capture.release()
     header, *frames = [json.loads(line) for line in (tmp_path / "out" / "clip.frames.jsonl").read_text().splitlines()]
     assert header["size"] == [160, 160] and header["fps"] == pytest.approx(10.0) and entry["frames_jsonl"].endswith(".jsonl")
+    assert header["model_sha256"] == model_digest(tiny_checkpoint)
     assert [f["frame"] for f in frames] == list(range(5))
     assert all(len(f["faces"]) == 1 and f["faces"][0]["track_id"] == 0 for f in frames)
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
@@ -121,7 +127,7 @@ def test_marker_size_follows_the_face_not_the_photo(face):
     canvas = np.full((2000, 2000, 3), 60, np.uint8)
     canvas[1000:1040, 1000:1040] = cv2.resize(image, (40, 40))
     small = Face((1000.0, 1000.0, 1040.0, 1040.0), 1.0, (points * 0.25 + 1000).astype(np.float32))
-    drawn = _Predictor(None, None, None, False, False, False, False).draw(canvas.copy(), [small])
+    drawn = _Predictor(None, None, None, False, False, False, False, legend=False).draw(canvas.copy(), [small])
     covered = (np.abs(drawn.astype(int) - canvas.astype(int)).sum(-1) > 0)[995:1045, 995:1045].mean()
     assert covered < 0.25, covered
 
@@ -269,3 +275,29 @@ def test_a_pose_that_cannot_be_had_is_null_in_the_json_and_said_once(tmp_path, t
     assert len(faces) == 2
     assert all(f["pose"] is None and "'nopose' has no pose points" in f["pose_reason"] for f in faces)
     assert capsys.readouterr().err.count("no pose points") == 1
+
+
+def test_drawings_carry_a_legend_of_their_marks(tmp_path, face):
+    """Each annotated image explains itself: a key in its lower left corner to the green dots and, for a
+    model that scores its points, the red rings of unsure points; ``--no-legend`` leaves it out."""
+    image, points = face
+    photo = np.full((400, 400, 3), 235, np.uint8)  # a light photo: the key must still read on it
+    photo[120:280, 120:280] = image
+    cv2.imwrite(str(tmp_path / "face.png"), photo)
+    boxes = {"face.png": [list(box_from_points(points + 120))]}
+    lm = Landmarker("default")
+    drawn = {}
+    for legend in (True, False):
+        predict_paths([tmp_path / "face.png"], lm, tmp_path / f"out{legend}", boxes=boxes, legend=legend, progress=False)
+        drawn[legend] = cv2.imread(str(tmp_path / f"out{legend}" / "face.png")).astype(int)
+    changed = np.abs(drawn[True] - drawn[False]).sum(-1) > 0
+    rows, cols = np.nonzero(changed)
+    assert rows.min() > 300 and cols.max() < 250  # only the lower left corner differs
+    corner = drawn[True][rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    assert np.median(corner) < 100  # on a dark box
+    green = (corner[..., 1] > 200) & (corner[..., 0] < 80) & (corner[..., 2] < 80)
+    red = (corner[..., 2] > 200) & (corner[..., 0] < 80) & (corner[..., 1] < 80)
+    assert green.any() and red.any() and POINT_COLOR == (0, 255, 0) and LOW_COLOR == (0, 0, 255)
+    assert main(["predict", str(tmp_path / "face.png"), "--out", str(tmp_path / "cli"), "--no-legend"]) == 0
+    assert np.abs(cv2.imread(str(tmp_path / "cli" / "face.png")).astype(int)[300:, :250]
+                  - photo[300:, :250]).max() == 0  # detected, not given boxes: the corner is the photo's

@@ -138,9 +138,9 @@ def test_train_and_eval_refuse_a_folder_mixed_from_two_prepare_runs(synthetic_da
     import shutil
 
     from facemark.config import load_config
+    from facemark.data.faces import load_faces
     from facemark.data.prepare import prepare
     from facemark.data.record import DataError
-    from facemark.data.faces import load_faces
     from facemark.train import train
 
     for name in ("a", "b"):

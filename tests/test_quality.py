@@ -118,7 +118,7 @@ def test_calibrations_with_the_detector_score_still_load():
 
 def _real_face(lite_root):
     from facemark.data.formats import read_pts
-    from facemark.files import load_image
+    from facemark.images import load_image
 
     pts = sorted((lite_root / "lfpw").rglob("*.pts"))[0]
     image = load_image(next(p for p in pts.parent.glob(pts.stem + ".*") if p.suffix != ".pts"))

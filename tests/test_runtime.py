@@ -86,3 +86,45 @@ def test_bad_model_arguments_are_one_line(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match=r"junk.onnx: not a readable ONNX file"):
         open_model(tmp_path / "junk.onnx")
+
+
+def test_one_resolver_for_the_api_and_train_init(tmp_path):
+    """`train --init` resolved names with a rule of its own (``MODEL_DIR/<name>.pt`` or any path):
+    now it is :func:`facemark.spec.resolve_model`, the API's, with one-line refusals."""
+    from facemark import spec
+    from facemark.checkpoint import CheckpointError
+    from facemark.classical import SUFFIXES
+    from facemark.train import init_path
+
+    assert resolve_model is spec.resolve_model and set(SUFFIXES) <= set(spec.MODEL_SUFFIXES)
+    assert init_path("default") == resolve_model("default", "torch") == MODEL_DIR / "default.pt"
+    # a five-point view is its model's file (facemark.spec.FIVE_POINT_VIEWS)
+    assert init_path("default-5") == resolve_model("default-5", "torch") == MODEL_DIR / "default.pt"
+    assert init_path(str(MODEL_DIR / "default.pt")) == MODEL_DIR / "default.pt"
+    for init, words in (("default-int8", "ONNX-only model"), (str(tmp_path / "nope.pt"), "model file not found"),
+                        (str(MODEL_DIR / "default.onnx"), "is not a .pt checkpoint"), (str(tmp_path), "not found")):
+        with pytest.raises(CheckpointError, match=words) as err:
+            init_path(init)
+        assert str(err.value).startswith(f"init {init}: ") and "\n" not in str(err.value)
+
+
+def test_not_found_lists_every_shipped_name(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        resolve_model(tmp_path / "missing.onnx")
+    assert all(name in str(err.value) for name in SHIPPED_MODELS)
+
+
+def test_one_model_digest_the_full_sha256_of_the_file(tmp_path):
+    import hashlib
+    import os
+
+    from facemark.runtime import model_digest
+
+    shipped = MODEL_DIR / "default.onnx"
+    assert model_digest("default") == model_digest(shipped) == hashlib.sha256(shipped.read_bytes()).hexdigest()
+    copy = tmp_path / "m.onnx"
+    copy.write_bytes(b"one")
+    assert model_digest(copy) == hashlib.sha256(b"one").hexdigest() and len(model_digest(copy)) == 64
+    copy.write_bytes(b"two")  # a new version of the file: hashed again
+    os.utime(copy, ns=(1, 10**9))
+    assert model_digest(copy) == hashlib.sha256(b"two").hexdigest()

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from facemark.schemes import (
-    SCHEMES, PointScheme, SchemeError, get_scheme, load_scheme, scheme_from_dict, scheme_to_dict,
+    SCHEMES,
+    PointScheme,
+    SchemeError,
+    get_scheme,
+    load_scheme,
+    scheme_from_dict,
+    scheme_to_dict,
 )
 
 # The Python tables facemark/schemes.py held before the schemes became YAML files (kept to pin the files).
@@ -187,8 +193,8 @@ def _my68(tmp_path):
 
 
 def test_spec_carries_a_custom_scheme():
-    from facemark.spec import ModelSpec
     from facemark.geometry import CropRule
+    from facemark.spec import ModelSpec
 
     custom = scheme_to_dict(get_scheme(5)) | {"name": "five-mine"}
     spec = ModelSpec("m", {"num_points": 5, "input_size": 64}, 64, CropRule(), custom)

@@ -51,3 +51,12 @@ def test_wflw_98_to_68_keeps_the_corresponding_points():
     assert np.allclose(to_68(get_scheme(98).flip(points, width)), get_scheme(68).flip(converted, width))
     with pytest.raises(ValueError, match="29-point"):
         to_68(np.zeros((29, 2)))
+
+
+def test_a_scheme_file_with_aliases_is_refused_in_one_line(tmp_path):
+    from facemark.schemes import SchemeError, load_scheme
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: x\npoints: &p [a, b]\nflip: *p\n")
+    with pytest.raises(SchemeError, match=r"s.yaml: YAML anchors and aliases \(& and \*\) are not accepted \(line 2\)$"):
+        load_scheme(path)

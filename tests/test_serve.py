@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from facemark.detectors import DEFAULT_DETECTOR
-from facemark.serve.app import create_app
+from facemark.serve.app import ServiceError, create_app
 
 DETECTOR = DEFAULT_DETECTOR
 FACES = ("afw/134212_1", "afw/1051618982_1")  # 300w-lite photos with one frontal face each
@@ -26,6 +26,7 @@ URL = "/v1/landmarks"
 
 
 def make_app(tiny_checkpoint, **kw):
+    kw.setdefault("refusal_delay_s", 0)  # refusals answered at once, unless a test is about the delay
     return create_app(model=str(tiny_checkpoint), backend="torch", detector=DETECTOR, **kw)
 
 
@@ -53,6 +54,14 @@ def png_declaring(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b"")
 
 
+def open_session(client, name: str | None = None, **headers) -> tuple[str, dict]:
+    """A live-tracking session: ``(name, headers carrying its token)``."""
+    response = client.post("/v1/track", params={"session": name} if name else None, headers=headers)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return body["session"], {"authorization": f"Bearer {body['token']}"}
+
+
 def assert_error(response, status: int, error: str | None = None):
     assert response.status_code == status, response.text
     body = response.json()
@@ -74,7 +83,7 @@ def test_real_face_multipart_upload(client, face_jpeg):
     assert len(face["box"]) == 4 and face["score"] > 0
     assert "pose" not in face and "aligned_png_base64" not in face  # only when asked for
     model = body["model"]
-    assert model["name"].startswith("seed_senet@") and model["num_points"] == 68 and len(model["version"]) == 12
+    assert model["name"].startswith("seed_senet@") and model["num_points"] == 68 and len(model["model_sha256"]) == 64
 
 
 def test_raw_body_gives_the_same_answer(client, face_jpeg):
@@ -129,7 +138,8 @@ def test_answers_are_face_to_dict_and_a_pose_that_cannot_be_had_is_null_with_why
 
     bare = dataclasses.replace(get_scheme(68), pose_points=())
     with TestClient(make_app(tiny_checkpoint)) as client:
-        client.app.state.service.landmarker.scheme = bare  # before any worker copies the Landmarker
+        lm = client.app.state.service.landmarker  # before any worker copies it: its points and the model's
+        lm.scheme = lm.model_scheme = bare
         response = client.post(URL, params={"pose": "true", "aligned": "true"}, content=face_jpeg)
     assert response.status_code == 200, response.text
     face = response.json()["faces"][0]
@@ -377,9 +387,10 @@ def test_a_very_long_upload_file_name_is_named_as_the_problem(client, face_jpeg)
 # -- live tracking sessions (/v1/track/{session}) -------------------------------------------
 
 def test_track_session_keeps_ids_across_frames(client, face_jpeg):
+    name, auth = open_session(client, "cam-1")
     ids = []
     for frame in (1, 2, 3):
-        response = client.post("/v1/track/cam-1", content=face_jpeg, headers={"content-type": "image/jpeg"})
+        response = client.post(f"/v1/track/{name}", content=face_jpeg, headers={"content-type": "image/jpeg", **auth})
         assert response.status_code == 200, response.text
         body = response.json()
         assert (body["session"], body["frame"], len(body["faces"])) == ("cam-1", frame, 1)
@@ -387,54 +398,109 @@ def test_track_session_keeps_ids_across_frames(client, face_jpeg):
         assert np.array(face["points"]).shape == (68, 2) and body["model"]["num_points"] == 68
         ids.append(face["track_id"])
     assert ids == [ids[0]] * 3
-    # another session is its own tracker; ending one starts it afresh
-    other = client.post("/v1/track/cam-2", files={"file": ("f.jpg", face_jpeg, "image/jpeg")}).json()
-    assert other["frame"] == 1 and other["faces"][0]["track_id"] == 0
-    assert client.delete("/v1/track/cam-1").status_code == 204
-    assert client.post("/v1/track/cam-1", content=face_jpeg).json()["frame"] == 1
-    assert client.delete("/v1/track/cam-1").status_code == 204 and client.delete("/v1/track/cam-2").status_code == 204
+    # another session is its own tracker (the token also goes as X-Session-Token); ending one frees its name
+    other, other_auth = open_session(client)
+    token = other_auth["authorization"].removeprefix("Bearer ")
+    answer = client.post(f"/v1/track/{other}", files={"file": ("f.jpg", face_jpeg, "image/jpeg")},
+                         headers={"x-session-token": token}).json()
+    assert answer["frame"] == 1 and answer["faces"][0]["track_id"] == 0
+    assert client.delete(f"/v1/track/{name}", headers=auth).status_code == 204
+    assert_error(client.post(f"/v1/track/{name}", content=face_jpeg, headers=auth), 404, "no_such_session")
+    name, auth = open_session(client, "cam-1")
+    assert client.post(f"/v1/track/{name}", content=face_jpeg, headers=auth).json()["frame"] == 1
+    assert client.delete(f"/v1/track/{name}", headers=auth).status_code == 204
+    assert client.delete(f"/v1/track/{other}", headers=other_auth).status_code == 204
 
 
-def test_a_full_session_table_refuses_new_sessions_not_the_active_ones(tiny_checkpoint, face_jpeg):
-    """Posts under fresh session names (1x1 PNGs) cannot evict an active session: while every
-    session is active a new one is refused, 503 with Retry-After; idle or ended ones make room."""
+def test_a_session_belongs_to_the_client_that_opened_it(client, face_jpeg):
+    """Frames and DELETE need the session's token: none is 401, another session's (or a made-up one)
+    403, and neither touches the session; a name that is taken cannot be opened again."""
+    name, auth = open_session(client, "mine")
+    other, theirs = open_session(client)
+    for headers, status, error in [({}, 401, "token_required"), ({"authorization": "Basic eDp5"}, 401, "token_required"),
+                                   (theirs, 403, "wrong_token"), ({"x-session-token": "guess"}, 403, "wrong_token")]:
+        response = client.post(f"/v1/track/{name}", content=face_jpeg, headers=headers)
+        assert_error(response, status, error)
+        if status == 401:
+            assert response.headers["www-authenticate"] == "Bearer"
+        assert_error(client.delete(f"/v1/track/{name}", headers=headers), status, error)
+    assert_error(client.post("/v1/track", params={"session": "mine"}), 409, "session_exists")
+    assert client.post(f"/v1/track/{name}", content=face_jpeg, headers=auth).json()["frame"] == 1  # untouched
+    assert client.delete(f"/v1/track/{name}", headers=auth).status_code == 204
+    assert client.delete(f"/v1/track/{other}", headers=theirs).status_code == 204
+    assert not client.app.state.service.sessions
+
+
+def test_a_client_holds_at_most_its_share_of_sessions(tiny_checkpoint):
+    """One client (address) opening session after session and keeping each alive gets 429 past
+    ``sessions_per_client``, so the other places stay free for other clients (TestClient always comes
+    from "testclient": the others open theirs through the service, as the route does)."""
     speck = encode(np.zeros((1, 1, 3), np.uint8))
-    with TestClient(make_app(tiny_checkpoint, max_sessions=2, session_idle_s=30)) as client:
+    with TestClient(make_app(tiny_checkpoint, max_sessions=4, sessions_per_client=2)) as greedy:
+        service = greedy.app.state.service
+        held = [open_session(greedy) for _ in range(2)]
+        for _ in range(10):
+            response = greedy.post("/v1/track")
+            assert_error(response, 429, "too_many_sessions")
+            assert 1 <= int(response.headers["retry-after"]) <= 15
+        for name, auth in held:  # kept active, a frame each
+            assert greedy.post(f"/v1/track/{name}", content=speck, headers=auth).status_code == 200
+        service.open_session(None, "10.0.0.1")
+        service.open_session(None, "10.0.0.2")
+        with pytest.raises(ServiceError) as full:  # all 4 in use: a third client waits for one to expire
+            service.open_session(None, "10.0.0.3")
+        assert (full.value.status, full.value.error) == (503, "sessions_full")
+        assert sorted(s.client for s in service.sessions.values()) == ["10.0.0.1", "10.0.0.2", "testclient", "testclient"]
+
+
+def test_sessions_expire_on_the_server_clock(tiny_checkpoint, face_jpeg):
+    """A session is dropped ``session_idle_s`` after its last frame, and ``session_max_age_s`` after it
+    was opened however often it sends frames (one frame every 14 s cannot hold a place for ever); an
+    active session is never dropped for a new one (503 ``sessions_full`` with ``Retry-After``)."""
+    speck = encode(np.zeros((1, 1, 3), np.uint8))
+    now = [1000.0]
+    with TestClient(make_app(tiny_checkpoint, max_sessions=2, session_idle_s=15, session_max_age_s=60)) as client:
         service = client.app.state.service
-        assert client.post("/v1/track/victim", content=face_jpeg).json()["frame"] == 1
-        assert client.post("/v1/track/x0", content=speck).status_code == 200  # a free place
-        for i in range(1, 40):
-            response = client.post(f"/v1/track/x{i}", content=speck)
-            assert_error(response, 503, "sessions_full")
-            assert 1 <= int(response.headers["retry-after"]) <= 30
-        for frame in (2, 3):
-            assert client.post("/v1/track/victim", content=face_jpeg).json()["frame"] == frame
-        assert list(service.sessions) == ["x0", "victim"]
-        assert client.delete("/v1/track/x0").status_code == 204  # an ended session makes room
-        assert client.post("/v1/track/x1", content=speck).json()["frame"] == 1
-        service.session_idle_s = 1e-9  # every session is now idle: a new one replaces them
-        assert client.post("/v1/track/d", content=speck).status_code == 200
-        assert list(service.sessions) == ["d"]
+        service.clock = lambda: now[0]
+        a, auth_a = open_session(client)
+        b, auth_b = open_session(client)
+        with pytest.raises(ServiceError) as full:
+            service.open_session(None, "10.0.0.9")
+        assert full.value.status == 503 and full.value.headers["Retry-After"] == "15"
+        for _ in range(3):  # a frame every 14 s keeps a alive; b sends none
+            now[0] += 14
+            assert client.post(f"/v1/track/{a}", content=speck, headers=auth_a).status_code == 200
+        assert_error(client.post(f"/v1/track/{b}", content=speck, headers=auth_b), 404, "no_such_session")
+        assert list(service.sessions) == [a]
+        now[0] += 14  # 56 s after it was opened, still active
+        assert client.post(f"/v1/track/{a}", content=speck, headers=auth_a).status_code == 200
+        now[0] += 5  # 61 s: past its maximum age, whatever frames it sends
+        assert_error(client.post(f"/v1/track/{a}", content=speck, headers=auth_a), 404, "no_such_session")
+        assert not service.sessions
 
 
 def test_track_bad_session_name_and_garbage(client):
-    assert_error(client.post("/v1/track/no.dots", content=b"x"), 422, "invalid_request")
-    assert_error(client.post("/v1/track/" + "x" * 65, content=b"x"), 422, "invalid_request")
-    assert_error(client.post("/v1/track/ok", content=b"not an image"), 415)
-    assert_error(client.post("/v1/track/ok"), 400, "empty_body")
+    name, auth = open_session(client)
+    assert_error(client.post("/v1/track/no.dots", content=b"x", headers=auth), 422, "invalid_request")
+    assert_error(client.post("/v1/track/" + "x" * 65, content=b"x", headers=auth), 422, "invalid_request")
+    assert_error(client.post("/v1/track", params={"session": "no.dots"}), 422, "invalid_request")
+    assert_error(client.post(f"/v1/track/{name}", content=b"not an image", headers=auth), 415)
+    assert_error(client.post(f"/v1/track/{name}", headers=auth), 400, "empty_body")
+    assert client.delete(f"/v1/track/{name}", headers=auth).status_code == 204
 
 
-def test_track_full_queue_is_503_and_makes_no_session(tiny_checkpoint, face_jpeg):
+def test_track_full_queue_is_503_and_leaves_the_session_as_it_was(tiny_checkpoint, face_jpeg):
     with TestClient(make_app(tiny_checkpoint, workers=1, queue=0)) as client:
         service = client.app.state.service
+        name, auth = open_session(client, "busy")
         assert service.slots.acquire(blocking=False)  # the one place taken
         try:
-            response = client.post("/v1/track/busy", content=face_jpeg)
+            response = client.post(f"/v1/track/{name}", content=face_jpeg, headers=auth)
         finally:
             service.slots.release()
         assert_error(response, 503, "busy")
-        assert response.headers["retry-after"] == "1" and "busy" not in service.sessions
-        assert client.post("/v1/track/busy", content=face_jpeg).status_code == 200
+        assert response.headers["retry-after"] == "1" and service.sessions["busy"].tracker.frames == 0
+        assert client.post(f"/v1/track/{name}", content=face_jpeg, headers=auth).json()["frame"] == 1
 
 
 # -- hardening II: crafted headers, slow clients, fair sessions, media types -------------------
@@ -443,7 +509,7 @@ def test_image_checks_and_decoding_run_in_the_worker_pool(client, face_jpeg, mon
     """No header parse, segment walk or decode on the event loop: one crafted image must not stall every client."""
     import PIL.Image
 
-    import facemark.files
+    import facemark.images
 
     threads = []
 
@@ -455,38 +521,45 @@ def test_image_checks_and_decoding_run_in_the_worker_pool(client, face_jpeg, mon
 
     monkeypatch.setattr(PIL.Image, "open", spy(PIL.Image.open))
     monkeypatch.setattr(cv2, "imdecode", spy(cv2.imdecode))
-    if hasattr(facemark.files, "check_structure"):
-        monkeypatch.setattr(facemark.files, "check_structure", spy(facemark.files.check_structure))
+    if hasattr(facemark.images, "check_structure"):
+        monkeypatch.setattr(facemark.images, "check_structure", spy(facemark.images.check_structure))
+    name, auth = open_session(client)
     assert client.post(URL, content=face_jpeg).status_code == 200
-    assert client.post("/v1/track/pool", content=face_jpeg).status_code == 200
+    assert client.post(f"/v1/track/{name}", content=face_jpeg, headers=auth).status_code == 200
     assert client.post(URL, content=b"not an image").status_code == 415
-    assert threads and all(name.startswith("facemark-infer") for name in threads), threads
-    client.delete("/v1/track/pool")
+    # the header checks in the check pool (before a place is taken), the rest in the inference pool
+    assert threads and all(name.startswith(("facemark-infer", "facemark-check")) for name in threads), threads
+    assert any(name.startswith("facemark-check") for name in threads), threads
+    client.delete(f"/v1/track/{name}", headers=auth)
 
 
 def test_an_image_header_too_long_to_walk_is_400(client, face_jpeg):
-    from facemark.files import MAX_SEGMENTS
+    from facemark.images import MAX_SEGMENTS
 
     png = encode(np.zeros((8, 8, 3), np.uint8))
     empty_chunk = struct.pack(">I", 0) + b"prVt" + struct.pack(">I", zlib.crc32(b"prVt"))
     crafted = [b"\xff\xd8" + b"\xff" * 1_000_000 + face_jpeg[2:],  # a million fill bytes, then a valid JPEG
                b"\xff\xd8" + b"\xff\xfe\x00\x02" * (MAX_SEGMENTS + 1) + face_jpeg[2:],  # empty comments
                png[:33] + empty_chunk * (MAX_SEGMENTS + 1) + png[33:]]  # empty PNG chunks
+    name, auth = open_session(client, "crafted")
     for data in crafted:
-        for url in (URL, "/v1/track/crafted"):
-            response = client.post(url, content=data)
+        for url in (URL, f"/v1/track/{name}"):
+            response = client.post(url, content=data, headers=auth)
             assert_error(response, 400, "header_too_long")
             assert str(MAX_SEGMENTS) in response.json()["detail"]
-    assert "crafted" not in client.app.state.service.sessions
+    assert client.app.state.service.sessions["crafted"].tracker.frames == 0
+    assert client.delete(f"/v1/track/{name}", headers=auth).status_code == 204
     assert client.post(URL, content=face_jpeg).status_code == 200
 
 
 def test_a_truncated_jpeg_with_an_end_marker_is_415(client, face_jpeg):
     cut = face_jpeg[: len(face_jpeg) // 2] + b"\xff\xd9"  # decodes with grey rows where the data is missing
-    for url in (URL, "/v1/track/cut"):
-        response = client.post(url, content=cut)
+    name, auth = open_session(client)
+    for url in (URL, f"/v1/track/{name}"):
+        response = client.post(url, content=cut, headers=auth)
         assert_error(response, 415, "unsupported_media_type")
         assert "truncated" in response.json()["detail"]
+    assert client.delete(f"/v1/track/{name}", headers=auth).status_code == 204
 
 
 def test_media_types_are_case_insensitive(client, face_jpeg):
@@ -541,3 +614,106 @@ def test_an_upload_below_the_minimum_rate_is_408_long_before_the_timeout(tiny_ch
         assert (status, body["error"]) == (408, "upload_too_slow"), body
         assert "bytes/s" in body["detail"]
         assert client.post(URL, content=face_jpeg).status_code == 200
+
+
+# -- hardening III: a refused image never holds an inference place ----------------------------
+
+def scan_bomb(size: int = 64, scans: int = 100) -> bytes:
+    """A small progressive JPEG with one small scan repeated to ``scans`` scans (over the scan cap):
+    the shape of bench_service's 6300 x 6300 scan bomb, cheap to build."""
+    from bench.bench_service import scan_bomb_jpeg
+
+    return scan_bomb_jpeg(size, scans)
+
+
+def refused_uploads(face_jpeg: bytes) -> list[tuple[bytes, int, str]]:
+    """Uploads refused from their header alone: ``(bytes, status, error)``."""
+    return [(scan_bomb(), 413, "image_too_large"),
+            (png_declaring(30000, 30000), 413, "image_too_large"),
+            (b"\xff\xd8" + b"\xff" * 100_000 + face_jpeg[2:], 400, "header_too_long"),
+            (b"this is not an image" * 50, 415, "unsupported_media_type")]
+
+
+def test_an_image_refused_from_its_header_never_takes_a_worker_or_queue_place(tiny_checkpoint, face_jpeg):
+    """With the one worker busy, uploads refused from their header (a scan bomb, a declared size over
+    the cap, a header too long to walk, garbage) are answered at once, and the one queue place stays
+    free for a good request. Before, each took the queue place and waited for the worker (bench:
+    three scan-bomb clients left good clients 503 for most requests)."""
+    app = make_app(tiny_checkpoint, workers=1, queue=1)
+    with TestClient(app) as client:
+        service = app.state.service
+        infer, gate, running = service.infer, threading.Event(), threading.Event()
+
+        def blocked(*args):
+            running.set()
+            assert gate.wait(300)
+            return infer(*args)
+
+        service.infer = blocked
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(client.post, URL, content=face_jpeg)
+            assert running.wait(300)  # the worker is busy until the gate opens
+            try:
+                for data, status, error in refused_uploads(face_jpeg):
+                    # answered while the worker is still busy (before: it waited for the worker)
+                    assert_error(pool.submit(client.post, URL, content=data).result(60), status, error)
+                    assert service.slots.acquire(blocking=False)  # the queue place is free...
+                    service.slots.release()
+                    assert service.budget.used == len(face_jpeg)  # ...and only the running job's bytes are held
+                queued = pool.submit(client.post, URL, content=face_jpeg)  # takes the queue place
+            finally:
+                gate.set()
+            assert first.result(300).status_code == 200 and queued.result(300).status_code == 200
+        assert service.budget.used == 0
+
+
+def test_a_refused_track_frame_takes_no_place_and_leaves_the_session_as_it_was(tiny_checkpoint, face_jpeg,
+                                                                               monkeypatch):
+    from facemark.serve import app as app_module
+
+    taken = []
+    take_slot = app_module._Place.take_slot
+    monkeypatch.setattr(app_module._Place, "take_slot", lambda place: taken.append(1) or take_slot(place))
+    with TestClient(make_app(tiny_checkpoint, workers=1, queue=0)) as client:
+        name, auth = open_session(client, "cam")
+        for data, status, error in refused_uploads(face_jpeg):
+            assert_error(client.post(f"/v1/track/{name}", content=data, headers=auth), status, error)
+        assert taken == [] and client.app.state.service.sessions["cam"].tracker.frames == 0
+        assert client.post(f"/v1/track/{name}", content=face_jpeg, headers=auth).json()["frame"] == 1
+        assert taken == [1]
+
+
+def test_a_refused_image_is_answered_after_the_refusal_delay_holding_nothing(tiny_checkpoint, face_jpeg):
+    """``refusal_delay_s``: a client that re-sends refused images as fast as it is answered gets one answer
+    per delay per connection, so its uploads cost the server little; meanwhile it holds no place and none
+    of its bytes, so a good request on the one worker (no queue) is served."""
+    import time
+
+    app = make_app(tiny_checkpoint, workers=1, queue=0, refusal_delay_s=2)
+    with TestClient(app) as client:
+        service = app.state.service
+        check, checked = service.check_header, threading.Event()
+
+        def spy(data):
+            try:
+                return check(data)
+            finally:
+                checked.set()
+
+        service.check_header = spy
+        with ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            bomb = pool.submit(client.post, URL, content=scan_bomb())
+            assert checked.wait(60)
+            time.sleep(0.1)  # the refusal is on its way into its delay
+            assert not bomb.done() and service.budget.used == 0  # waiting, holding none of its bytes...
+            assert client.post(URL, content=face_jpeg).status_code == 200  # ...and not the only place
+            assert_error(bomb.result(60), 413, "image_too_large")
+            assert time.monotonic() - started >= 2
+        assert service.budget.used == 0
+
+
+@pytest.mark.parametrize("delay", [-1, float("nan"), 61])
+def test_the_refusal_delay_is_checked(tiny_checkpoint, delay):
+    with pytest.raises(ValueError, match="refusal_delay_s"):
+        make_app(tiny_checkpoint, refusal_delay_s=delay)

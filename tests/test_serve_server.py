@@ -15,17 +15,21 @@ import time
 import httpx
 import pytest
 
-from facemark.serve.server import OncePerInterval, quiet_repeats, server_config
+from facemark.serve.server import OncePerInterval, native_stderr_to_log, quiet_repeats, server_config
 
 
 async def hello(scope, receive, send):
     if scope["type"] == "lifespan":
-        while (message := await receive())["type"] != "lifespan.shutdown":
+        while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
+    body = bytes(BIG) if scope["path"] == "/big" else b"hello"  # /big: more than the socket buffers hold
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"hello"})
+    await send({"type": "http.response.body", "body": body})
+
+
+BIG = 32 << 20
 
 
 def free_port() -> int:
@@ -158,7 +162,175 @@ def test_repeated_refusals_are_logged_once_per_interval():
     ]
 
 
-@pytest.mark.parametrize("limits", [{"header_timeout_s": 0}, {"limit_concurrency": 0}])
+def test_a_connection_that_reads_none_of_its_answers_is_closed():
+    """An answer the client does not read fills the socket buffers, then uvicorn's transport buffer,
+    and uvicorn waits for it to drain for ever (the connection counts as busy, so it is never closed to
+    make room): it is cut off ``write_timeout_s`` after the buffers filled."""
+    with running(write_timeout_s=0.3) as (server, port):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+            wait_for(lambda: not server.server_state.connections, "the connection to be cut off", timeout=20)
+            sock.settimeout(20)
+            received = 0
+            with pytest.raises(ConnectionResetError):  # what it left unread is dropped: it never gets all of it
+                while chunk := sock.recv(1 << 20):
+                    received += len(chunk)
+            assert received < BIG
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert client.get("/").text == "hello"
+
+
+@pytest.mark.parametrize("limit", [{}, {"max_pipelined": 4}])
+def test_a_connection_that_pipelines_past_the_limit_is_closed(limit):
+    """Requests sent before the previous answer (HTTP pipelining): ``max_pipelined`` (0 by default)
+    in a row are answered, then the answers given are sent and the stream ends (no reset that would
+    throw them away), so the client can send the rest again; one request at a time is not limited."""
+    with running(**limit) as (server, port):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 100)
+            sock.settimeout(20)
+            answers = b""
+            while chunk := sock.recv(65536):
+                answers += chunk
+            assert answers.count(b"HTTP/1.1 200") == limit.get("max_pipelined", 0) + 1  # the first, then the pipelined
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert all(client.get("/").text == "hello" for _ in range(20))  # one keep-alive connection
+
+
+def test_what_native_libraries_print_is_logged_once_per_interval(capfd):
+    """libjpeg prints its warnings ("Corrupt JPEG data: ...") straight to the process's stderr, once
+    per crafted upload: under ``facemark serve`` they are log records, held back like any repeat."""
+    import cv2
+    import numpy as np
+
+    from facemark.images import decode_image
+
+    image = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    corrupt = [jpeg[:-2] + bytes(n) + jpeg[-2:] for n in (3, 4, 5)]  # extraneous bytes before the end marker
+    records = []
+    logger = logging.getLogger("facemark.test.native")
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    logger.propagate = False
+    with quiet_repeats(3600, loggers=(logger.name,)), native_stderr_to_log(logger.name):
+        for _ in range(100):
+            for data in corrupt:
+                assert decode_image(data, "upload").shape == (64, 64, 3)
+        wait_for(lambda: records, "the first warning to be logged")
+    logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == [
+        "a native library printed: Corrupt JPEG data: 2 extraneous bytes before marker 0xd9"], records
+    assert "Corrupt JPEG" not in capfd.readouterr().err
+    decode_image(corrupt[0], "upload")  # and the process's stderr is as it was after
+    assert "Corrupt JPEG data" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("limits", [{"header_timeout_s": 0}, {"limit_concurrency": 0}, {"write_timeout_s": 0},
+                                    {"max_pipelined": -1}])
 def test_server_limits_are_checked(limits):
     with pytest.raises(ValueError):
         server_config(hello, "127.0.0.1", 8000, **limits)
+
+
+# -- facemark serve: the command -------------------------------------------------------------
+
+def test_serve_builds_its_landmarker_once(monkeypatch, tiny_checkpoint):
+    """The command builds the Landmarker (so a bad model is one line before the server starts) and the
+    app serves that one: the model is not loaded a second time at start-up."""
+    from fastapi.testclient import TestClient
+
+    import facemark.serve.server
+    from facemark import cli
+    from facemark.api import Landmarker
+
+    built = []
+    init = Landmarker.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(args[:1])
+        init(self, *args, **kwargs)
+
+    def serve(app, host, port, **limits):  # in place of uvicorn: start the app (its lifespan) and ask it once
+        with TestClient(app) as client:
+            answers.append(client.get("/healthz").json())
+
+    answers = []
+    monkeypatch.setattr(Landmarker, "__init__", counting)
+    monkeypatch.setattr(facemark.serve.server, "serve", serve)
+    assert cli.main(["serve", "--model", str(tiny_checkpoint), "--backend", "torch"]) == 0
+    assert answers and answers[0]["model_loaded"]
+    assert len(built) == 1, built
+
+
+def test_serve_passes_its_session_and_connection_flags(monkeypatch, tiny_checkpoint):
+    """Every live-session and connection setting is a ``facemark serve`` flag, passed to the app and the server."""
+    from fastapi.testclient import TestClient
+
+    import facemark.serve.server
+    from facemark import cli
+
+    got = {}
+
+    def serve(app, host, port, **limits):  # in place of uvicorn: what the server and the app were given
+        with TestClient(app):
+            service = app.state.service
+            got.update(limits, max_sessions=service.max_sessions, sessions_per_client=service.sessions_per_client,
+                       session_idle_s=service.session_idle_s, session_max_age_s=service.session_max_age_s,
+                       refusal_delay_s=service.refusal_delay_s)
+
+    monkeypatch.setattr(facemark.serve.server, "serve", serve)
+    assert cli.main(["serve", "--model", str(tiny_checkpoint), "--backend", "torch", "--write-timeout", "3",
+                     "--max-pipelined", "2", "--max-sessions", "4", "--sessions-per-client", "1", "--session-idle",
+                     "5", "--session-max-age", "60", "--refusal-delay", "0.25"]) == 0
+    assert got == {"header_timeout_s": 10, "limit_concurrency": 500, "write_timeout_s": 3, "max_pipelined": 2,
+                   "max_sessions": 4, "sessions_per_client": 1, "session_idle_s": 5, "session_max_age_s": 60,
+                   "refusal_delay_s": 0.25}
+
+
+@pytest.mark.parametrize("option, value", [("--write-timeout", "0"), ("--write-timeout", "nan"),
+                                           ("--max-pipelined", "-1"), ("--max-pipelined", "1.5"),
+                                           ("--max-sessions", "0"), ("--sessions-per-client", "0"),
+                                           ("--session-idle", "inf"), ("--session-idle", "-5"),
+                                           ("--session-max-age", "0"), ("--refusal-delay", "-1"),
+                                           ("--refusal-delay", "nan"), ("--refusal-delay", "61")])
+def test_bad_serve_flags_are_refused_by_the_parser(option, value, capsys):
+    from facemark import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser().parse_args(["serve", option, value])
+    assert exit_.value.code == 2
+    assert f"argument {option}:" in capsys.readouterr().err  # the flag's own check, not "unrecognized arguments"
+
+
+def test_ctrl_c_stops_serve_in_one_line():
+    """Ctrl-C (SIGINT) on a running ``facemark serve``: uvicorn shuts down, then one line, no
+    ``KeyboardInterrupt`` traceback, exit status 130."""
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "facemark.cli", "serve", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def up() -> bool:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, "the server to start", timeout=120)
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("facemark serve: ") and "Ctrl-C" in last, err
+    assert server.returncode == 130

@@ -1,5 +1,5 @@
 """facemark.track: the One-Euro filter, following faces from frame to frame, and Landmarker.track on
-synthetic clips with known points (facemark.track.make_clip), one of them through a video file."""
+synthetic clips with known points (bench.clips.make_clip), one of them through a video file."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.clips import make_clip
 from facemark.api import Face, Landmarker
 from facemark.metrics import nmf
 from facemark.predict import SAMPLE_IMAGE, predict_paths
-from facemark.track import FaceTracker, OneEuroFilter, Smoothing, VideoTracker, make_clip, track_lost
+from facemark.track import FaceTracker, OneEuroFilter, Smoothing, VideoTracker, track_lost
 
 
 def test_one_euro_filter_cuts_jitter_and_follows_a_step():
@@ -162,3 +163,29 @@ def test_tracking_keeps_a_strongly_tilted_head_upright(lite_root):
     assert [len(faces) for faces in frames] == [1, 1, 1, 1]
     errors = [nme(faces[0].points[None], truth[None], "inter_ocular")[0] for faces in frames]
     assert max(errors) < 0.05, errors
+
+
+def test_a_tracked_frame_costs_one_crop_per_face(monkeypatch, landmarker, photo):
+    """Between detector frames each face is cut once, where its previous points place it, and run
+    once (no flip test unless asked): tracking is the cheap path."""
+    frames, _ = make_clip(*photo, frames=6, kind="still", seed=4)
+    run, batches = landmarker._run, []
+
+    class Spy:  # counts the crops of every model call (features too: quality needs them)
+        def __call__(self, batch):
+            batches.append(len(batch))
+            return run(batch)
+
+        def run_with_features(self, batch):
+            batches.append(len(batch))
+            return run.run_with_features(batch)
+
+    monkeypatch.setattr(landmarker, "_run", Spy())
+    for flip, crops in ((False, [1]), (True, [2])):  # with flip: the crop and its mirror, in one call
+        tracker = VideoTracker(landmarker, every=6, smoothing=False, flip=flip)
+        tracker.push(frames[0])  # the detector frame
+        for frame in frames[1:]:
+            batches.clear()
+            assert len(tracker.push(frame)) == 1
+            assert batches == crops, (flip, batches)
+        assert tracker.detector_frames == 1

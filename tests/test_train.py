@@ -8,32 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from facemark.checkpoint import CheckpointError, load_checkpoint
 from facemark.config import load_config
-from facemark.data.prepare import prepare
 from facemark.train import lr_factor, train
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def small_run(synthetic_dataset, tmp_path):
-    """A prepared synthetic store and a config for a tiny, fast run."""
-    prepare(synthetic_dataset, tmp_path / "data", size=64, context=1.5, progress=False)
-
-    def make(out: str, **extra) -> Path:
-        values = {
-            "data": str(tmp_path / "data"), "out": str(tmp_path / out), "model": "seed_senet",
-            "input_size": 48, "batch_size": 8, "steps": 8, "val_every": 4, "ckpt_every": 4, "log_every": 2,
-            "lr_decay_steps": 3, "num_threads": 1, "augment": {"rotate": 10.0}, **extra,
-        }
-        path = tmp_path / f"{out}.yaml"
-        path.write_text(yaml.safe_dump(values))
-        return path
-
-    return make
 
 
 def _run(args, **kw):

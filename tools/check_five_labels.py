@@ -6,7 +6,7 @@ never saw these faces or 300-W) on each crop, scaled x3, and keeps the face when
 centres are within ``--max-distance`` of the eye-centre distance of BlazeFace's eye keypoints; the
 kept faces, with their own five points, become a prepared folder's ``train/`` store::
 
-    python tools/check_five_labels.py --list ../shared/data/cuhk-5pt/new_training.txt --out data/five-cuhk-checked
+    python -m tools.check_five_labels --list ../shared/data/cuhk-5pt/new_training.txt --out data/five-cuhk-checked
 
 ``report.json`` in the output lists the counts and every face left out (no face found, or how far off).
 """
@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facemark.data.formats.cuhk import read_cuhk_list
-from facemark.data.store import read_image, write_store
+from facemark.data.store import read_dataset_image, write_store
 from facemark.detectors import get_detector
 from facemark.files import write_atomic
 
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     detector = get_detector("blazeface", tiles=False, fallback=None)  # BlazeFace's own eye keypoints only
     kept, left_out = [], []
     for sample in tqdm(read_cuhk_list(args.list), desc="checking", unit="face"):
-        image = read_image(sample.image_path)
+        image = read_dataset_image(sample.image_path)
         big = cv2.resize(image, (image.shape[1] * 3, image.shape[0] * 3), interpolation=cv2.INTER_LINEAR)
         eyes = np.asarray(sample.points[:2], np.float64)
         iod = float(np.linalg.norm(eyes[0] - eyes[1]))

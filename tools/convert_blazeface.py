@@ -11,7 +11,7 @@ throwaway venv (mediapipe itself is never imported or installed; its wheel is on
 
     python -m venv /tmp/blazeface && /tmp/blazeface/bin/pip install tflite ai-edge-litert onnx onnxruntime
     pip download --no-deps mediapipe==0.10.21 -d /tmp/mp
-    /tmp/blazeface/bin/python tools/convert_blazeface.py /tmp/mp/mediapipe-0.10.21-*.whl \\
+    /tmp/blazeface/bin/python -m tools.convert_blazeface /tmp/mp/mediapipe-0.10.21-*.whl \\
         --out facemark/detectors/weights/blazeface
 
 Each ONNX file takes ``image``: uint8 BGR ``(B, S, S, 3)`` (letterboxed photos or tiles; the graph

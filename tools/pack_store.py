@@ -1,7 +1,7 @@
 """Carry a packed store to another machine in a quarter of its size, and unpack it there.
 
-    python tools/pack_store.py pack data/300w-lite/train .gpu/300w-train   # JPEG (quality 95) regions
-    python tools/pack_store.py unpack .gpu/300w-train data/300w-lite/train  # a normal store again
+    python -m tools.pack_store pack data/300w-lite/train .gpu/300w-train   # JPEG (quality 95) regions
+    python -m tools.pack_store unpack .gpu/300w-train data/300w-lite/train  # a normal store again
 
 Used to train on a GPU machine whose upload limit is smaller than the raw ``images.npy`` (the
 300w-lite split is 214 MB raw, 30 MB packed). Lossy: the unpacked images are the JPEG-decoded
@@ -20,8 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from facemark.data.store import Store, _checksum  # noqa: E402
+from facemark.data.store import Store, _checksum
 
 QUALITY = 95
 
@@ -64,12 +63,12 @@ def unpack(packed: Path, store_dir: Path) -> None:
     Store.open(store_dir)  # loads and verifies
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["pack", "unpack"])
     parser.add_argument("source", type=Path)
     parser.add_argument("dest", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     (pack if args.action == "pack" else unpack)(args.source, args.dest)
 
 

@@ -10,7 +10,7 @@ eye shifted so its mean is the real eye centre, and the nose tip and mouth corne
 The result is a prepared folder whose ``train/`` store ``facemark train`` can mix in (config
 ``extra_data``, ``extra_fraction``)::
 
-    python tools/pseudo_label.py --teacher runs/twin_old/best.pt \\
+    python -m tools.pseudo_label --teacher runs/twin_old/best.pt \\
         --list ../shared/data/cuhk-5pt/new_training.txt --out data/cuhk68-twin
 
 The teacher must not have trained on faces you will score the student on (for the split-trained
@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from facemark.api import Landmarker
 from facemark.data.formats.cuhk import read_cuhk_list
-from facemark.data.store import read_image, write_store
+from facemark.data.store import read_dataset_image, write_store
 from facemark.files import write_atomic
 from facemark.geometry import apply_affine, box_centre, box_from_points, upright_turn
 from facemark.schemes import FIVE_FROM_68_BOX, get_scheme, to_five
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     kept, left_out = [], []
     for sample in tqdm(samples, desc="pseudo-labels", unit="face"):
         real = np.asarray(sample.points, np.float64)
-        image = read_image(sample.image_path)
+        image = read_dataset_image(sample.image_path)
         box, roll = box_68_from_five(real)
         first = teacher.predict_batch([image], [[box]], flip=False, rolls=[[roll]])[0][0]
         box, roll = teacher.placement(first)

@@ -1,8 +1,8 @@
 """Train several configs side by side on one (GPU) machine inside a fixed wall-clock budget.
 
-    python tools/remote_train.py --packed .gpu --seconds 520 --out $OUT CONFIG [CONFIG ...]
+    python -m tools.remote_train --packed .gpu --seconds 520 --out $OUT CONFIG [CONFIG ...]
 
-1. Unpacks the stores that ``tools/pack_store.py`` packed (``<packed>/300w-train``, ``300w-val``)
+1. Unpacks the stores that ``python -m tools.pack_store`` packed (``<packed>/300w-train``, ``300w-val``)
    into ``data/300w-lite/{train,val}`` and builds ``data/300w-lite-all`` (train + val) from them.
 2. Probes: all configs train together for ``--probe-steps`` steps; the slowest one's steps/s sets
    the schedule length, the same for every config (rounded down to 500 steps, 10 % margin), so
@@ -26,8 +26,9 @@ from pathlib import Path
 
 import yaml
 
+from facemark.schemes import load_yaml
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def prepare_data(packed: Path, overwrite: bool) -> None:
@@ -38,7 +39,7 @@ def prepare_data(packed: Path, overwrite: bool) -> None:
                  "--overwrite-data replaces them with the unpacked (JPEG-decoded) copies")
 
     for part in ("train", "val"):
-        subprocess.run([sys.executable, str(REPO / "tools/pack_store.py"), "unpack", str(packed / f"300w-{part}"),
+        subprocess.run([sys.executable, "-m", "tools.pack_store", "unpack", str(packed / f"300w-{part}"),
                         f"data/300w-lite/{part}"], check=True)
     convert_stores(["data/300w-lite/train", "data/300w-lite/val"], "data/300w-lite-all/train", progress=False)
     shutil.rmtree("data/300w-lite-all/val", ignore_errors=True)
@@ -78,7 +79,7 @@ def wait(procs, deadline: float) -> None:
             print(f"{config['name']}: exit {proc.returncode}", flush=True)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="+", type=Path)
     parser.add_argument("--packed", type=Path, required=True)
@@ -89,7 +90,7 @@ def main() -> None:
     parser.add_argument("--max-schedule", type=int, default=60000)
     parser.add_argument("--min-schedule", type=int, default=1000)
     parser.add_argument("--overwrite-data", action="store_true", help="replace existing data/300w-lite* stores")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     end = time.time() + args.seconds
     os.chdir(REPO)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,7 @@ def main() -> None:
     prepare_data(args.packed, args.overwrite_data)
     configs = []
     for path in args.configs:
-        values = yaml.safe_load(path.read_text())
+        values = load_yaml(path, "config")
         values.update(workers=args.workers, num_threads=1, val_every=2000, ckpt_every=2000)
         configs.append({"name": path.stem, "values": values})
 
@@ -135,12 +136,14 @@ def main() -> None:
 
     import torch
 
+    from facemark.checkpoint import load_checkpoint  # torch: a run's own machine has it
+
     for c in configs:
         last = Path(c["values"]["out"]) / "last.pt"
         if not last.exists():
             print(f"{c['name']}: no checkpoint", flush=True)
             continue
-        state = torch.load(last, map_location="cpu", weights_only=True)
+        state = load_checkpoint(last)  # weights only, fields checked
         for key in ("optimizer", "scheduler"):
             state.pop(key, None)
         torch.save(state, args.out / f"{c['name']}.pt")

@@ -26,6 +26,7 @@ from facemark.data.record import FaceSample
 from facemark.data.record import DataError
 from facemark.data.store import write_store
 from facemark.files import remove_stale_temporaries, replace_folder, write_atomic
+from facemark.images import MAX_PIXELS
 
 SPLIT_SEED = "facemark-v1"
 #: what a prepared folder holds; prepare replaces a folder only when it holds nothing else
@@ -59,6 +60,8 @@ def prepare(
     format: str | None = None,
     images: str | Path | None = None,
     scheme=None,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int | None = None,
 ) -> dict:
     """Prepare ``out/train`` and ``out/val`` stores from the annotations under ``root``.
 
@@ -68,7 +71,8 @@ def prepare(
     ``out/images``, where the stores and the evaluation find them.
 
     ``scheme``: a custom point scheme (a :class:`~facemark.schemes.PointScheme` or a YAML path),
-    checked against the point count and recorded in both stores.
+    checked against the point count and recorded in both stores. ``max_pixels``, ``max_bytes``: the
+    caps every image is decoded within (:mod:`facemark.images`; ``facemark --max-mpx``, ``--max-mb``).
 
     Returns a summary: counts per split, and every skipped file with its reason (also written to
     ``out/skipped.txt``). Nothing is dropped silently: without ``skip_bad`` a bad file raises.
@@ -89,7 +93,7 @@ def prepare(
         images = tmp / Path(images).resolve().relative_to(out.resolve())
     try:
         summary = _prepare_into(tmp, out, root, size, context, val_fraction, skip_bad, progress, train_on_all, format,
-                                images, scheme)
+                                images, scheme, max_pixels, max_bytes)
         replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -110,7 +114,7 @@ def _check_replaceable(out: Path) -> None:
 
 
 def _prepare_into(tmp: Path, out: Path, root: Path, size, context, val_fraction, skip_bad, progress, train_on_all,
-                  format, images, scheme) -> dict:
+                  format, images, scheme, max_pixels=MAX_PIXELS, max_bytes=None) -> dict:
     """:func:`prepare`'s work, written into ``tmp``; the stores record image paths as they will be under ``out``."""
     samples, skipped = read_dataset(root, skip_bad=skip_bad, format=format, images=images)
     if not samples:
@@ -138,7 +142,8 @@ def _prepare_into(tmp: Path, out: Path, root: Path, size, context, val_fraction,
         if not subset:
             raise ValueError(f"{root}: the {name} split is empty ({len(samples)} faces in all)")
         _, bad = write_store(subset, tmp / name, size=size, context=context, skip_bad=skip_bad, progress=progress,
-                             scheme=scheme, prepared=prepared, relocate=(tmp, out))
+                             scheme=scheme, prepared=prepared, relocate=(tmp, out), max_pixels=max_pixels,
+                             max_bytes=max_bytes)
         skipped += bad
         counts[name] = len(subset) - len(bad)
     write_atomic(tmp / "skipped.txt", "".join(f"{path}\t{reason}\n" for path, reason in skipped))

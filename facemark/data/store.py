@@ -17,7 +17,7 @@ landmark points, so the store never fixes the model's crop rule or input size.
 
 Stores are written into a temporary folder and renamed into place only when complete, so an
 interrupted ``prepare`` never leaves a store that loads. Every sample is checked on the way in:
-its image must decode completely (:func:`facemark.files.read_image`: truncated files are refused)
+its image must decode completely (:func:`facemark.images.read_image`: truncated files are refused)
 and its points must be finite in float32 and near the image
 (:func:`facemark.data.record.check_points`), so nothing that would poison training gets stored.
 """
@@ -36,8 +36,9 @@ import numpy as np
 from tqdm import tqdm
 
 from facemark.data.record import DataError, FaceSample, check_points
-from facemark.files import ImageError, read_image as _read_image, remove_stale_temporaries, replace_folder, write_atomic
+from facemark.files import remove_stale_temporaries, replace_folder, write_atomic
 from facemark.geometry import CropRule, box_from_points, crop_affine, crop_box_from_box, crop_image
+from facemark.images import MAX_PIXELS, ImageError, read_image
 from facemark.schemes import scheme_from_spec, spec_value
 
 STORE_VERSION = 1
@@ -61,10 +62,11 @@ def _checksum(*paths: Path) -> str:
     return digest.hexdigest()
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to BGR uint8 (:func:`facemark.files.read_image`), raising :class:`DataError` naming it."""
+def read_dataset_image(path: str | Path, max_pixels: int = MAX_PIXELS, max_bytes: int | None = None) -> np.ndarray:
+    """Decode a dataset's image file to BGR uint8 (:func:`facemark.images.read_image`, with its caps),
+    raising :class:`DataError` naming it."""
     try:
-        return _read_image(path)
+        return read_image(path, max_pixels, max_bytes)
     except FileNotFoundError:
         raise DataError(path, "image file not found") from None
     except ImageError as err:
@@ -82,6 +84,8 @@ def write_store(
     scheme=None,
     prepared: str | None = None,
     relocate: tuple[Path, Path] | None = None,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int | None = None,
 ) -> tuple[Path, list[tuple[str, str]]]:
     """Decode, crop and pack ``samples`` into a store at ``out_dir``.
 
@@ -91,7 +95,7 @@ def write_store(
     ``relocate = (from, to)``: image paths under ``from`` (a folder being built) are recorded under ``to``.
     Samples are written in a seeded shuffled order. Returns the store path and the list of
     ``(path, reason)`` for samples that were skipped (only with ``skip_bad``; otherwise the first
-    bad sample raises :class:`DataError`).
+    bad sample raises :class:`DataError`). ``max_pixels``, ``max_bytes``: the image caps (:mod:`facemark.images`).
     """
     out_dir = Path(out_dir)
     if not samples:
@@ -114,7 +118,7 @@ def write_store(
             try:
                 if len(sample.points) != num_points:
                     raise DataError(sample.image_path, f"expected {num_points} points, found {len(sample.points)}")
-                image = read_image(sample.image_path)
+                image = read_dataset_image(sample.image_path, max_pixels, max_bytes)
                 check_points(sample.points, sample.image_path, image_size=(image.shape[1], image.shape[0]))
                 region = region_box(sample.points, context)
             except ValueError as err:  # DataError, or the crop rule refusing a degenerate face

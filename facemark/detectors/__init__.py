@@ -3,7 +3,7 @@
 >>> from facemark.detectors import get_detector, DEFAULT_DETECTOR
 >>> detector = get_detector(DEFAULT_DETECTOR)
 >>> for det in detector.detect(image_bgr):            # sorted by score, highest first
-...     box, roll, from_keypoints = detector.place(det)  # where the landmark model cuts the face
+...     det.landmark_box, det.roll    # where the landmark model cuts the face (facemark.placement)
 
 Detectors (``list_detectors()``): ``blazeface`` (the default: MediaPipe's BlazeFace on
 onnxruntime, its weights ship with facemark; six keypoints per face place the landmark crop, box

@@ -18,15 +18,17 @@ import json
 import math
 import warnings
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
 from facemark.geometry import Box, box_centre, invert_affine, iou, upright_turn
+from facemark.images import load_image
+from facemark.placement import IDENTITY, Calibration, KeypointPlacement
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
@@ -43,79 +45,16 @@ class Detection:
     ``keypoints``: ``(n, 2)`` facial keypoints in the same pixels when the detector gives them
     (BlazeFace's six, :data:`facemark.detectors.blazeface.KEYPOINTS`), else None."""
 
+
     box: Box
     score: float
     roll: float = 0.0
     keypoints: np.ndarray | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Landmark box from a detector box: ``lcx = cx + a*w, lcy = cy + b*h, lw = c*w, lh = d*h``."""
-
-    a: float = 0.0
-    b: float = 0.0
-    c: float = 1.0
-    d: float = 1.0
-
-    def apply(self, box: Box) -> Box:
-        x0, y0, x1, y1 = (float(v) for v in box)
-        cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
-        lcx, lcy, lw, lh = cx + self.a * w, cy + self.b * h, self.c * w, self.d * h
-        return lcx - lw / 2, lcy - lh / 2, lcx + lw / 2, lcy + lh / 2
-
-    def invert(self, box: Box) -> Box:
-        """The detector box whose calibrated landmark box is ``box`` (the inverse of :meth:`apply`)."""
-        x0, y0, x1, y1 = (float(v) for v in box)
-        lcx, lcy, lw, lh = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
-        w, h = lw / self.c, lh / self.d
-        cx, cy = lcx - self.a * w, lcy - self.b * h
-        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-IDENTITY = Calibration()
-
-
-def keypoint_roll(keypoints: np.ndarray) -> float:
-    """The in-plane tilt, degrees counter-clockwise on screen, of the face whose first two keypoints
-    are its right and left eye (the subject's; the right one is on the image's left)."""
-    right, left = np.asarray(keypoints[0], np.float64), np.asarray(keypoints[1], np.float64)
-    return float(np.degrees(np.arctan2(-(left[1] - right[1]), left[0] - right[0])))
-
-
-def placement_features(box: Box, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """What :class:`KeypointPlacement` regresses on: the keypoints turned upright (by
-    :func:`keypoint_roll`) about the detector box's centre, relative to it in units of the box's
-    size, and a constant 1. Returns ``(features (2n + 1,), centre, size, roll)``."""
-    centre = np.array(box_centre(box), np.float64)
-    size = float(np.sqrt(max(box[2] - box[0], 1e-6) * max(box[3] - box[1], 1e-6)))
-    roll = keypoint_roll(keypoints)
-    turned = (np.asarray(keypoints, np.float64) - centre) @ upright_turn((0.0, 0.0), roll)[:, :2].T
-    return np.append(turned.ravel() / size, 1.0), centre, size, roll
-
-
-@dataclass(frozen=True)
-class KeypointPlacement:
-    """Where the landmark model's crop goes for a face a detector gave keypoints for: the face's
-    roll from its eye keypoints, and its landmark box (the tight box of its 68 points turned
-    upright about the box's centre) by a linear map of :func:`placement_features` to
-    ``(centre x, centre y, width, height)`` of that box relative to the detector box's centre, in
-    units of its size. Fitted on the training split (:func:`facemark.calibrate.fit_placement`)."""
-
-    weights: tuple[tuple[float, float, float, float], ...]  # (2n + 1, 4)
-
-    def apply(self, box: Box, keypoints: np.ndarray) -> tuple[Box, float]:
-        """``(landmark box of the face turned upright, roll)`` for one detection."""
-        features, centre, size, roll = placement_features(box, keypoints)
-        weights = np.asarray(self.weights, np.float64)
-        if weights.shape != (len(features), 4):
-            raise ValueError(f"keypoint placement expects {weights.shape[0]} features, got {len(features)}")
-        dx, dy, w, h = features @ weights * size
-        cx, cy = centre + np.array([dx, dy]) @ upright_turn((0.0, 0.0), -roll)[:, :2].T  # back to the image
-        return (float(cx - w / 2), float(cy - h / 2), float(cx + w / 2), float(cy + h / 2)), roll
+    #: where the landmark model cuts this face (:mod:`facemark.placement`): the 68-point landmark box
+    #: of the face turned upright by ``roll``, computed once by the detector that found it
+    #: (:meth:`Detector.detect`), from its keypoints where it has them, else from its box's calibration
+    landmark_box: Box | None = None
+    from_keypoints: bool = False  # the placement came from keypoints (a second pass is rarely needed)
 
 
 def load_calibrations(path: str | Path = CALIBRATION_FILE) -> dict[str, dict]:
@@ -127,7 +66,7 @@ def load_calibrations(path: str | Path = CALIBRATION_FILE) -> dict[str, dict]:
     return dict(data.get("detectors", {}))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shipped_calibrations() -> dict[str, dict]:
     return load_calibrations(CALIBRATION_FILE)
 
@@ -144,18 +83,6 @@ def placement_for(name: str) -> KeypointPlacement | None:
     """The shipped keypoint placement of detector ``name``, or None when it has none."""
     entry = _shipped_calibrations().get(name, {}).get("placement")
     return None if entry is None else KeypointPlacement(tuple(tuple(float(v) for v in row) for row in entry))
-
-
-def to_bgr(image: np.ndarray) -> np.ndarray:
-    """Accept gray ``(H, W)``, ``(H, W, 1)``, BGR or BGRA uint8 images; return 3-channel BGR."""
-    image = np.asarray(image)
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    raise ValueError(f"expected a gray, BGR or BGRA image, got an array of shape {image.shape}")
 
 
 def downscale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
@@ -215,11 +142,12 @@ class Detector(ABC):
 
         When nothing is found upright and the detector has ``tilts``, the photo is searched again
         turned by each angle (about its centre): a strongly tilted head that an upright-trained
-        detector misses. A face found at several angles is kept once, at its best score. Each comes back with its ``roll`` and as the detector
+        detector misses. A face found at several angles is kept once, at its best score. Each comes
+        back with its ``roll`` and as the detector
         box whose calibrated landmark box has the centre of the one found in the turned photo
         (turned back) and its size: the box of the face turned upright about that centre, which
         is how :meth:`facemark.api.Landmarker.detect` crops it."""
-        image = to_bgr(image_bgr)
+        image = load_image(image_bgr)  # gray, BGRA -> BGR (an array: no cap applies)
         small, scale = downscale(image, self.max_side)
         found = self._detect(small)
         if not found and self.tilts:  # every tilt; where two find the same face, the higher score wins
@@ -227,8 +155,10 @@ class Detector(ABC):
                             key=lambda d: d.score, reverse=True)
             boxes = [self.calibration.apply(d.box) for d in tilted]
             found = [d for k, d in enumerate(tilted) if all(iou(boxes[k], boxes[j]) < 0.3 for j in range(k))]
-        found = [Detection(unscale_box(d.box, scale), float(d.score), d.roll,
-                           None if d.keypoints is None else unscale_points(d.keypoints, scale)) for d in found]
+        found = [self.placed(Detection(unscale_box(d.box, scale), float(d.score), d.roll,
+                                       None if d.keypoints is None else unscale_points(d.keypoints, scale),
+                                       None if d.landmark_box is None else unscale_box(d.landmark_box, scale),
+                                       d.from_keypoints)) for d in found]
         return sorted(found, key=lambda d: d.score, reverse=True)
 
     def _detect_tilted(self, image: np.ndarray, angle: float) -> list[Detection]:
@@ -240,13 +170,17 @@ class Detector(ABC):
         out = []
         for d in self._detect(turned):
             # the landmark box in the turned photo, its centre turned back and its size kept: the
-            # tight box of a face's points turned by 35 degrees is only ~6 % larger (300w-lite training faces)
+            # tight box of a face's points turned by 35 degrees is only a little larger (300w-lite training faces)
             x0, y0, x1, y1 = self.calibration.apply(d.box)
             cx, cy = back[:, :2] @ box_centre((x0, y0, x1, y1)) + back[:, 2]
             half_w, half_h = (x1 - x0) / 2, (y1 - y0) / 2
             upright = (float(cx - half_w), float(cy - half_h), float(cx + half_w), float(cy + half_h))
             points = None if d.keypoints is None else (d.keypoints @ back[:, :2].T + back[:, 2]).astype(np.float32)
-            out.append(Detection(self.calibration.invert(upright), d.score, roll=-float(angle), keypoints=points))
+            # the crop goes to `upright` (the placement); the box in the detector's own convention
+            # that calibrates to it is what Face.box shows
+            placed = None if points is not None and self.placement is not None else upright  # keypoints place it
+            out.append(Detection(self.calibration.invert(upright), d.score, roll=-float(angle), keypoints=points,
+                                 landmark_box=placed))
         return out
 
     # -- calibration -----------------------------------------------------------------------
@@ -284,19 +218,17 @@ class Detector(ABC):
             self._placement = placement_for(self.calibration_key)
         return self._placement
 
-    def place(self, detection: Detection) -> tuple[Box, float, bool]:
-        """Where the landmark model crops ``detection``: ``(landmark box of the face turned upright,
-        roll, from_keypoints)``. From its keypoints when the detector gives them and has a fitted
-        :class:`KeypointPlacement` (the crop then needs no second pass), else the calibrated box
-        and the detection's roll."""
+    def placed(self, detection: Detection) -> Detection:
+        """``detection`` with its placement (:mod:`facemark.placement`), once: from its keypoints when
+        the detector gives them and has a fitted :class:`~facemark.placement.KeypointPlacement`, else
+        its box through the calibration, with the detection's roll. One that has a placement already
+        (a face found in a turned photo, or by a fallback detector) keeps it."""
+        if detection.landmark_box is not None:
+            return detection
         if detection.keypoints is not None and self.placement is not None:
             box, roll = self.placement.apply(detection.box, detection.keypoints)
-            return box, roll, True
-        return self.landmark_box(detection.box), detection.roll, False
-
-    def detect_landmark_boxes(self, image_bgr: np.ndarray) -> list[Detection]:
-        """:meth:`detect`, with each box mapped through :meth:`landmark_box`."""
-        return [Detection(self.landmark_box(d.box), d.score) for d in self.detect(image_bgr)]
+            return replace(detection, landmark_box=box, roll=roll, from_keypoints=True)
+        return replace(detection, landmark_box=self.landmark_box(detection.box))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, max_side={self.max_side})"

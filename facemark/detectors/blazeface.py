@@ -234,8 +234,9 @@ class BlazeFaceDetector(Detector):
                 for b, s, p in zip(boxes, scores, points)]
 
     def _fall_back(self, image_bgr: np.ndarray) -> list[Detection]:
-        """The :attr:`fallback` detector's faces in a photo where BlazeFace found none, as boxes of
-        BlazeFace's convention (its landmark box through BlazeFace's calibration inverted)."""
+        """The :attr:`fallback` detector's faces in a photo where BlazeFace found none, each with the
+        placement the fallback gave it (its box in its own convention, its landmark box by its own
+        calibration)."""
         if self.fallback is None:
             return []
         if self._fallback is None:
@@ -244,8 +245,7 @@ class BlazeFaceDetector(Detector):
                 return []
             kwargs = {"threads": self._threads} if self.fallback == "mtcnn" and self._threads else {}
             self._fallback = get_detector(self.fallback, **kwargs)
-        return [Detection(self.calibration.invert(self._fallback.landmark_box(d.box)), d.score, d.roll)
-                for d in self._fallback.detect(image_bgr)]
+        return self._fallback.detect(image_bgr)
 
 
 def _starts(length: int, side: int) -> list[int]:

@@ -49,8 +49,8 @@ def _rect_box(rect) -> tuple[float, float, float, float]:
 class DlibHogDetector(Detector):
     """dlib's ``get_frontal_face_detector()`` (HOG, five pose-specific linear SVMs).
 
-    ``upsample``: times the image is doubled before detection (finds faces below ~80 px, at ~4x
-    the time each). ``threshold``: the SVM score cut (dlib's default 0; negative finds more).
+    ``upsample``: times the image is doubled before detection (finds faces below ~80 px; each doubling
+    gives four times the pixels to search). ``threshold``: the SVM score cut (dlib's default 0; negative finds more).
     """
 
     name = "dlib-hog"

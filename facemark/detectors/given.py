@@ -132,7 +132,7 @@ class GivenBoxes(Detector):
         self.set_boxes([] if boxes is None else boxes)
 
     @classmethod
-    def from_json(cls, path: str | Path, **kw) -> "GivenBoxes":
+    def from_json(cls, path: str | Path, **kw) -> GivenBoxes:
         return cls(load_boxes(path), **kw)
 
     def set_boxes(self, boxes: Sequence | Mapping) -> None:
@@ -161,8 +161,9 @@ class GivenBoxes(Detector):
         raise KeyError(f"no boxes given for image {str(key)!r}")
 
     def detect(self, image_bgr: np.ndarray | None = None, key: str | Path | None = None) -> list[Detection]:
-        """The given boxes (the image is not looked at), sorted by score."""
-        return sorted(self.boxes_for(key), key=lambda d: d.score, reverse=True)
+        """The given boxes (the image is not looked at), sorted by score, each placed (its landmark box
+        through ``box_style``'s calibration, its roll as given)."""
+        return sorted((self.placed(d) for d in self.boxes_for(key)), key=lambda d: d.score, reverse=True)
 
     def _detect(self, image_bgr: np.ndarray) -> list[Detection]:  # pragma: no cover - detect() overrides
         return self.boxes_for(None)

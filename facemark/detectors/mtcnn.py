@@ -134,7 +134,7 @@ class MtcnnDetector(Detector):
     ``min_face_size`` (pixels of the downscaled image), ``thresholds`` (P/R/O-Net score cuts),
     ``scale_factor`` (pyramid step) as in the original; ``threads``: onnxruntime intra-op threads
     (None = onnxruntime's default). One thread is the default: the three nets are tiny, so a
-    second thread buys little on an idle machine and costs 3-4x when the cores are busy (threads
+    second thread buys little on an idle machine and costs several times as much when the cores are busy (threads
     spin-wait for each other). ``tilts``: when nothing is found upright, the photo is searched
     again turned by these angles (:meth:`Detector.detect`; MTCNN misses most heads tilted past
     about 30 degrees); ``()`` turns that off (a photo with no face then costs one pass, not three).

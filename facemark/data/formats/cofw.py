@@ -12,10 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facemark.files import ImageError, check_pixels, write_atomic
+from facemark.files import write_atomic
 from facemark.data.formats.guard import reader
 from facemark.data.record import DataError, FaceSample, check_points
 from facemark.extras import require
+from facemark.images import ImageError, check_pixels
 
 _NUM_POINTS = 29
 MAX_FACES = 1_000_000  # far above COFW's 1852: a file declaring more is not COFW

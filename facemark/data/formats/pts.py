@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from facemark.files import IMAGE_SUFFIXES, ImageError, image_size, write_atomic
+from facemark.files import write_atomic
 from facemark.data.formats.guard import reader
 from facemark.data.record import DataError, FaceSample, check_points
+from facemark.images import IMAGE_SUFFIXES, ImageError, image_size
 
 @reader
 def read_pts(path: str | Path, expected_points: int | None = None,
@@ -100,7 +101,7 @@ def write_pts(path: str | Path, points: np.ndarray) -> None:
 @reader
 def find_image(annotation_path: str | Path) -> Path:
     """The non-empty image with the annotation's stem beside it, in any format OpenCV reads
-    (:data:`facemark.files.IMAGE_SUFFIXES`, in that order of preference; any case).
+    (:data:`facemark.images.IMAGE_SUFFIXES`, in that order of preference; any case).
 
     Only existence and size are checked: decoding every image here would make listing a dataset
     slow, and undecodable files are caught when the store is built.
