@@ -36,8 +36,8 @@ import numpy as np
 
 from bench import DEFAULT_ROOT, write_report
 from facemark.calibrate import cache_file, detections_of, evenly_spaced, face_box, run_detections
-from facemark.detectors import DEFAULT_DETECTOR, calibration_for, detector_available, get_detector
 from facemark.data.faces import load_faces
+from facemark.detectors import DEFAULT_DETECTOR, calibration_for, detector_available, get_detector
 from facemark.geometry import best_match, box_from_points, iou
 from facemark.images import read_image
 

@@ -38,9 +38,9 @@ import numpy as np
 
 from bench import SHARED
 from facemark.api import Landmarker
+from facemark.data.faces import load_faces
 from facemark.data.formats.cuhk import read_cuhk_list
 from facemark.data.record import FaceSample
-from facemark.data.faces import load_faces
 from facemark.evaluate import evaluate
 from facemark.files import write_atomic
 from facemark.images import read_image

@@ -34,8 +34,8 @@ import numpy as np
 from bench import write_report
 from bench.bench_hard_faces import FivePoints, cuhk_list
 from facemark.api import Landmarker
-from facemark.files import write_atomic
 from facemark.evaluate import MATCH_IOU
+from facemark.files import write_atomic
 from facemark.geometry import best_match, box_from_points
 from facemark.images import read_image
 from facemark.metrics import nme
@@ -145,7 +145,9 @@ def main(argv=None) -> int:
             print(lines[-1], flush=True)
     if args.picture is not None:
         picture(landmarkers[args.model[0]], sets["AFLW test list"], args.picture)
-        lines += ["", f"Picture: `{args.picture.relative_to(ROOT) if args.picture.is_absolute() and args.picture.is_relative_to(ROOT) else args.picture}` "
+        shown = args.picture.relative_to(ROOT) if args.picture.is_absolute() and args.picture.is_relative_to(ROOT) \
+            else args.picture
+        lines += ["", f"Picture: `{shown}` "
                   f"(AFLW test faces {', '.join(map(str, PICKS))}; labels green, `{args.model[0]}` red, its own detector as scored)."]
     write_report(args.out, lines)
     print(f"wrote {args.out}", file=sys.stderr)

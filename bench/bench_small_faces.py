@@ -32,8 +32,8 @@ import numpy as np
 from bench import DEFAULT_ROOT, write_report
 from facemark.api import Landmarker
 from facemark.calibrate import evenly_spaced, face_box
-from facemark.detectors import DEFAULT_DETECTOR, detector_available, get_detector
 from facemark.data.faces import load_faces
+from facemark.detectors import DEFAULT_DETECTOR, detector_available, get_detector
 from facemark.geometry import best_match, box_from_points
 from facemark.images import read_image
 

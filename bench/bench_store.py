@@ -22,7 +22,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--batches", type=int, default=200)
     args = parser.parse_args()
-    from facemark.data.dataset import Augment, LandmarkDataset  # the train extra (torch), imported when used: --help stays quick
+    from facemark.data.dataset import (  # the train extra (torch), imported when used: --help stays quick
+        Augment,
+        LandmarkDataset,
+    )
 
     store = Store.open(args.store)
     rng = np.random.default_rng(0)

@@ -22,10 +22,10 @@ for dlib's .dat and for an LBF .npz).
 from __future__ import annotations
 
 import argparse
-import shlex
 import importlib.util
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -64,7 +64,11 @@ def model_size_mb(path: Path) -> float:
 
 def predictors(args) -> list[tuple[str, object, str, str]]:
     """``(name, predictor, size, note)`` for every row."""
-    from facemark.baselines import DlibPredictor, MeanShapePredictor, dlib_shape_model_path  # the train extra (torch), imported when used: --help stays quick
+    from facemark.baselines import (  # the train extra (torch), imported when used: --help stays quick
+        DlibPredictor,
+        MeanShapePredictor,
+        dlib_shape_model_path,
+    )
 
     rows = [("mean shape", MeanShapePredictor.from_store(args.data / "train"), "-",
              "average training shape in the landmark box: the floor")]

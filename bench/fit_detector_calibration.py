@@ -22,14 +22,20 @@ import sys
 import warnings
 from pathlib import Path
 
-
-from facemark.detectors import CALIBRATION_FILE, IDENTITY, detector_available, get_detector
 from bench import DEFAULT_ROOT
 from facemark.calibrate import (
-    cache_file, detections_of, evenly_spaced, fit_calibration, fit_placement, mean_calibrated_iou, placement_iou,
-    run_detections, write_calibrations,
+    cache_file,
+    detections_of,
+    evenly_spaced,
+    fit_calibration,
+    fit_placement,
+    mean_calibrated_iou,
+    placement_iou,
+    run_detections,
+    write_calibrations,
 )
 from facemark.data.faces import load_faces
+from facemark.detectors import CALIBRATION_FILE, IDENTITY, detector_available, get_detector
 from facemark.geometry import best_match, box_from_points
 
 #: calibration key -> (registered detector, constructor arguments). Settings that change only

@@ -38,9 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 import cv2
+import numpy as np
 
 from bench import write_report
 from facemark import metrics
@@ -101,7 +100,10 @@ def collect(checkpoint: str, data: str, jitter: float, jitters: int, seed: int =
 
 def write_default(all_checkpoint: str, calibration: dict, name: str = "default") -> dict:
     """Re-export the shipped model ``name`` with the calibration; check its points did not change."""
-    from facemark.export import export_inference_checkpoint, export_onnx  # the train extra (torch), imported when used: --help stays quick
+    from facemark.export import (  # the train extra (torch), imported when used: --help stays quick
+        export_inference_checkpoint,
+        export_onnx,
+    )
 
     rng = np.random.default_rng(0)
     faces = Store.open(ROOT / "data" / "300w-lite" / "val", verify=False).images[:24]  # real faces, and noise
@@ -175,7 +177,8 @@ def main() -> None:
     start = time.time()
     d = collect(args.checkpoint, args.data, args.jitter, args.jitters)
     m = measure_quality(d)
-    note = (f"fitted by facemark.calibrate.fit_quality (python -m bench.fit_quality) on {m['predictions']} predictions of {args.checkpoint} on {args.data} "
+    note = (f"fitted by facemark.calibrate.fit_quality (python -m bench.fit_quality) on {m['predictions']} "
+            f"predictions of {args.checkpoint} on {args.data} "
             f"(detector boxes, ±{args.jitter * 100:g} % jitter); out-of-fold AUROC {m['auroc']:.3f}")
     calibration = fit_quality(d["raw"], d["point_error"], note).to_dict()
     write_atomic(RESULTS / f"quality_calibration{suffix}.json", json.dumps(calibration, indent=1) + "\n")

@@ -2,9 +2,10 @@
 
 The float ONNX model is quantized by :func:`facemark.export.quantize_onnx` (what ``facemark export
 --int8 DATA`` runs: QDQ format, per-channel int8 weights, uint8 activations, calibrated on
-``--calib`` training crops cut as the API cuts them; the model spec copied over). Both models are then scored on the validation split (ground-truth
-landmark box, inter-ocular NME, flip test on) and timed in one run, alternately, on the same
-faces (``predict``: crop + model + mirrored crop, batch 1)::
+``--calib`` training crops cut as the API cuts them; the model spec copied over). Both models are
+then scored on the validation split (ground-truth landmark box, inter-ocular NME, flip test on)
+and timed in one run, alternately, on the same faces (``predict``: crop + model + mirrored crop,
+batch 1)::
 
     python -m bench.quantize_int8 [--model runs/300w_pipnet_resnet075_128_gpu_long/twin.onnx] [--calib 256] [--threads 1]
 """

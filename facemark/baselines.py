@@ -39,7 +39,7 @@ class MeanShapePredictor:
         self.crop_rule = crop_rule
 
     @classmethod
-    def from_store(cls, store: Store | str | Path, crop_rule: CropRule = SEED_CROP) -> "MeanShapePredictor":
+    def from_store(cls, store: Store | str | Path, crop_rule: CropRule = SEED_CROP) -> MeanShapePredictor:
         """Mean shape of a (training) store's faces, each cropped from its landmark box by ``crop_rule``."""
         store = store if isinstance(store, Store) else Store.open(store)
         return cls(LandmarkDataset(store, crop_rule=crop_rule).mean_shape(), crop_rule)

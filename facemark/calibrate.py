@@ -8,7 +8,8 @@ call these functions and write the values and their tables::
       placement                                                                                 (python -m bench.fit_detector_calibration)
     point scores and fit quality                     the model spec's ``quality`` (.pt, .onnx)  fit_quality, measure_quality
                                                                                                 (python -m bench.fit_quality)
-    the 3D mean face of head pose                    facemark/assets/mean_face_68.json          fit_mean_face (python -m bench.fit_mean_face)
+    the 3D mean face of head pose                    facemark/assets/mean_face_68.json          fit_mean_face
+                                                                                                (python -m bench.fit_mean_face)
     the 68-point box -> five-point box mapping       facemark.schemes.FIVE_FROM_68_BOX          fit_five_box (python -m bench.fit_five_box)
 
 Box calibration: with ``cx, cy, w, h`` the detector box and ``lcx, lcy, lw, lh`` the true landmark
@@ -34,7 +35,16 @@ from facemark import pose
 from facemark.detectors.base import CALIBRATION_FILE, Detection
 from facemark.extras import require
 from facemark.files import write_atomic
-from facemark.geometry import Box, CropRule, apply_affine, box_centre, box_from_points, crop_box_from_box, iou, upright_turn
+from facemark.geometry import (
+    Box,
+    CropRule,
+    apply_affine,
+    box_centre,
+    box_from_points,
+    crop_box_from_box,
+    iou,
+    upright_turn,
+)
 from facemark.images import read_image
 from facemark.placement import Calibration, KeypointPlacement, placement_features
 from facemark.quality import GOOD_NME, Logistic, QualityCalibration, face_design, point_design

@@ -25,7 +25,7 @@ take exactly the unmasked path.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

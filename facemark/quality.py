@@ -88,7 +88,7 @@ class Logistic:
         return {"mean": list(self.mean), "scale": list(self.scale), "coef": list(self.coef), "intercept": self.intercept}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Logistic":
+    def from_dict(cls, d: dict) -> Logistic:
         return cls(tuple(map(float, d["mean"])), tuple(map(float, d["scale"])), tuple(map(float, d["coef"])),
                    float(d["intercept"]))
 
@@ -118,7 +118,7 @@ class QualityCalibration:
                 "flip_test": self.flip_test, "note": self.note}
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "QualityCalibration | None":
+    def from_dict(cls, d: dict | None) -> QualityCalibration | None:
         if not d:
             return None
         names = tuple(str(n) for n in d.get("face_features", ALL_FACE_FEATURES))

@@ -132,7 +132,7 @@ def test_iou_and_best_match():
 def test_shipped_calibration_loads_without_the_dataset(tmp_path):
     entries = load_calibrations(CALIBRATION_FILE)
     assert entries, f"{CALIBRATION_FILE} is missing or empty"
-    for key, entry in entries.items():
+    for key in entries:
         cal = calibration_for(key)
         assert abs(cal.a) < 0.2 and abs(cal.b) < 0.3 and 0.5 < cal.c < 1.5 and 0.5 < cal.d < 1.5, (key, cal)
     out = tmp_path / "cal.json"

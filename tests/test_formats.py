@@ -210,10 +210,10 @@ def test_wflw(tmp_path):
 
 
 @pytest.mark.parametrize("edit, words", [
-    (lambda l: l.replace(" 1 2 90 95 ", " 1 2 90 "), "found 206"),
-    (lambda l: "x" + l, "non-numeric"),
-    (lambda l: "nan" + l[l.index(" "):], "NaN"),
-    (lambda l: l.replace("a.jpg", "missing.jpg"), "image not found"),
+    (lambda line: line.replace(" 1 2 90 95 ", " 1 2 90 "), "found 206"),
+    (lambda line: "x" + line, "non-numeric"),
+    (lambda line: "nan" + line[line.index(" "):], "NaN"),
+    (lambda line: line.replace("a.jpg", "missing.jpg"), "image not found"),
 ])
 def test_wflw_errors_name_file_and_line(tmp_path, edit, words):
     (tmp_path / "0--Parade").mkdir()

@@ -6,7 +6,14 @@ import pytest
 
 from facemark.geometry import box_from_points, upright_turn
 from facemark.placement import (
-    AGREE_ROLL, Calibration, KeypointPlacement, agrees, eye_roll, from_points, keypoint_roll, points_roll,
+    AGREE_ROLL,
+    Calibration,
+    KeypointPlacement,
+    agrees,
+    eye_roll,
+    from_points,
+    keypoint_roll,
+    points_roll,
 )
 from facemark.schemes import get_scheme
 

@@ -151,4 +151,4 @@ def test_a_store_index_scheme_is_never_read_as_a_path(synthetic_dataset, tmp_pat
     index["scheme"] = str(SCHEME_DIR / "ibug68.yaml")  # a real scheme file: it used to be opened
     index_path.write_text(json.dumps(index))
     with pytest.raises(SchemeError, match=r"index.json: scheme = '.*ibug68.yaml': expected a built-in scheme name"):
-        Store.open(tmp_path / "data" / "train").scheme
+        _ = Store.open(tmp_path / "data" / "train").scheme

@@ -146,7 +146,8 @@ def test_a_run_cleans_what_a_killed_run_left_and_writes_its_files_atomically(sma
 
 
 @pytest.mark.parametrize("overrides, words", [
-    (["model=pipnet_resnet", "model_args={width: 0.25}", "input_size=64"], "cannot resume with a changed model 'seed_senet' -> 'pipnet_resnet'"),
+    (["model=pipnet_resnet", "model_args={width: 0.25}", "input_size=64"],
+     "cannot resume with a changed model 'seed_senet' -> 'pipnet_resnet'"),
     (["crop.top=0.25"], "cannot resume with a changed crop {'top': 0.3"),
     (["batch_size=4"], "cannot resume with a changed batch_size 8 -> 4"),
 ], ids=["model", "crop", "batch-size"])

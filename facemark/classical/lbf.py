@@ -141,7 +141,7 @@ class LbfModel:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "LbfModel":
+    def load(cls, path: str | Path) -> LbfModel:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: LBF model not found")

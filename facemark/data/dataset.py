@@ -61,7 +61,7 @@ class Augment:
             raise ValueError(f"augment.flip = {self.flip!r}: expected true or false")
 
     @classmethod
-    def none(cls) -> "Augment":
+    def none(cls) -> Augment:
         return cls(0.0, (1.0, 1.0), 0.0, 0.0, False, 0.0, 0.0, 0.0, 0.0)
 
 

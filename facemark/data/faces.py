@@ -18,8 +18,8 @@ the record holds a short hash of each id (:func:`face_key`), not the ids.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

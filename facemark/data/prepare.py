@@ -22,8 +22,7 @@ import uuid
 from pathlib import Path
 
 from facemark.data.formats import FORMATS, detect_format, read_dataset
-from facemark.data.record import FaceSample
-from facemark.data.record import DataError
+from facemark.data.record import DataError, FaceSample
 from facemark.data.store import write_store
 from facemark.files import remove_stale_temporaries, replace_folder, write_atomic
 from facemark.images import MAX_PIXELS

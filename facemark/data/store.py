@@ -207,7 +207,7 @@ class Store:
     index: dict
 
     @classmethod
-    def open(cls, path: str | Path, verify: bool = True) -> "Store":
+    def open(cls, path: str | Path, verify: bool = True) -> Store:
         path = Path(path)
         index_path = path / "index.json"
         if not index_path.is_file():

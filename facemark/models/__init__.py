@@ -4,7 +4,7 @@
 package imports every model module so their constructors register.
 """
 
-from .registry import LandmarkModel, create_model, list_models, register_model
 from . import backbones, pipnet, seed_senet  # noqa: F401  (register the models)
+from .registry import LandmarkModel, create_model, list_models, register_model
 
 __all__ = ["LandmarkModel", "create_model", "list_models", "register_model"]

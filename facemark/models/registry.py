@@ -14,7 +14,7 @@ the key is the function's name. Every registered model is a :class:`LandmarkMode
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -16,7 +16,8 @@ from facemark.data.record import DataError, FaceSample
 from facemark.extras import require
 
 __all__ = [
-    "CUHK_LISTS", "FORMATS", "WFLW_ATTRIBUTES", "detect_format", "find_image", "read_cofw_mat", "read_cuhk_list", "read_dataset", "read_dlib_xml", "read_mat_300wlp",
+    "CUHK_LISTS", "FORMATS", "WFLW_ATTRIBUTES", "detect_format", "find_image", "read_cofw_mat", "read_cuhk_list",
+    "read_dataset", "read_dlib_xml", "read_mat_300wlp",
     "read_pts", "read_pts_sample", "read_wflw_list", "write_dlib_xml", "write_pts",
 ]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facemark.files import write_atomic
 from facemark.data.formats.guard import reader
 from facemark.data.record import DataError, FaceSample, check_points
 from facemark.extras import require
+from facemark.files import write_atomic
 from facemark.images import ImageError, check_pixels
 
 _NUM_POINTS = 29

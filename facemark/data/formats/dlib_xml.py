@@ -15,9 +15,9 @@ import defusedxml
 import defusedxml.ElementTree
 import numpy as np
 
-from facemark.files import write_atomic
 from facemark.data.formats.guard import reader
 from facemark.data.record import DataError, FaceSample, check_points
+from facemark.files import write_atomic
 
 
 @reader

@@ -20,8 +20,8 @@ import numpy as np
 
 from facemark.data.formats.guard import reader
 from facemark.data.formats.pts import find_image, image_size_of
-from facemark.extras import require
 from facemark.data.record import DataError, FaceSample, check_points
+from facemark.extras import require
 
 
 @reader

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facemark.files import write_atomic
 from facemark.data.formats.guard import reader
 from facemark.data.record import DataError, FaceSample, check_points
+from facemark.files import write_atomic
 from facemark.images import IMAGE_SUFFIXES, ImageError, image_size
+
 
 @reader
 def read_pts(path: str | Path, expected_points: int | None = None,
