@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from facemark.files import write_atomic
+from bench import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 LITE = Path(os.environ.get("FACEMARK_SHARED", ROOT.parent / "shared")) / "data" / "300w-lite"
@@ -249,10 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                   "| " + " | ".join(f"{k * 10} %" for k in range(11)) + " |", "|" + "---:|" * 11,
                   "| " + " | ".join(f"{v:.0f}" for v in tenths) + " |", "",
                   f"Peak {max(samples):.0f} MB; from 20 % to the end it moved by {tenths[10] - tenths[2]:+.0f} MB.", ""]
-    text = "\n".join(lines)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out, text)
-    print(text)
+    write_report(args.out, lines)
     return 0
 
 

@@ -43,12 +43,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench import write_report
 from facemark.api import Landmarker
 from facemark.data.faces import load_faces
 from facemark.data.store import read_dataset_image
 from facemark.detectors import get_detector
 from facemark.evaluate import evaluate
-from facemark.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "end_to_end.md"
@@ -240,9 +240,7 @@ def main(argv=None) -> int:
             lines.append(f"| {label} | {t.mean():.1f} | {np.median(t):.1f} | {np.percentile(t, 90):.1f} | "
                          f"{t.mean() / dlib_mean:.2f} | {found[label]}/{len(photos)} |")
         lines.append("")
-    text = "\n".join(lines)
-    write_atomic(args.out, text)
-    print(text)
+    write_report(args.out, lines)
     return 0
 
 

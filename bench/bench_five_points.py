@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import write_report
 from bench.bench_hard_faces import aflw_test, degraded_split
 from facemark.api import Landmarker
 from facemark.data.faces import load_faces
 from facemark.evaluate import MATCH_IOU
-from facemark.files import write_atomic
 from facemark.geometry import best_match, box_from_points
 from facemark.images import read_image
 from facemark.schemes import to_five
@@ -111,10 +111,7 @@ def main(argv=None) -> int:
     if not args.no_aflw:
         aflw = aflw_test(args.cache)[: args.limit]
         lines += table(f"CUHK AFLW test list ({len(aflw)} faces, held out for every model)", run(models, aflw), reference)
-    text = "\n".join(lines)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out, text)
-    print(text)
+    write_report(args.out, lines)
     return 0
 
 

@@ -6,7 +6,7 @@ excluded, ``cv2.setNumThreads(1)``; each returns every face's points in pixels:
 * facemark: ``Landmarker(model).detect(image)`` with its defaults (``--model``; ``--also
   LABEL=MODEL``, repeatable, adds another model's row);
 * dlib: its HOG frontal detector (no upsampling) + the 68-point shape predictor of
-  face-recognition-models (:class:`bench.bench_end_to_end.DlibPipeline`); skipped, with a note,
+  face-recognition-models (:class:`bench.bench_end_to_end.DlibPipeline`'s ``detect``); skipped, with a note,
   when dlib is not installed;
 * MediaPipe FaceMesh (``mp.solutions.face_mesh``, ``static_image_mode=True``, ``max_num_faces=4``,
   ``refine_landmarks=True``: 478 points, the iris centres among them; the model ships inside the
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import shlex
@@ -74,6 +75,10 @@ RESULTS = ROOT / "bench" / "results" / "peers.md"
 FACEMESH_FIVE = (468, 473, 4, 61, 291)
 #: FaceMesh's max_num_faces: a few, as facemark and dlib return every face they find
 FACEMESH_MAX_FACES = 4
+#: FaceMesh's row label
+FACEMESH = "MediaPipe FaceMesh (refine_landmarks)"
+#: FaceMesh's candidates for the 68-point scheme's nose tip (point 30), checked on 300w-lite by :func:`nose_check`
+NOSE_CANDIDATES = (1, 4)
 
 
 @dataclass
@@ -83,6 +88,22 @@ class Peer:
 
     detect: Callable[[np.ndarray], list[np.ndarray]]
     five: Callable[[np.ndarray], np.ndarray] = to_five
+
+
+class DlibPeer(DlibPipeline):
+    """:class:`~bench.bench_end_to_end.DlibPipeline` (HOG, no upsampling, + the 68-point predictor), its
+    model file found without :mod:`facemark.baselines`, which imports torch (the MediaPipe venv has none)."""
+
+    def __init__(self):
+        import dlib  # optional: the dlib extra
+
+        spec = importlib.util.find_spec("face_recognition_models")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("the 68-point model needs the face-recognition-models package")
+        self._dlib, self.upsample = dlib, 0
+        self._hog = dlib.get_frontal_face_detector()
+        path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
+        self._predictor = dlib.shape_predictor(str(path))
 
 
 class FaceMeshPipeline:
@@ -119,11 +140,11 @@ def peers(model: str, also: dict[str, str]) -> tuple[dict[str, Peer], list[str]]
         out[f"facemark, {label} (`{name}`)"] = facemark_peer(name)
     try:
         mesh = FaceMeshPipeline()
-        out["MediaPipe FaceMesh (refine_landmarks)"] = Peer(mesh.detect, mesh.five)
+        out[FACEMESH] = Peer(mesh.detect, mesh.five)
     except ImportError as error:
         notes.append(f"MediaPipe FaceMesh skipped: {error} (`pip install mediapipe==0.10.21` in a venv of its own)")
     try:
-        dlib_pipeline = DlibPipeline()
+        dlib_pipeline = DlibPeer()
         out["dlib HOG + 68-point shape predictor"] = Peer(lambda image: [f.points for f in dlib_pipeline.detect(image)])
     except ImportError as error:
         notes.append(f"dlib skipped: {error} (`pip install \"facemark[dlib]\"`)")
@@ -158,12 +179,38 @@ def accuracy_table(found: dict[str, list[list[np.ndarray]]], faces) -> list[str]
     every = np.all([np.isfinite(e) for e in errors.values()], axis=0)
     rows = [f"| pipeline | faces found | NME % | FR@10 % | NME %, the {every.sum()} faces all found | FR@10 % |",
             "|---|---:|---:|---:|---:|---:|"]
+    def stats(x: np.ndarray) -> str:  # NME and FR@10 cells
+        return f"{x.mean() * 100:.2f} | {(x > 0.10).mean() * 100:.1f}" if x.size else "- | -"
+
     for label, e in errors.items():
         own = e[np.isfinite(e)]
-        stats = lambda x: (f"{x.mean() * 100:.2f} | {(x > 0.10).mean() * 100:.1f}" if x.size else "- | -")  # noqa: E731
         rows.append(f"| {label} | {own.size}/{len(e)} ({own.size / len(e) * 100:.1f} %) | {stats(own)} | "
                     f"{stats(e[every])} |")
     return rows
+
+
+def nose_check(detect, faces, images) -> list[str]:
+    """Markdown rows: how far each of FaceMesh's :data:`NOSE_CANDIDATES` lies from the 68-point nose tip
+    (point 30) of 300w-lite faces, in % of the inter-ocular distance (outer eye corners); and how often
+    468 / 61 lie image-left of 473 / 291 (the subject's right eye and mouth corner)."""
+    offsets, sides = {k: [] for k in NOSE_CANDIDATES}, []
+    for face, image in zip(faces, images):
+        truth = np.asarray(face.points, np.float64)
+        found = detect(image)
+        i, _ = best_match([box_from_points(points) for points in found], box_from_points(truth))
+        if i is None:
+            continue
+        points, iod = found[i], np.linalg.norm(truth[36] - truth[45])
+        for k in NOSE_CANDIDATES:
+            offsets[k].append((points[k] - truth[30]) / iod * 100)
+        sides.append((points[468, 0] < points[473, 0], points[61, 0] < points[291, 0]))
+    rows = [f"| FaceMesh point | distance to point 30, % iod ({len(sides)} faces) | mean offset x, y % |",
+            "|---|---:|---:|"]
+    for k, v in offsets.items():
+        v = np.array(v)
+        rows.append(f"| {k} | {np.linalg.norm(v, axis=1).mean():.1f} | {v[:, 0].mean():+.1f}, {v[:, 1].mean():+.1f} |")
+    left = np.mean(sides, axis=0) * 100
+    return rows + ["", f"468 image-left of 473 on {left[0]:.0f} % of the faces, 61 image-left of 291 on {left[1]:.0f} %."]
 
 
 def versions() -> str:
@@ -212,7 +259,7 @@ def main(argv=None) -> int:
         also[label] = name
 
     pipelines, notes = peers(args.model, also)
-    command = shlex.join(["python", "-m", "bench.bench_peers", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join([sys.executable, "-m", "bench.bench_peers", *(argv if argv is not None else sys.argv[1:])])
     lines = ["# facemark, dlib and MediaPipe FaceMesh", "", f"`{command}`", "", f"Versions: {versions()}.", "",
              f"Machine: {machine()}; load average (1/5/15 min) at the start {load()}.", "",
              *(f"- {note}" for note in notes), *([""] if notes else [])]
@@ -237,6 +284,10 @@ def main(argv=None) -> int:
     shapes = {f"{len(originals)} 300w-lite validation photos as they are "
               f"(~{np.mean([max(p.shape[:2]) for p in originals]):.0f} px)": originals,
               f"the same {len(originals)} photos as 640x480": [photo_640x480(p) for p in originals]}
+    if FACEMESH in pipelines:
+        lines += ["## FaceMesh's points on the 300w-lite validation photos", "",
+                  f"Which point is the 68-point scheme's nose tip; the five used: {FACEMESH_FIVE}.", "",
+                  *nose_check(pipelines[FACEMESH].detect, faces, originals), ""]
     labels = list(pipelines)
     base = labels[-1] if labels[-1].startswith("dlib") else labels[0]
     rows = {label: [f"| {label}"] for label in labels}

@@ -68,7 +68,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from facemark.files import write_atomic
+from bench import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -484,8 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Non-200 answers: {errors or 'none'}. RSS growth from warm-up to the end: {rss_end - rss_warm:+.1f} MB; "
         f"peak RSS (VmHWM) {rss_peak_warm:.0f} MB before the measured run, {rss_peak:.0f} MB after it.\n"
     )
-    print(report)
-    out = write_atomic(args.out, report)
+    out = write_report(args.out, report)
     print(f"wrote {out}")
     return 0 if ok == args.requests or args.upload_mb else 1  # with --upload-mb, refusals are the point
 
@@ -512,8 +511,7 @@ def _attack_main(args, argv, port: int, url: str, image: bytes, data: bytes, att
                 server.kill()
         log_bytes = log.seek(0, os.SEEK_END)
     report, ok = attack_report(args, argv, model, image, phases, log_bytes)
-    print(report)
-    out = write_atomic(args.out, report)
+    out = write_report(args.out, report)
     print(f"wrote {out}")
     return 0 if ok else 1
 

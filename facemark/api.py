@@ -383,14 +383,15 @@ class Landmarker:
 
     def track(self, frames: Iterable, every: int = 10, smoothing=True, fps: float = 30.0,
               max_faces: int | None = None, pose: bool = False, aligned: bool = False,
-              flip: bool = False) -> Iterator[list[Face]]:
+              flip: bool | None = None) -> Iterator[list[Face]]:
         """Faces of each video frame, with a stable :attr:`Face.track_id`: yields one list per frame.
 
         ``frames``: any iterable of BGR images (a video reader, a webcam, a list). The detector runs
         on the first frame, then every ``every`` frames, or at once when a track is lost (its points
         leave the frame, or its ``quality`` is low); in between each face's crop comes from its
-        points in the previous frame (one pass; ``flip=True`` adds the mirrored crop, twice the model's
-        time), and new faces are picked up at the next detector frame.
+        points in the previous frame (one crop per face: the model's one pass, with its mirror where
+        the flip test is on; ``flip``: None for the Landmarker's ``flip_test``, else on or off for
+        tracked frames), and new faces are picked up at the next detector frame.
         ``smoothing``: One-Euro smoothing of the points (``True``: :class:`facemark.track.Smoothing`
         defaults, a ``Smoothing``, or ``False``); ``fps`` sets the filter's clock. See :mod:`facemark.track`.
         """

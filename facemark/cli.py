@@ -485,6 +485,38 @@ def _add_bulk(commands) -> None:
     p.set_defaults(func=_bulk)
 
 
+def _up_to_a_minute(text: str) -> float:
+    """argparse type: seconds in 0..60."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds in 0..60, got {text!r}") from None
+    if not 0 <= value <= 60:  # nan fails this too
+        raise argparse.ArgumentTypeError(f"expected seconds in 0..60, got {text!r}")
+    return value
+
+
+def _add_serve_limits(p) -> None:
+    """``facemark serve``'s connection and live-session limits."""
+    p.add_argument("--write-timeout", type=_positive, default=10, metavar="SECONDS",
+                   help="a connection that reads none of its answers for this long is reset")
+    p.add_argument("--max-pipelined", type=_at_least_zero, default=0, metavar="N",
+                   help="answers in a row to requests sent before the previous answer was read (HTTP pipelining) "
+                        "before the connection is closed (the client sends the rest again on a new one)")
+    p.add_argument("--max-sessions", type=_at_least_one, default=8, metavar="N",
+                   help="live-tracking sessions (/v1/track) at once; more are answered 503")
+    p.add_argument("--sessions-per-client", type=_at_least_one, default=2, metavar="N",
+                   help="live-tracking sessions one client address may hold (429 past it; behind a reverse proxy "
+                        "every client has the proxy's address)")
+    p.add_argument("--session-idle", type=_positive, default=15, metavar="SECONDS",
+                   help="a live-tracking session expires this long after its last frame")
+    p.add_argument("--session-max-age", type=_positive, default=600, metavar="SECONDS",
+                   help="and in any case this long after it was opened")
+    p.add_argument("--refusal-delay", type=_up_to_a_minute, default=1, metavar="SECONDS",
+                   help="an upload refused from its image header (400, 413, 415) is answered this much later, "
+                        "holding nothing but its connection, so re-sending such images in a loop costs little (0: at once)")
+
+
 def _add_serve(commands) -> None:
     """``facemark serve``: its arguments."""
     p = _command(commands, "serve", "HTTP service and web page (POST /v1/landmarks, GET /, /docs)")
@@ -508,34 +540,7 @@ def _add_serve(commands) -> None:
     p.add_argument("--limit-concurrency", type=_at_least_one, default=500, metavar="N",
                    help="open connections at most (more are closed at once; requests past it get 503); keep it "
                         "below ulimit -n")
-    p.add_argument("--write-timeout", type=_positive, default=10, metavar="SECONDS",
-                   help="a connection that reads none of its answers for this long is reset")
-    p.add_argument("--max-pipelined", type=_at_least_zero, default=0, metavar="N",
-                   help="answers in a row to requests sent before the previous answer was read (HTTP pipelining) "
-                        "before the connection is closed (the client sends the rest again on a new one)")
-    p.add_argument("--max-sessions", type=_at_least_one, default=8, metavar="N",
-                   help="live-tracking sessions (/v1/track) at once; more are answered 503")
-    p.add_argument("--sessions-per-client", type=_at_least_one, default=2, metavar="N",
-                   help="live-tracking sessions one client address may hold (429 past it; behind a reverse proxy "
-                        "every client has the proxy's address)")
-    p.add_argument("--session-idle", type=_positive, default=15, metavar="SECONDS",
-                   help="a live-tracking session expires this long after its last frame")
-    p.add_argument("--session-max-age", type=_positive, default=600, metavar="SECONDS",
-                   help="and in any case this long after it was opened")
-
-    def up_to_a_minute(text: str) -> float:
-        """argparse type: seconds in 0..60."""
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected seconds in 0..60, got {text!r}") from None
-        if not 0 <= value <= 60:  # nan fails this too
-            raise argparse.ArgumentTypeError(f"expected seconds in 0..60, got {text!r}")
-        return value
-
-    p.add_argument("--refusal-delay", type=up_to_a_minute, default=1, metavar="SECONDS",
-                   help="an upload refused from its image header (400, 413, 415) is answered this much later, "
-                        "holding nothing but its connection, so re-sending such images in a loop costs little (0: at once)")
+    _add_serve_limits(p)
     p.set_defaults(func=_serve)
 
 

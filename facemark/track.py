@@ -3,15 +3,15 @@
 :class:`VideoTracker` (what :meth:`facemark.Landmarker.track` runs) runs the detector on the first
 frame, then every ``every`` frames or when a track is lost; in between, each face is cut where its
 points in the previous frame place it (box and roll, :func:`facemark.placement.from_points`), as
-production face trackers do: no detector, one crop per face and frame (the flip test only with
-``flip=True``). :class:`FaceTracker` gives each face a stable ``track_id`` (greedy IoU matching of
+production face trackers do: no detector, one crop per face and frame (with its mirror where the
+flip test is on: the model's own setting, or ``flip=``). :class:`FaceTracker` gives each face a stable ``track_id`` (greedy IoU matching of
 landmark boxes) and smooths its points with a One-Euro filter per point (Casiez, Roussel and Vogel,
 CHI 2012)::
 
     for faces in landmarker.track(frames, every=10):   # each face carries face.track_id
         ...
 
-There is no annotated video: :func:`bench.clips.make_clip` makes clips with exactly known points from
+There is no annotated video: :func:`facemark.clips.make_clip` makes clips with exactly known points from
 annotated photos, what ``python -m bench.bench_video`` and the tests measure tracking on.
 """
 
@@ -176,13 +176,14 @@ class VideoTracker:
 
     def __init__(self, landmarker: Landmarks, every: int = 10, smoothing: bool | Smoothing | None = True,
                  fps: float = 30.0, max_faces: int | None = None, pose: bool = False, aligned: bool = False,
-                 flip: bool = False):
+                 flip: bool | None = None):
         if isinstance(every, bool) or int(every) != every or every < 1:
             raise ValueError(f"every must be a whole number >= 1, got {every!r}")
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps!r}")
         self.landmarker, self.every, self.fps = landmarker, int(every), float(fps)
-        self.max_faces, self.pose, self.aligned, self.flip = max_faces, pose, aligned, bool(flip)
+        self.max_faces, self.pose, self.aligned = max_faces, pose, aligned
+        self.flip = None if flip is None else bool(flip)  # None: the landmarker's own flip test
         settings = Smoothing() if smoothing is True or not smoothing else smoothing
         self.tracker = FaceTracker(settings, smooth=bool(smoothing))
         self.frames = self.detector_frames = 0
@@ -207,7 +208,7 @@ class VideoTracker:
         faces = None
         if live and self._since < self.every - 1:
             # one crop per face: where the previous frame's points place it (box and roll,
-            # facemark.placement), one pass (flip test only with flip=True)
+            # facemark.placement), one pass (and its mirror where the flip test is on)
             given = [dict(zip(("box", "roll"), lm.placement(face.points)), score=face.score) for face, _, _ in live]
             # in `live`'s order: detect() returns faces by score, given boxes keep theirs, the sort is stable
             found = lm.detect(frame, boxes=given, pose=self.pose, aligned=self.aligned, flip=self.flip)

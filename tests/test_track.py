@@ -1,5 +1,5 @@
 """facemark.track: the One-Euro filter, following faces from frame to frame, and Landmarker.track on
-synthetic clips with known points (bench.clips.make_clip), one of them through a video file."""
+synthetic clips with known points (facemark.clips.make_clip), one of them through a video file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.clips import make_clip
 from facemark.api import Face, Landmarker
+from facemark.clips import make_clip
 from facemark.metrics import nmf
 from facemark.predict import SAMPLE_IMAGE, predict_paths
 from facemark.track import FaceTracker, OneEuroFilter, Smoothing, VideoTracker, track_lost
@@ -181,7 +181,8 @@ def test_a_tracked_frame_costs_one_crop_per_face(monkeypatch, landmarker, photo)
             return run.run_with_features(batch)
 
     monkeypatch.setattr(landmarker, "_run", Spy())
-    for flip, crops in ((False, [1]), (True, [2])):  # with flip: the crop and its mirror, in one call
+    assert landmarker.flip_test  # the shipped model's own setting: the crop and its mirror, in one call
+    for flip, crops in ((False, [1]), (True, [2]), (None, [2])):
         tracker = VideoTracker(landmarker, every=6, smoothing=False, flip=flip)
         tracker.push(frames[0])  # the detector frame
         for frame in frames[1:]:

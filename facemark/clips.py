@@ -1,5 +1,6 @@
 """Synthetic video clips with exactly known points, made from an annotated photo (there is no annotated
-video): what ``python -m bench.bench_video`` and tests/test_track.py measure tracking on."""
+video): what ``python -m bench.bench_video`` and tests/test_track.py measure tracking on. Apart from
+:mod:`facemark.track`, which never needs it."""
 
 from __future__ import annotations
 
