@@ -224,17 +224,22 @@ def _positive(text: str) -> float:
     return value
 
 
+def _float_in(text: str, low: float, high: float, what: str) -> float:
+    """``text`` as a float in ``low..high`` (nan fails the check too), else an argparse error naming ``what``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
 def _quality_floor(text: str) -> float | None:
     """argparse type: a fit-quality floor in 0..1, or 'none' (keep every face)."""
     if text.strip().lower() == "none":
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in 0..1 or 'none', got {text!r}") from None
-    if not 0.0 <= value <= 1.0:  # nan fails this too
-        raise argparse.ArgumentTypeError(f"expected a number in 0..1 or 'none', got {text!r}")
-    return value
+    return _float_in(text, 0.0, 1.0, "a number in 0..1 or 'none'")
 
 
 def _port(text: str) -> int:
@@ -487,13 +492,7 @@ def _add_bulk(commands) -> None:
 
 def _up_to_a_minute(text: str) -> float:
     """argparse type: seconds in 0..60."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds in 0..60, got {text!r}") from None
-    if not 0 <= value <= 60:  # nan fails this too
-        raise argparse.ArgumentTypeError(f"expected seconds in 0..60, got {text!r}")
-    return value
+    return _float_in(text, 0.0, 60.0, "seconds in 0..60")
 
 
 def _add_serve_limits(p) -> None:

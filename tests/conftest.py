@@ -110,3 +110,19 @@ def small_run(synthetic_dataset, tmp_path):
         return path
 
     return make
+
+
+def run_helps(package: str, names: list[str]) -> dict:
+    """``python -m <package>.<name> --help`` of every name, run side by side from the repository root
+    (each starts its own Python): ``{name: CompletedProcess}``."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    running = {name: subprocess.Popen([sys.executable, "-m", f"{package}.{name}", "--help"], cwd=root, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in names}
+    done = {}
+    for name, process in running.items():
+        out, err = process.communicate(timeout=300)
+        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return done

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_helps
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the scripts: every module of bench/ but the package's own and the shared timing helpers
@@ -15,14 +16,8 @@ SCRIPTS = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in 
 
 @pytest.fixture(scope="module")
 def helps() -> dict[str, subprocess.CompletedProcess]:
-    """``python -m bench.<script> --help`` of every script, run side by side (each starts its own Python)."""
-    running = {name: subprocess.Popen([sys.executable, "-m", f"bench.{name}", "--help"], cwd=ROOT, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in SCRIPTS}
-    done = {}
-    for name, process in running.items():
-        out, err = process.communicate(timeout=300)
-        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
-    return done
+    """``python -m bench.<script> --help`` of every script."""
+    return run_helps("bench", SCRIPTS)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

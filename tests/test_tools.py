@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_helps
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the scripts: every module of tools/ but the package's own
@@ -15,14 +16,8 @@ SCRIPTS = sorted(p.stem for p in (ROOT / "tools").glob("*.py") if p.stem != "__i
 
 @pytest.fixture(scope="module")
 def helps() -> dict[str, subprocess.CompletedProcess]:
-    """``python -m tools.<script> --help`` of every script, run side by side (each starts its own Python)."""
-    running = {name: subprocess.Popen([sys.executable, "-m", f"tools.{name}", "--help"], cwd=ROOT, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in SCRIPTS}
-    done = {}
-    for name, process in running.items():
-        out, err = process.communicate(timeout=300)
-        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
-    return done
+    """``python -m tools.<script> --help`` of every script."""
+    return run_helps("tools", SCRIPTS)
 
 
 def test_tools_is_a_package():
