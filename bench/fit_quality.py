@@ -19,13 +19,13 @@ error; then the calibration is refitted on every prediction and written to
 calibration in its spec (``default.pt`` and ``default.onnx``), and the script checks that the
 new files give bit-identical points to the old ones::
 
-    python -m bench.fit_quality [--model default|default-5] [--checkpoint TWIN.pt] [--data FACES]
+    python -m bench.fit_quality [--model default] [--checkpoint TWIN.pt] [--data FACES]
         [--jitter 0.2] [--jitters 4] [--write-default [--all-checkpoint SHIPPED.pt]]
 
-``--model default-5`` calibrates the 5-point model (its twin is itself: it is trained on the
-training split only; faces ``data/five-300w/val``, NME by the eye-centre distance) and writes
-``quality-default-5.md`` and ``quality_calibration-default-5.json``. The presets (``PRESETS``)
-name each model's checkpoints and faces.
+The presets (``PRESETS``) name each shipped model's checkpoints and faces (``default-5`` is the
+default's pass giving five points: it uses the default's calibration). A five-point model of your
+own is calibrated the same way (``--checkpoint``, ``--data``): it gets the detector's box mapped to
+the five points' box.
 """
 
 from __future__ import annotations
@@ -155,8 +155,6 @@ def report(m: dict, d: dict, args, seconds: float) -> str:
 PRESETS = {
     "default": ("runs/300w_cuhk_pipnet_resnet075_128_ft/last.pt", "data/300w-lite/val",
                 "runs/300w_cuhk_pipnet_resnet075_128_ft_all/last.pt"),
-    "default-5": ("runs/five_pipnet_resnet_128_checked/last.pt", "data/five-300w-192/val",
-                  "runs/five_pipnet_resnet_128_checked/last.pt"),  # trained on the training split only
 }
 
 
