@@ -65,8 +65,9 @@ def test_mean_shape_is_the_average_plain_target(synthetic_dataset, tmp_path):
     np.testing.assert_allclose(mean, np.mean([dataset.sample(i)[1] for i in range(len(dataset))], axis=0), atol=1e-6)
 
 
-def test_occluding_patches_are_of_a_random_colour_as_the_readme_says():
-    """The occlusion augmentation paints one patch of a random colour (not grey), and the README says so."""
+def test_occluding_patches_are_of_a_random_colour_as_the_training_guide_says():
+    """The occlusion augmentation paints one patch of a random colour (not grey), and the training guide
+    (which describes the recipe; the README links to it) says so."""
     from pathlib import Path
 
     from facemark.data.dataset import _photometric
@@ -79,5 +80,5 @@ def test_occluding_patches_are_of_a_random_colour_as_the_readme_says():
         assert len(patch) and (patch == patch[0]).all()  # one patch, one colour
         colours.append(tuple(patch[0]))
     assert sum(len(set(c)) > 1 for c in colours) >= 6  # coloured, not grey
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "occluding patch of a random colour" in readme and "grey occluding" not in readme
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    assert "occluding patch of a random colour" in guide and "grey occluding" not in guide
