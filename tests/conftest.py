@@ -126,3 +126,20 @@ def run_helps(package: str, names: list[str]) -> dict:
         out, err = process.communicate(timeout=300)
         done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
     return done
+
+
+def kill_after_parts(process, out: Path, parts: int = 2, timeout: float = 60.0) -> None:
+    """``kill -9`` the ``facemark bulk`` run of ``process`` once ``out`` holds ``parts`` part files (or it
+    ended, or ``timeout`` seconds passed), and wait for it: a crash in the middle of a run."""
+    import signal
+    import time
+
+    from facemark.bulk import part_files
+
+    try:
+        deadline = time.monotonic() + timeout
+        while len(part_files(out)) < parts and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from facemark.predict import SAMPLE_IMAGE
+from tests.conftest import kill_after_parts
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -183,13 +183,7 @@ def test_resume_after_kill_9(photos, reference, tmp_path):
     (out / ".part-x-00000.tmp-999999999-1.parquet").write_bytes(b"PAR1 half")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
     process = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(out), str(folder)], env=env, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 60
-        while len(part_files(out)) < 2 and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait()
+    kill_after_parts(process, out)
     written = len(part_files(out))
     assert process.returncode == -signal.SIGKILL and 2 <= written < 12
     summary = bulk([folder], out, progress=False)

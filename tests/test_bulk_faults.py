@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from facemark.predict import SAMPLE_IMAGE
+from tests.conftest import kill_after_parts
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -141,13 +142,7 @@ def test_parts_are_committed_by_time_so_kill_9_keeps_them(tmp_path):
               "rows.image_table = lambda *a: (time.sleep(0.3), table(*a))[1]\n"
               "b.bulk([sys.argv[2]], sys.argv[1], batch_size=1, workers=1, part_seconds=0.2, progress=False)\n")
     process = subprocess.Popen([sys.executable, "-c", script, str(out), str(photos)], env=ENV, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 60
-        while len(part_files(out)) < 2 and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait()
+    kill_after_parts(process, out)
     kept = len(done_paths(out))
     assert process.returncode == -signal.SIGKILL and 2 <= kept < 12
     summary = bulk([photos], out, progress=False)

@@ -201,18 +201,24 @@ def test_bad_query_and_unknown_route_are_json(client):
     assert_error(client.get(URL), 405, "method_not_allowed")
 
 
+def block_inference(service) -> tuple[threading.Event, threading.Event]:
+    """Make ``service``'s inference wait until ``gate`` is set; ``running`` is set once a job waits."""
+    infer, gate, running = service.infer, threading.Event(), threading.Event()
+
+    def blocked(*args):
+        running.set()
+        assert gate.wait(300)
+        return infer(*args)
+
+    service.infer = blocked
+    return gate, running
+
+
 def test_full_queue_is_503_with_retry_after(tiny_checkpoint, face_jpeg):
     app = make_app(tiny_checkpoint, workers=1, queue=0)
     with TestClient(app) as client:
         service = app.state.service
-        infer, gate, running = service.infer, threading.Event(), threading.Event()
-
-        def blocked(*args):
-            running.set()
-            assert gate.wait(300)
-            return infer(*args)
-
-        service.infer = blocked  # generous timeouts: they only guard against a hang, and CI machines can be slow
+        gate, running = block_inference(service)  # generous timeouts: they only guard against a hang, and CI machines can be slow
         with ThreadPoolExecutor(1) as pool:
             first = pool.submit(client.post, URL, content=face_jpeg)
             assert running.wait(300)
@@ -642,14 +648,7 @@ def test_an_image_refused_from_its_header_never_takes_a_worker_or_queue_place(ti
     app = make_app(tiny_checkpoint, workers=1, queue=1)
     with TestClient(app) as client:
         service = app.state.service
-        infer, gate, running = service.infer, threading.Event(), threading.Event()
-
-        def blocked(*args):
-            running.set()
-            assert gate.wait(300)
-            return infer(*args)
-
-        service.infer = blocked
+        gate, running = block_inference(service)
         with ThreadPoolExecutor(4) as pool:
             first = pool.submit(client.post, URL, content=face_jpeg)
             assert running.wait(300)  # the worker is busy until the gate opens
