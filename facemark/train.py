@@ -256,6 +256,7 @@ class Teacher:
                               f"{crop.to_dict()}; a teacher must cut faces as the student does")
         self.model, _ = model_from_checkpoint(state)
         self.size, self.flip, self.path = int(state["input_size"]), flip, path
+        self.trained_on = state.get("trained_on")  # the faces it learnt from reach the student too
         self.flip_perm = torch.as_tensor(list(flip_perm))
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -279,8 +280,8 @@ class Teacher:
 
 def merge_records(records: list[dict]) -> dict | None:
     """One ``trained_on`` record holding the faces of every record (init checkpoint and teacher)."""
-    if not records:
-        return None
+    if len(records) < 2:
+        return records[0] if records else None  # one record stands as it is (its own init history kept)
     keys = sorted({k for r in records for k in r.get("face_keys", [])})
     return {"stores": [s for r in records for s in r.get("stores", [])], "face_keys": keys, "faces": len(keys)}
 
@@ -389,14 +390,6 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
     steps_per_epoch = len(sampler) // per_rank_batch if per_rank_batch > 0 else 0
     if steps_per_epoch == 0:
         raise ValueError(f"{data / 'train'}: {len(train_set)} faces is fewer than one batch of {config.batch_size}")
-    # the faces the weights see (with those of the init checkpoint), kept in the checkpoint so that
-    # evaluating the model on them warns (facemark.evaluate)
-    # (and, for a student, the teacher's: what it learnt from its faces reaches the student)
-    earlier = [load_checkpoint(init_path(name)).get("trained_on") for name in (config.init, config.teacher)
-               if name and not resume]
-    trained_on = training_record([train_set.store] + ([extra_set.store] if extra_set is not None else []),
-                                 merge_records([r for r in earlier if r]) if earlier else None)
-
     teacher = None
     if config.teacher:
         teacher = Teacher(config.teacher, config.crop, num_points, scheme.flip_perm, config.teacher_flip)
@@ -404,6 +397,13 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         if master:
             tqdm.write(f"teacher {teacher.path} ({teacher.size} px, flip test {'on' if teacher.flip else 'off'}): "
                        f"targets = {1 - config.teacher_weight:g} x labels + {config.teacher_weight:g} x teacher")
+    # the faces the weights see (with those of the init checkpoint and, for a student, the teacher's),
+    # kept in the checkpoint so that evaluating the model on them warns (facemark.evaluate)
+    earlier = [] if resume else [record for record in (
+        load_checkpoint(init_path(config.init)).get("trained_on") if config.init else None,
+        teacher.trained_on if teacher is not None else None) if record]
+    trained_on = training_record([train_set.store] + ([extra_set.store] if extra_set is not None else []),
+                                 merge_records(earlier))
 
     # -- model, optimizer, schedule
     model_args = {"num_points": num_points, "input_size": config.input_size, **config.model_args}
