@@ -193,8 +193,10 @@ def init_from_checkpoint(model: torch.nn.Module, init: str, partial: bool = Fals
     count, as a 5-point model fine-tuned from the 68-point one) is not counted."""
     path = init_path(init)
     state = load_checkpoint(path)  # weights_only, fields checked
-    source, own = state["model"], model.state_dict()
-    copied = {k: v for k, v in source.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    own = model.state_dict()
+    renames = model.renames_from(state["model_args"])  # a shallower ResNet takes each stage's first blocks
+    source = {name: state["model"][renames.get(name, name)] for name in own if renames.get(name, name) in state["model"]}
+    copied = {k: v for k, v in source.items() if tuple(v.shape) == tuple(own[k].shape)}
     backbone = [k for k in own if k.startswith("backbone.")] or list(own)
     matched = sum(k in copied for k in backbone)
     if matched * 2 <= len(backbone) and not partial:

@@ -75,6 +75,31 @@ def test_init_with_another_head_is_not_refused():
     assert report["backbone"][0] == report["backbone"][1] and all(k.startswith(HEAD) for k in report["reinitialised"])
 
 
+def test_init_of_a_shallower_resnet_takes_each_stages_first_blocks():
+    """One block per stage (the Step-18 student) from the default's two: every tensor copied, block j of
+    stage i from the default's block j of stage i (features.3 = stage 2's first block = the default's
+    features.4), and the copy computes what the default does with its second blocks left out."""
+    model = create_model(DEFAULT["model_name"], **{**DEFAULT["model_args"], "layers": [1, 1, 1, 1]})
+    report = init_from_checkpoint(model, "default")
+    assert report["reinitialised"] == [] and report["backbone"][0] == report["backbone"][1]
+    state = model.state_dict()
+    assert torch.equal(state["backbone.features.3.conv1.0.weight"], DEFAULT["model"]["backbone.features.4.conv1.0.weight"])
+    assert torch.equal(state["backbone.features.4.conv1.0.weight"], DEFAULT["model"]["backbone.features.6.conv1.0.weight"])
+    teacher = create_model(DEFAULT["model_name"], **DEFAULT["model_args"])
+    teacher.load_state_dict(DEFAULT["model"])
+    features = teacher.backbone.features
+    shallow = torch.nn.Sequential(*[features[i] for i in (0, 1, 2, 4, 6)]).eval()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.allclose(model.eval().backbone(x), shallow(x))
+
+
+@pytest.mark.parametrize("layers", [[0, 1, 1, 1], [], [1.5, 1, 1, 1]])
+def test_resnet_blocks_per_stage_are_checked(layers):
+    with pytest.raises(ValueError, match="layers"):
+        create_model(DEFAULT["model_name"], **{**DEFAULT["model_args"], "layers": layers})
+
+
 def test_the_readme_fine_tunes_the_shipped_model_with_a_config_of_its_architecture():
     commands = re.findall(r"facemark train --config (\S+) --init default", (REPO / "README.md").read_text())
     assert commands

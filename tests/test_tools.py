@@ -36,6 +36,16 @@ def test_a_tool_runs_as_a_module(helps, name):
     assert "python tools/" not in source and "tools/" + name not in source and "sys.path" not in source
 
 
+def test_docs_and_configs_give_the_module_command():
+    """A command quoted in the README, docs/, configs/ or a model card runs a tool as a module: a
+    ``python tools/<script>.py`` there fails (the tools import the package as ``tools.``)."""
+    quoted = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "configs").glob("*.yaml"),
+              *(ROOT / "facemark" / "assets" / "models").glob("*.md")]
+    stale = [f"{p.relative_to(ROOT)}:{n}" for p in quoted for n, line in enumerate(p.read_text().splitlines(), 1)
+             if "python tools/" in line or "python3 tools/" in line]
+    assert len(quoted) > 10 and not stale, stale
+
+
 def test_ruff_is_configured_installed_and_run_by_ci_before_the_tests():
     import shutil
     import tomllib

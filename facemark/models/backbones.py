@@ -131,31 +131,56 @@ class BasicBlock(nn.Module):
         return self.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
 
 
+#: blocks per stage of ResNet-18
+RESNET18_LAYERS = (2, 2, 2, 2)
+
+
 class ResNet(nn.Module):
     """ResNet with basic blocks; ``layers=(2, 2, 2, 2)`` and ``width=1`` is ResNet-18."""
 
-    def __init__(self, width: float = 1.0, layers: tuple[int, ...] = (2, 2, 2, 2), out_stride: int = 32):
+    def __init__(self, width: float = 1.0, layers: tuple[int, ...] = RESNET18_LAYERS, out_stride: int = 32):
         super().__init__()
         _check_stride(out_stride)
+        layers = tuple(layers)
+        if not layers or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in layers):
+            raise ValueError(f"layers = {list(layers)!r}: expected blocks per stage, each a whole number >= 1")
         c_in = make_divisible(64 * width)
         modules: list[nn.Module] = [
             conv_bn_act(3, c_in, 7, 2),
             nn.MaxPool2d(3, 2, 1),
         ]  # stride 4
-        stride = 4
+        for (i, _block), stride in self.blocks(layers, out_stride).items():
+            c_out = make_divisible(64 * width * 2**i)
+            modules.append(BasicBlock(c_in, c_out, stride))
+            c_in = c_out
+        self.features = nn.Sequential(*modules)
+        self.layers = layers
+        self.out_channels = c_in
+        self.out_stride = out_stride
+        init_backbone(self)
+
+    @staticmethod
+    def blocks(layers: tuple[int, ...], out_stride: int) -> dict[tuple[int, int], int]:
+        """``{(stage, block): stride}`` of the blocks kept up to ``out_stride``, in ``features`` order
+        (they follow the stem and the max-pool, so block n is ``features.{n + 2}``)."""
+        kept, stride = {}, 4
         for i, n in enumerate(layers):
             s = 1 if i == 0 else 2
             if stride * s > out_stride:
                 break
             stride *= s
-            c_out = make_divisible(64 * width * 2**i)
-            for j in range(n):
-                modules.append(BasicBlock(c_in, c_out, s if j == 0 else 1))
-                c_in = c_out
-        self.features = nn.Sequential(*modules)
-        self.out_channels = c_in
-        self.out_stride = out_stride
-        init_backbone(self)
+            kept.update({(i, j): s if j == 0 else 1 for j in range(n)})
+        return kept
+
+    def renames_from(self, source_layers: tuple[int, ...] | None) -> dict[str, str]:
+        """``{own prefix: source prefix}`` for the blocks of a ResNet built with ``source_layers``:
+        block j of stage i takes the source's block j of stage i, so a shallower copy (fewer blocks
+        per stage: the later, non-strided blocks dropped) starts from a deeper network's weights."""
+        own = list(self.blocks(self.layers, self.out_stride))
+        source_layers = RESNET18_LAYERS if source_layers is None else tuple(source_layers)
+        source = {key: n for n, key in enumerate(self.blocks(source_layers, self.out_stride))}
+        return {f"features.{n + 2}.": f"features.{source[key] + 2}." for n, key in enumerate(own)
+                if key in source and source[key] != n}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, out_channels, H / out_stride, W / out_stride)

@@ -63,3 +63,19 @@ class LandmarkModel(nn.Module):
     def predict_points(self, x: torch.Tensor) -> torch.Tensor:
         """``decode(forward(x))``: the export / inference entry point."""
         return self.decode(self.forward(x))
+
+    def renames_from(self, source_args: dict) -> dict[str, str]:
+        """``{own tensor name: source tensor name}`` where a checkpoint built with ``source_args``
+        (its ``model_args``) holds a tensor under another name (a ResNet backbone with fewer blocks
+        per stage: :meth:`~facemark.models.backbones.ResNet.renames_from`); empty otherwise."""
+        backbone = getattr(self, "backbone", None)
+        if not hasattr(backbone, "renames_from"):
+            return {}
+        prefixes = {f"backbone.{own}": f"backbone.{source}"
+                    for own, source in backbone.renames_from(source_args.get("layers")).items()}
+        renames = {}
+        for name in self.state_dict():
+            own = next((own for own in prefixes if name.startswith(own)), None)
+            if own is not None:
+                renames[name] = prefixes[own] + name[len(own):]
+        return renames
