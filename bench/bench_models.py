@@ -1,6 +1,11 @@
 """Benchmark every registered model on CPU: parameters, MACs, batch-1 latency in torch and ONNX Runtime.
 
     python -m bench.bench_models [--models seed_senet pipnet_mbv2] [--threads 2] [--iters 30] [--rounds 3]
+    python -m bench.bench_models --candidates [--threads 2]
+
+``--candidates``: the shipped default's architecture (``pipnet_resnet``, width 0.75, 128 px) and
+the cheaper variants Step 18 weighed for a one-pass student (:data:`CANDIDATES`: smaller inputs,
+narrower, one block per stage), written to ``bench/results/candidates.md``.
 
 Each model is built for 68 points at input 128 (PIPNet models also at 256, where the default net
 stride is 32, as in the PIPNet paper), its BatchNorm statistics are set from one random batch (so
@@ -22,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench import write_report
 from bench.timing import median_ms
 from facemark.export import PointsOnly
 from facemark.models import create_model, list_models
@@ -63,11 +69,26 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
     model.eval()
 
 
-def bench_one(name: str, size: int, threads: int, iters: int, rounds: int, workdir: Path) -> dict:
+ROOT = Path(__file__).resolve().parents[1]
+#: label -> (model_args of pipnet_resnet, input size): the default and cheaper one-pass candidates
+CANDIDATES = {
+    "the default: width 0.75, 128 px": ({"width": 0.75}, 128),
+    "112 px (stride 16, 7 x 7 map)": ({"width": 0.75, "stride": 16}, 112),
+    "96 px (stride 16, 6 x 6 map)": ({"width": 0.75, "stride": 16}, 96),
+    "width 0.625, 128 px": ({"width": 0.625}, 128),
+    "width 0.5, 128 px": ({"width": 0.5}, 128),
+    "one block per stage (layers [1, 1, 1, 1]), 128 px": ({"width": 0.75, "layers": [1, 1, 1, 1]}, 128),
+    "stage 3 kept at two blocks (layers [1, 1, 2, 1]), 128 px": ({"width": 0.75, "layers": [1, 1, 2, 1]}, 128),
+    "width 0.5, 112 px": ({"width": 0.5, "stride": 16}, 112),
+}
+
+
+def bench_one(name: str, size: int, threads: int, iters: int, rounds: int, workdir: Path,
+              model_args: dict | None = None) -> dict:
     import onnxruntime as ort
 
     torch.manual_seed(0)
-    model = create_model(name, 68, input_size=size)
+    model = create_model(name, 68, input_size=size, **(model_args or {}))
     if hasattr(model, "set_mean_shape"):
         model.set_mean_shape(torch.rand(68, 2))
     calibrate_bn(model, torch.rand(4, 3, size, size))
@@ -114,9 +135,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--candidates", action="store_true", help="the default's architecture and its cheaper variants")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as the trainer does: tiny head weights make denormals otherwise
+    if args.candidates:
+        candidates(args)
+        return
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,6 +158,23 @@ def main(argv: list[str] | None = None) -> None:
             f"| {r['model']} | {r['input']} | {r['map']} | {r['params_m']:.2f} | {r['mmacs']:.0f} "
             f"| {r['torch_ms']:.2f} | {r['ort_ms']:.2f} | {r['max_diff']:.1e} |"
         )
+
+
+def candidates(args) -> None:
+    """:data:`CANDIDATES` timed in one run, each as a ratio to the default's ORT time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = {label: bench_one("pipnet_resnet", size, args.threads, args.iters, args.rounds, Path(tmp),
+                                 {"num_nb": 10, **model_args})
+                for label, (model_args, size) in CANDIDATES.items()}
+    base = next(iter(rows.values()))["ort_ms"]
+    lines = ["# One-pass candidates: the default's architecture and cheaper variants", "",
+             f"`python -m bench.bench_models --candidates --threads {args.threads}`", "",
+             f"`pipnet_resnet`, 68 points, batch 1, {args.threads} threads, best of {args.rounds} medians of "
+             f"{args.iters} runs; ONNX Runtime is what `Landmarker` runs.", "",
+             "| variant | map | params (M) | MMACs | ORT ms | × the default |", "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {label} | {r['map']} | {r['params_m']:.2f} | {r['mmacs']:.0f} | {r['ort_ms']:.2f} | "
+              f"{r['ort_ms'] / base:.2f} |" for label, r in rows.items()]
+    write_report(ROOT / "bench" / "results" / "candidates.md", lines)
 
 
 if __name__ == "__main__":

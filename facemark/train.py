@@ -184,7 +184,9 @@ def configs_that_fit(state: dict, config_dir: Path = CONFIG_DIR) -> list[Path]:
 def init_from_checkpoint(model: torch.nn.Module, init: str, partial: bool = False) -> dict:
     """Copy every tensor of the ``init`` checkpoint whose name and shape match ``model``'s; the
     rest (the head when the point count differs, or a different model's layers) keep their fresh
-    initialisation. Returns ``{"path", "copied": [names], "reinitialised": [names], "backbone": (matched, of)}``.
+    initialisation. A ResNet backbone with fewer blocks per stage than the checkpoint's takes each
+    stage's first blocks (:meth:`~facemark.models.registry.LandmarkModel.renames_from`).
+    Returns ``{"path", "copied": [names], "reinitialised": [names], "backbone": (matched, of)}``.
 
     When half or fewer of the model's backbone tensors (``backbone.*``; every tensor for a model
     without one) match, the checkpoint is another architecture and training would start, in effect,

@@ -30,3 +30,10 @@ def test_a_bench_script_runs_as_a_module(helps, name):
     source = (ROOT / "bench" / f"{name}.py").read_text()
     assert f"python -m bench.{name}" in source
     assert "python bench/" not in source and "sys.path" not in source
+
+
+def test_every_bench_script_is_listed_in_docs_speed():
+    """docs/speed.md's table of benchmarks names every script (what it measures, where its figures go)."""
+    table = (ROOT / "docs" / "speed.md").read_text().split("## The benchmarks", 1)[1]
+    missing = [name for name in SCRIPTS if f"`bench.{name}`" not in table and f"`bench.{name}`," not in table]
+    assert not missing, missing
