@@ -15,11 +15,14 @@ Rows, each for one pipeline (``--model``, ``--detector``, ``--refine`` or ``--on
 * with ``--with-300w`` (for a model that never trained on the validation split): the split as it
   is, ground-truth box and end to end.
 
+Each end-to-end row also gives the AUROC of ``Face.quality`` for telling failed fits (NME > 10 %)
+from the rest, over the faces found (the pipeline's ``min_quality`` floor has already dropped some).
+
 The degraded photos and the scaled AFLW crops are written once to ``--cache`` (default
 ``runs/hard-faces``) and reused::
 
     python -m bench.bench_hard_faces --model MODEL [--detector NAME] [--refine | --one-pass] [--no-flip] [--label TEXT] [--with-300w]
-        [--aflw-only] [--aflw-one-based]
+        [--aflw-only] [--aflw-one-based] [--quality-from SHIPPED_MODEL]
 
 Appends the rows to ``bench/results/hard_faces.md`` (one block per run, with its command).
 """
@@ -38,6 +41,7 @@ import numpy as np
 
 from bench import SHARED
 from facemark.api import Landmarker
+from facemark.calibrate import auroc
 from facemark.data.faces import load_faces
 from facemark.data.formats.cuhk import read_cuhk_list
 from facemark.data.record import FaceSample
@@ -118,10 +122,26 @@ class FivePoints:
         return [replace(face, points=to_five(face.points)) for face in self.landmarker.detect(image)]
 
 
+#: what the fit-quality column tells apart: a failed fit, NME above 10 %
+FAILED_NME = 0.10
+
+
+def quality_auroc(result: dict) -> str:
+    """AUROC of ``1 - Face.quality`` for telling the failed fits (NME > 10 %) of the faces found,
+    with the failures counted; "-" where the pipeline gives no quality or nothing failed."""
+    scored = [(f["quality"], f["nme"] > FAILED_NME) for f in result["per_face"] if f.get("quality") is not None]
+    failed = sum(bad for _, bad in scored)
+    if not scored or failed in (0, len(scored)):
+        return f"- ({failed} failed)" if scored else "-"
+    value = auroc(-np.array([q for q, _ in scored]), np.array([bad for _, bad in scored]))
+    return f"{value:.3f} ({failed} failed)"
+
+
 def row(label: str, result: dict) -> str:
     s, d = result["summary"], result["detection"]
     found = f"{d['rate'] * 100:.1f} ({d['found']}/{d['attempted']})" if d else "-"
-    return f"| {label} | {s['mean'] * 100:.2f} | {s['median'] * 100:.2f} | {s['fr@10'] * 100:.1f} | {found} |"
+    return (f"| {label} | {s['mean'] * 100:.2f} | {s['median'] * 100:.2f} | {s['fr@10'] * 100:.1f} | {found} "
+            f"| {quality_auroc(result)} |")
 
 
 def main(argv=None) -> int:
@@ -131,8 +151,12 @@ def main(argv=None) -> int:
     passes = ap.add_mutually_exclusive_group()
     passes.add_argument("--refine", action="store_true", help="always the second (refine) pass")
     passes.add_argument("--one-pass", action="store_true", help="never a second pass (refine=False)")
-    ap.add_argument("--no-flip", action="store_true", help="flip test off")
+    ap.add_argument("--no-flip", action="store_true",
+                    help="flip test off (default: the model's own setting: on for the default, off for a one-pass model)")
     ap.add_argument("--label", default=None, help="name of the pipeline in the table")
+    ap.add_argument("--quality-from", default=None, metavar="MODEL",
+                    help="score fit quality with this model's calibration (the shipped model whose split-trained "
+                         "twin --model is: held-out quality figures; its min_quality floor applies as it ships)")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "300w-lite", help="prepared folder (val/ store)")
     ap.add_argument("--with-300w", action="store_true", help="also the validation split as it is (held-out models)")
     ap.add_argument("--aflw-only", action="store_true", help="only the CUHK AFLW row")
@@ -146,7 +170,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cv2.setNumThreads(2)
     refine = True if args.refine else (False if args.one_pass else None)
-    landmarker = Landmarker(args.model, detector=args.detector, refine=refine, flip_test=not args.no_flip)
+    landmarker = Landmarker(args.model, detector=args.detector, refine=refine, flip_test=False if args.no_flip else None)
+    if args.quality_from:
+        landmarker.spec = replace(landmarker.spec, quality=Landmarker(args.quality_from).spec.quality)
     suffix = {True: ", refine", False: ", one pass", None: ""}[refine]
     label = args.label or f"{args.model}, {landmarker.detector.name}{suffix}"
     val = load_faces(args.data / "val")[0]
@@ -164,8 +190,8 @@ def main(argv=None) -> int:
                  ("300w-lite val, own detector", evaluate(landmarker, val, box="detector", name=label, progress=False,
                                                            out=report("val-detector")))]
     command = shlex.join(["python", "-m", "bench.bench_hard_faces", *(argv if argv is not None else sys.argv[1:])])
-    lines = [f"## {label}", "", f"`{command}`", "", "| set | NME % | median % | FR@10 % | found % |",
-             "|---|---:|---:|---:|---:|", *(row(name, result) for name, result in runs), ""]
+    lines = [f"## {label}", "", f"`{command}`", "", "| set | NME % | median % | FR@10 % | found % | quality AUROC, NME > 10 % |",
+             "|---|---:|---:|---:|---:|---:|", *(row(name, result) for name, result in runs), ""]
     for _, result in runs:
         print(result["headline"], file=sys.stderr)
     text = "\n".join(lines)

@@ -23,7 +23,8 @@ new files give bit-identical points to the old ones::
         [--jitter 0.2] [--jitters 4] [--write-default [--all-checkpoint SHIPPED.pt]]
 
 The presets (``PRESETS``) name each shipped model's checkpoints and faces (``default-5`` is the
-default's pass giving five points: it uses the default's calibration). A five-point model of your
+default's pass giving five points: it uses the default's calibration; ``fast``, one pass in INT8,
+is fitted on its twin's INT8 file, and ``--write-default`` exports and quantizes it again). A five-point model of your
 own is calibrated the same way (``--checkpoint``, ``--data``): it gets the detector's box mapped to
 the five points' box.
 """
@@ -64,7 +65,7 @@ def collect(checkpoint: str, data: str, jitter: float, jitters: int, seed: int =
     A 5-point model gets the detector's calibrated box mapped to the five points' box
     (:func:`facemark.schemes.five_from_68_box`, as ``detect`` does) and is matched to the truth as
     :func:`facemark.evaluate.evaluate` matches it: by the box of the points it predicts from it."""
-    lm = Landmarker(checkpoint, backend="torch")
+    lm = Landmarker(checkpoint, backend=None if str(checkpoint).endswith(".onnx") else "torch")
     detector = lm.detector
     scheme = get_scheme(lm.num_points)
     faces, _, _ = load_faces(data)
@@ -95,21 +96,36 @@ def collect(checkpoint: str, data: str, jitter: float, jitters: int, seed: int =
         "face": np.array([r[0] for r in rows]), "jittered": np.array([r[1] > 0 for r in rows]),
         "detector_score": np.array([r[2] for r in rows]), "raw": np.stack([r[3] for r in rows]),
         "point_error": np.stack([r[4] for r in rows]), "faces": len(faces), "missed": missed,
+        "flip_test": lm.flip_test,
     }
 
 
 def write_default(all_checkpoint: str, calibration: dict, name: str = "default") -> dict:
-    """Re-export the shipped model ``name`` with the calibration; check its points did not change."""
+    """Re-export the shipped model ``name`` with the calibration; check its points did not change.
+    An INT8 model (:data:`INT8`) is exported and quantized again, ONNX only; where its file does not
+    exist yet it is written, and the points are compared to nothing."""
     from facemark.export import (  # the train extra (torch), imported when used: --help stays quick
         export_inference_checkpoint,
         export_onnx,
+        quantize_onnx,
     )
 
-    rng = np.random.default_rng(0)
-    faces = Store.open(ROOT / "data" / "300w-lite" / "val", verify=False).images[:24]  # real faces, and noise
-    size = Landmarker(DEFAULT_MODEL_DIR / f"{name}.onnx").spec.input_size
-    crops = np.stack([cv2.resize(np.asarray(f), (size, size), interpolation=cv2.INTER_AREA) for f in faces]
-                     + list(rng.integers(0, 256, size=(8, size, size, 3), dtype=np.uint8)))
+    if name in INT8:
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx, out = Path(tmp) / "float.onnx", Path(tmp) / f"{name}.onnx"
+            export_onnx(all_checkpoint, onnx, quality=calibration)
+            quantize_onnx(onnx, out, INT8[name])  # run from the repository root
+            target = DEFAULT_MODEL_DIR / out.name
+            same = {}
+            if target.is_file():
+                crops = _check_crops(Landmarker(out).spec.input_size)
+                same["onnx"] = bool(np.array_equal(Landmarker(target)._run(crops), Landmarker(out)._run(crops)))
+                if not same["onnx"]:
+                    raise SystemExit(f"re-exported points differ from the shipped model's: {same}; not written")
+            write_atomic(target, out.read_bytes())
+        return same
+
+    crops = _check_crops(Landmarker(DEFAULT_MODEL_DIR / f"{name}.onnx").spec.input_size)
     old = {ext: Landmarker(DEFAULT_MODEL_DIR / f"{name}.{ext}")._run(crops) for ext in ("onnx", "pt")}
     with tempfile.TemporaryDirectory() as tmp:
         pt, onnx = Path(tmp) / f"{name}.pt", Path(tmp) / f"{name}.onnx"
@@ -124,6 +140,14 @@ def write_default(all_checkpoint: str, calibration: dict, name: str = "default")
     return same
 
 
+def _check_crops(size: int) -> np.ndarray:
+    """24 real faces and 8 noise crops at ``size``: what a re-export must give the same points on."""
+    rng = np.random.default_rng(0)
+    faces = Store.open(ROOT / "data" / "300w-lite" / "val", verify=False).images[:24]
+    return np.stack([cv2.resize(np.asarray(f), (size, size), interpolation=cv2.INTER_AREA) for f in faces]
+                    + list(rng.integers(0, 256, size=(8, size, size, 3), dtype=np.uint8)))
+
+
 def report(m: dict, d: dict, args, seconds: float) -> str:
     r = ["# Per-point confidence and fit quality\n",
          f"`python -m bench.fit_quality {' '.join(shlex.quote(a) for a in sys.argv[1:])}` ({seconds:.0f} s)\n",
@@ -132,12 +156,15 @@ def report(m: dict, d: dict, args, seconds: float) -> str:
             else "split-trained twin of the shipped model") + f"); faces of `{args.data}` "
          f"({d['faces']} faces, {d['missed']} missed by the detector); per found face, the calibrated detector box "
          f"and {args.jitters} copies with ±{args.jitter * 100:g} % edge jitter: {m['predictions']} predictions "
-         f"(flip test on), {m['bad']} ({m['bad_rate'] * 100:.1f} %) with NME > {GOOD_NME * 100:g} % "
+         f"({'flip test on' if d['flip_test'] else 'one pass, no flip test'}), "
+         f"{m['bad']} ({m['bad_rate'] * 100:.1f} %) with NME > {GOOD_NME * 100:g} % "
          f"({'eye-centre distance' if d['point_error'].shape[1] == 5 else 'inter-ocular'}). "
          f"Figures out of fold (5 folds grouped by face).\n",
          "| signal | AUROC for NME > 8 % |", "|---|---|",
          f"| **`quality`** (calibrated) | **{m['auroc']:.3f}** |"]
     r += [f"| {name} alone | {v:.3f} |" for name, v in m["auroc_single"].items()]
+    if m["auroc_10"] is not None:
+        r.append(f"| `quality`, AUROC for NME > 10 % instead (a failed fit) | {m['auroc_10']:.3f} |")
     if m["auroc_detector_boxes_only"] is not None:
         r.append(f"| `quality`, unjittered detector boxes only | {m['auroc_detector_boxes_only']:.3f} |")
     r += ["", f"Brier score of `quality`: {m['brier']:.3f}.", "",
@@ -155,7 +182,12 @@ def report(m: dict, d: dict, args, seconds: float) -> str:
 PRESETS = {
     "default": ("runs/300w_cuhk_pipnet_resnet075_128_ft/last.pt", "data/300w-lite/val",
                 "runs/300w_cuhk_pipnet_resnet075_128_ft_all/last.pt"),
+    # the one-pass INT8 model: fitted on its twin's INT8 file (the features it will give), one pass
+    "fast": ("runs/300w_cuhk_pipnet_resnet075_128_distil/twin.int8.onnx", "data/300w-lite/val",
+             "runs/300w_cuhk_pipnet_resnet075_128_distil_all/last.pt"),
 }
+#: the shipped models that are INT8 copies, ONNX only: the prepared faces they are calibrated on
+INT8 = {"fast": "data/300w-lite-all"}
 
 
 def main() -> None:
@@ -178,13 +210,15 @@ def main() -> None:
     note = (f"fitted by facemark.calibrate.fit_quality (python -m bench.fit_quality) on {m['predictions']} "
             f"predictions of {args.checkpoint} on {args.data} "
             f"(detector boxes, ±{args.jitter * 100:g} % jitter); out-of-fold AUROC {m['auroc']:.3f}")
-    calibration = fit_quality(d["raw"], d["point_error"], note).to_dict()
+    calibration = fit_quality(d["raw"], d["point_error"], note, flip_test=d["flip_test"]).to_dict()
     write_atomic(RESULTS / f"quality_calibration{suffix}.json", json.dumps(calibration, indent=1) + "\n")
     text = report(m, d, args, time.time() - start)
     if args.write_default:
         same = write_default(args.all_checkpoint, calibration, args.model)
-        text += (f"\nWritten into `facemark/assets/models/{args.model}.pt` and `{args.model}.onnx` (re-exported "
-                 f"from `{args.all_checkpoint}`); points bit-identical to the previous files: {same}.\n")
+        files = f"`{args.model}.onnx` (exported, then quantized to INT8 on `{INT8[args.model]}`" if args.model in INT8 \
+            else f"`{args.model}.pt` and `{args.model}.onnx` (re-exported"
+        text += (f"\nWritten into `facemark/assets/models/`: {files} from `{args.all_checkpoint}`); points "
+                 f"bit-identical to the previous files: {same or 'no previous file'}.\n")
     write_report(RESULTS / f"quality{suffix}.md", text)
 
 

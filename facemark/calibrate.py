@@ -202,25 +202,34 @@ def cache_file(cache_dir: Path | None, split: str, key: str, kwargs: dict) -> Pa
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> Logistic:
-    """A standardised, L2-regularised logistic regression (scikit-learn) as a :class:`~facemark.quality.Logistic`."""
+    """A standardised, L2-regularised logistic regression (scikit-learn) as a :class:`~facemark.quality.Logistic`.
+    A column missing throughout (NaN: a one-pass model's flip spread) or constant is left out of the
+    fit: its weight is 0 (and :class:`~facemark.quality.Logistic` reads a NaN as the fitted mean)."""
     LogisticRegression = require("sklearn.linear_model", "fitting the quality calibration").LogisticRegression
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y).astype(int)
+    missing = np.isnan(x).all(0)
+    if np.isnan(x[:, ~missing]).any():
+        raise ValueError("quality features: NaN in a feature that is not missing throughout")
+    x = np.where(missing, 0.0, x)
     mean, scale = x.mean(0), x.std(0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    model = LogisticRegression(C=c, max_iter=1000).fit((x - mean) / scale, y)
-    return Logistic(tuple(mean.tolist()), tuple(scale.tolist()), tuple(model.coef_[0].tolist()),
-                    float(model.intercept_[0]))
+    varies = x.max(0) > x.min(0)  # not std > 0: the std of a constant column comes out ~1e-12, not 0
+    scale = np.where(varies, scale, 1.0)
+    model = LogisticRegression(C=c, max_iter=1000).fit(((x - mean) / scale)[:, varies], y)
+    coef = np.zeros(x.shape[1])
+    coef[varies] = model.coef_[0]
+    return Logistic(tuple(mean.tolist()), tuple(scale.tolist()), tuple(coef.tolist()), float(model.intercept_[0]))
 
 
-def fit_quality(raw: np.ndarray, point_error: np.ndarray, note: str = "") -> QualityCalibration:
+def fit_quality(raw: np.ndarray, point_error: np.ndarray, note: str = "", flip_test: bool = True) -> QualityCalibration:
     """The calibration of the model spec's ``quality`` from ``(N, K, 3)`` raw point features of N
-    predictions (flip test on) and their ``(N, K)`` point errors (normalised as NME): the point
-    regression predicts error <= :data:`~facemark.quality.GOOD_NME` per point, the face regression
-    NME <= GOOD_NME per prediction (the detector score is not a feature)."""
+    predictions and their ``(N, K)`` point errors (normalised as NME): the point regression predicts
+    error <= :data:`~facemark.quality.GOOD_NME` per point, the face regression NME <= GOOD_NME per
+    prediction (the detector score is not a feature). ``flip_test``: whether the predictions had the
+    flip test (a one-pass model's flip spread is 0 everywhere, so its weight comes out 0)."""
     nme = point_error.mean(1)
     point = fit_logistic(point_design(raw).reshape(-1, raw.shape[-1]), point_error.reshape(-1) <= GOOD_NME)
     face = fit_logistic(face_design(raw), nme <= GOOD_NME)
-    return QualityCalibration(point, face, flip_test=True, note=note)
+    return QualityCalibration(point, face, flip_test=bool(flip_test), note=note)
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -255,8 +264,9 @@ def measure_quality(d: dict, folds: int = 5) -> dict:
     return {
         "predictions": len(nme), "bad": int(bad.sum()), "bad_rate": float(bad.mean()),
         "auroc": auroc(-quality, bad),
+        "auroc_10": auroc(-quality, nme > 0.10) if (nme > 0.10).any() else None,  # the failure rate's threshold
         "auroc_detector_boxes_only": auroc(-quality[~d["jittered"]], bad[~d["jittered"]]) if bad[~d["jittered"]].any() else None,
-        "auroc_single": {name: auroc(-v, bad) for name, v in single.items()},
+        "auroc_single": {name: auroc(-v, bad) for name, v in single.items() if not np.isnan(v).all()},
         "brier": float(np.mean((quality - ~bad) ** 2)),
         "point_spearman": spearman(scores.reshape(-1), d["point_error"].reshape(-1)),
         "point_auroc": auroc(-scores.reshape(-1), d["point_error"].reshape(-1) > GOOD_NME),

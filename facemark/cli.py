@@ -20,6 +20,7 @@ from facemark.extras import MissingExtra, missing_extra_message
 from facemark.images import MAX_PIXELS, default_max_bytes
 from facemark.predict import SAMPLE_IMAGE, predict_paths
 from facemark.schemes import CONVERSIONS, load_scheme
+from facemark.spec import SHIPPED_MODELS
 
 
 def _data_prepare(args) -> int:
@@ -288,6 +289,8 @@ class _HelpWithDefaults(argparse.HelpFormatter):
 
 
 SCHEME_HELP = "a point-scheme file (name, point names, flip permutation, NME pair, lines; see facemark/assets/schemes/)"
+MODEL_HELP = (f"a shipped model ({', '.join(SHIPPED_MODELS)}: the models' cards in facemark/assets/models), "
+              "a .pt checkpoint, an .onnx model or a classical .dat/.lbf.npz model")
 BACKEND_HELP = "onnx or torch (default: the model file's: onnx for .onnx and 'default', torch for .pt)"
 
 
@@ -384,8 +387,7 @@ def _add_predict(commands) -> None:
     p.add_argument("--sample", action="store_true", help="also predict on the bundled sample photo")
     p.add_argument("--out", default="facemark-out", help="folder for annotated files")
     p.add_argument("--json", default=None, help="JSON results file (default: <out>/predictions.json)")
-    p.add_argument("--model", default="default", help="'default', a .pt checkpoint, an .onnx model or a classical "
-                   ".dat/.lbf.npz model")
+    p.add_argument("--model", default="default", help=MODEL_HELP)
     p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=BACKEND_HELP)
     p.add_argument("--detector", choices=list_detectors(), default=None, metavar="NAME", help=_detector_help())
     p.add_argument("--boxes", default=None, help="JSON {image file name: [[x0, y0, x1, y1], ...]} of tight "
@@ -427,7 +429,7 @@ def _add_annotate(commands) -> None:
     where.add_argument("--pts", action="store_true", help="write <image>.pts beside each image (its best face) (default: off)")
     p.add_argument("--overwrite", action="store_true", help="replace existing labels: .pts files (default: kept) or "
                    "the --out XML file (default: refused)")
-    p.add_argument("--model", default="default", help="'default', a .pt checkpoint or an .onnx model")
+    p.add_argument("--model", default="default", help="a shipped model, a .pt checkpoint or an .onnx model")
     p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=BACKEND_HELP)
     p.add_argument("--max-faces", type=_at_least_one, default=None, help="at most this many faces per image "
                    "(default: all)")
@@ -484,8 +486,7 @@ def _add_bulk(commands) -> None:
     p.add_argument("--batch-size", type=_at_least_one, default=8, help="images per detect call")
     p.add_argument("--min-quality", type=_quality_floor, default=MIN_QUALITY, metavar="Q",
                    help="drop detected faces whose fit quality is below Q (0..1; 'none' keeps every face)")
-    p.add_argument("--model", default="default", help="'default', a .pt checkpoint, an .onnx model or a classical "
-                   ".dat/.lbf.npz model (on a cluster: the same path on every node)")
+    p.add_argument("--model", default="default", help=MODEL_HELP + " (on a cluster: the same path on every node)")
     p.add_argument("--detector", choices=list_detectors(), default=None, metavar="NAME", help=_detector_help())
     p.set_defaults(func=_bulk)
 
@@ -521,8 +522,7 @@ def _add_serve(commands) -> None:
     p = _command(commands, "serve", "HTTP service and web page (POST /v1/landmarks, GET /, /docs)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (1..65535)")
-    p.add_argument("--model", default="default", help="'default', a .pt checkpoint, an .onnx model or a classical "
-                   ".dat/.lbf.npz model")
+    p.add_argument("--model", default="default", help=MODEL_HELP)
     p.add_argument("--backend", choices=("onnx", "torch"), default=None, help=BACKEND_HELP)
     p.add_argument("--detector", choices=list_detectors(), default=None, metavar="NAME", help=_detector_help())
     p.add_argument("--workers", type=_at_least_one, default=2, help="inference threads (one process)")

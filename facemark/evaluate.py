@@ -91,7 +91,8 @@ def _protocol_text(box: str, jitter: float, seed: int, detector_name: str, rotat
 
 
 def _detect_and_match(predictor, detector, image: np.ndarray, truth: Box, cache: dict, key: str):
-    """Points of the detection matching ``truth`` (None when the face is missed) and the time taken.
+    """Points of the detection matching ``truth`` (None when the face is missed), the time taken and
+    the face's fit quality (``Face.quality``; None where the predictor gives none).
 
     A predictor with its own ``detect`` (a Landmarker) runs its full pipeline (detect, calibrated
     box, refine); other predictors get the matched detection's calibrated landmark box.
@@ -105,15 +106,17 @@ def _detect_and_match(predictor, detector, image: np.ndarray, truth: Box, cache:
             # a 5-point model: match on the box of its predicted points (the calibrated 68-point box
             # mapped to the five points', facemark.schemes.five_from_68_box, is too rough for IoU >= 0.5)
             boxes = [box_from_points(f.points) for f in found]
-        cache[key] = [(box, getattr(f, "points", None)) for box, f in zip(boxes, found)]
+        qualities = [getattr(f, "quality", None) for f in found]
+        cache[key] = [(box, getattr(f, "points", None), None if q is None else float(q))
+                      for box, f, q in zip(boxes, found, qualities)]
     candidates = cache[key]
     i, overlap = best_match([c[0] for c in candidates], truth)
     if i is None or overlap < MATCH_IOU:
-        return None, time.perf_counter() - start
-    box, points = candidates[i]
+        return None, time.perf_counter() - start, None
+    box, points, quality = candidates[i]
     if points is None:
         points = predictor.predict(image, box)
-    return np.asarray(points, dtype=np.float64), time.perf_counter() - start
+    return np.asarray(points, dtype=np.float64), time.perf_counter() - start, quality
 
 
 def _store_scheme(data, split: str, num_points: int):
@@ -227,11 +230,12 @@ def evaluate(
         truth = box_from_points(gt)
         if box == "detector":
             key = f"{face.image_path}#{i}" if rotate else str(face.image_path)  # rotated: each face its own photo
-            pred, dt = _detect_and_match(predictor, detector, image, truth, cache, key)
+            pred, dt, quality = _detect_and_match(predictor, detector, image, truth, cache, key)
             if pred is None:
                 missed.append(face.sample_id)
                 continue
         else:
+            quality = None  # predict gives points only
             face_box = jitter_box(np.random.default_rng([seed, i]), truth, jitter) if jitter else truth
             start = time.perf_counter()
             pred = np.asarray(predictor.predict(image, face_box), dtype=np.float64)
@@ -248,7 +252,8 @@ def evaluate(
         points_used = int(metrics.evaluated_points(gt, visible)[0])  # partial labels: missing points are left out
         seconds.append(dt)
         records.append({"id": face.sample_id, "subset": face.subset, "file": str(face.image_path), "nme": error,
-                        "pred": pred, "gt": gt, "per_point": per_point, "points": points_used, "matrix": matrix})
+                        "pred": pred, "gt": gt, "per_point": per_point, "points": points_used, "matrix": matrix,
+                        "quality": quality})
 
     attempted = len(records) + len(missed)
     if not records:
@@ -284,7 +289,8 @@ def evaluate(
         "subsets": {s: metrics.summarise(errors[[r["subset"] == s for r in records]], thresholds) for s in subsets},
         "per_point": np.nanmean([r["per_point"] for r in records], axis=0).round(6).tolist(),
         "median_ms_per_face": float(np.median(seconds) * 1000),
-        "per_face": [{"id": r["id"], "subset": r["subset"], "nme": r["nme"], "points": r["points"]} for r in records],
+        "per_face": [{"id": r["id"], "subset": r["subset"], "nme": r["nme"], "points": r["points"],
+                      "quality": r["quality"]} for r in records],
     }
     meta = getattr(predictor, "meta", None)  # a Landmarker's spec and provenance
     seen = _seen_faces(meta.get("trained_on") if isinstance(meta, dict) else None, records)

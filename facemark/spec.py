@@ -39,9 +39,10 @@ from facemark.schemes import scheme_from_spec
 #: The ONNX metadata key holding the spec (JSON).
 METADATA_KEY = "facemark"
 #: the models shipped in the package (``facemark/assets/models``): ``default`` (68 points),
-#: ``default-int8`` (its INT8 ONNX copy) and ``default-5`` (5 points, cuhk-5pt order); a ``.pt``
-#: and an ``.onnx`` each where both exist (:func:`resolve_model` picks the file)
-SHIPPED_MODELS = ("default", "default-int8", "default-5")
+#: ``default-int8`` (its INT8 ONNX copy), ``default-5`` (5 points, cuhk-5pt order) and ``fast``
+#: (68 points, one pass: the flip test distilled into the network, INT8, ONNX only); a ``.pt`` and
+#: an ``.onnx`` each where both exist (:func:`resolve_model` picks the file)
+SHIPPED_MODELS = ("default", "default-int8", "default-5", "fast")
 #: shipped names that run another shipped model and give its points converted to five
 #: (:func:`facemark.schemes.to_five`): ``default-5`` is the 68-point default's one pass, five points
 #: out (its eye centres, the means of its eye points, beat a separate five-point model's:

@@ -275,3 +275,42 @@ def test_default_5_is_the_68_point_pass_giving_five_points():
     box68 = tuple(float(v) for v in np.r_[faces68[0].points.min(0), faces68[0].points.max(0)])
     points5 = five.predict(image, five_from_68_box(box68))  # a five-point box in, five points out
     np.testing.assert_allclose(points5, to_five(full.predict(image, box68)), atol=0.5)
+
+
+def test_fast_is_one_int8_pass_per_face_close_to_the_default(lite_root):
+    """``Landmarker(model="fast")``: the one-pass student (the flip test distilled into the network)
+    in INT8: one crop per face, no mirrored crop, calibrated confidence of its own (fitted
+    without the flip test), and points close to the default's on real faces."""
+    from facemark.data.formats import read_dataset
+    from facemark.data.prepare import split_samples
+    from facemark.geometry import box_from_points
+    from facemark.metrics import nme
+
+    fast, default = Landmarker(model="fast", num_threads=1), Landmarker(num_threads=1)
+    assert fast.flip_test is False and fast.meta["precision"] == "int8" and fast.num_points == 68
+    assert fast.quality_calibration is not None and fast.quality_calibration.flip_test is False
+    samples, _ = read_dataset(lite_root)
+    val = split_samples(samples)[1][::10][:40]
+    boxes = [[box_from_points(s.points)] for s in val]
+    truth = np.stack([s.points for s in val])
+    got = {name: np.stack([p[0] for p in lm.predict_batch([s.image_path for s in val], boxes)])
+           for name, lm in (("fast", fast), ("default", default))}
+    errors = {name: nme(points, truth).mean() for name, points in got.items()}
+    assert errors["fast"] < 0.035 and errors["fast"] < 1.25 * errors["default"], errors  # seen faces: not held out
+    run, crops = fast._run, []
+
+    class Spy:  # counts the crops of every model call
+        def __call__(self, batch):
+            crops.append(len(batch))
+            return run(batch)
+
+        def run_with_features(self, batch):
+            crops.append(len(batch))
+            return run.run_with_features(batch)
+
+    fast._run = Spy()
+    from facemark.predict import SAMPLE_IMAGE
+
+    faces = fast.detect(str(SAMPLE_IMAGE))
+    # one crop per model call, never its mirror (the roll check may cut the face once more)
+    assert len(faces) == 1 and set(crops) == {1} and len(crops) <= 2 and 0.5 < faces[0].quality <= 1

@@ -56,8 +56,33 @@ def test_fit_quality_ranks_bad_fits_below_good_ones():
          "detector_score": np.ones(n)}
     figures = measure_quality(d)
     assert figures["bad"] == int((point_error.mean(1) > GOOD_NME).sum()) > 50
-    assert figures["auroc"] > 0.95 and figures["point_auroc"] > 0.9
+    assert figures["auroc"] > 0.95 and figures["point_auroc"] > 0.9 and figures["auroc_10"] > 0.9
     calibration = fit_quality(raw, point_error, note="synthetic")
     good, bad = np.argmin(badness), np.argmax(badness)
     assert calibration.quality(raw[[good]])[0] > 0.9 > 0.1 > calibration.quality(raw[[bad]])[0]
     assert calibration.to_dict()["note"] == "synthetic"
+
+
+def test_fit_quality_of_a_one_pass_model_gives_the_flip_spread_no_weight():
+    """Without the flip test the third feature is missing (NaN, as ``Landmarker`` gives it): the fit
+    still separates good fits from bad ones on the other two, says it was fitted without the flip
+    test, and puts no weight on the missing feature (so a stray flip spread cannot move the score);
+    the out-of-fold figures leave the missing feature's own row out."""
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(1)
+    n, k = 300, 68
+    badness = rng.uniform(0, 1, (n, 1))
+    point_error = np.clip(0.02 + 0.12 * badness + rng.normal(0, 0.01, (n, k)), 0.001, None)
+    raw = np.stack([np.exp(-3 * point_error / 0.1) + rng.normal(0, 0.02, (n, k)),
+                    point_error * 0.5 + rng.uniform(0, 0.005, (n, k)), np.full((n, k), np.nan)], axis=-1)
+    calibration = fit_quality(raw, point_error, flip_test=False)
+    assert calibration.flip_test is False and calibration.to_dict()["flip_test"] is False
+    assert calibration.point.coef[2] == 0.0
+    good, bad = np.argmin(badness), np.argmax(badness)
+    assert calibration.quality(raw[[good]])[0] > 0.9 > 0.1 > calibration.quality(raw[[bad]])[0]
+    assert calibration.quality(np.concatenate([raw[[good]][..., :2], np.full((1, k, 1), 5.0)], -1))[0] == \
+        pytest.approx(calibration.quality(raw[[good]])[0])
+    d = {"raw": raw, "point_error": point_error, "face": np.arange(n), "jittered": np.zeros(n, bool),
+         "detector_score": np.ones(n)}
+    figures = measure_quality(d)
+    assert figures["auroc"] > 0.95 and "mean flip spread" not in figures["auroc_single"]

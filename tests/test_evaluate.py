@@ -226,6 +226,31 @@ def test_detector_boxes_count_misses(faces):
     assert "NME over found faces" in result["normalisation_text"]
 
 
+def test_each_face_keeps_the_fit_quality_its_pipeline_gave(faces):
+    """A predictor with its own ``detect`` (a Landmarker) gives faces with a fit quality: each scored
+    face keeps its own (what ``bench.bench_hard_faces`` ranks failures by); a box-given prediction
+    has none."""
+    from facemark.face import Face
+
+    class Pipeline(Oracle):
+        detector = ListDetector([])
+
+        def detect(self, image):
+            f = faces[self.calls]
+            self.calls += 1
+            shift = 4.0 * (self.calls % 2)  # every other face off by 4 px, with a low quality
+            return [Face(box=box_from_points(f.points), points=f.points + shift, score=1.0,
+                         quality=np.float32(0.2 if shift else 0.9))]
+
+    pipeline = Pipeline(faces)
+    pipeline.calls = 0
+    result = evaluate(pipeline, faces, box="detector", progress=False)
+    for face in result["per_face"]:
+        assert type(face["quality"]) is float
+        assert (face["quality"] == pytest.approx(0.2)) == (face["nme"] > 0)
+    assert all(face["quality"] is None for face in evaluate(Oracle(faces), faces, progress=False)["per_face"])
+
+
 @pytest.mark.skipif(importlib.util.find_spec("dlib") is None, reason="dlib not installed")
 def test_dlib_baseline_on_real_faces(lite_root):
     from facemark.data.formats import read_pts_sample
