@@ -143,3 +143,21 @@ def kill_after_parts(process, out: Path, parts: int = 2, timeout: float = 60.0) 
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait()
+
+
+def count_crops(monkeypatch, landmarker) -> list[int]:
+    """Spy on ``landmarker``'s model: the returned list gets the crop count of every model call
+    (plain and with features: quality needs them)."""
+    run, batches = landmarker._run, []
+
+    class Spy:
+        def __call__(self, batch):
+            batches.append(len(batch))
+            return run(batch)
+
+        def run_with_features(self, batch):
+            batches.append(len(batch))
+            return run.run_with_features(batch)
+
+    monkeypatch.setattr(landmarker, "_run", Spy())
+    return batches

@@ -6,6 +6,7 @@ import pytest
 from facemark import Landmarker
 from facemark.images import load_image
 from facemark.schemes import get_scheme
+from tests.conftest import count_crops
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +278,7 @@ def test_default_5_is_the_68_point_pass_giving_five_points():
     np.testing.assert_allclose(points5, to_five(full.predict(image, box68)), atol=0.5)
 
 
-def test_fast_is_one_int8_pass_per_face_close_to_the_default(lite_root):
+def test_fast_is_one_int8_pass_per_face_close_to_the_default(lite_root, monkeypatch):
     """``Landmarker(model="fast")``: the one-pass student (the flip test distilled into the network)
     in INT8: one crop per face, no mirrored crop, calibrated confidence of its own (fitted
     without the flip test), and points close to the default's on real faces."""
@@ -297,18 +298,7 @@ def test_fast_is_one_int8_pass_per_face_close_to_the_default(lite_root):
            for name, lm in (("fast", fast), ("default", default))}
     errors = {name: nme(points, truth).mean() for name, points in got.items()}
     assert errors["fast"] < 0.035 and errors["fast"] < 1.25 * errors["default"], errors  # seen faces: not held out
-    run, crops = fast._run, []
-
-    class Spy:  # counts the crops of every model call
-        def __call__(self, batch):
-            crops.append(len(batch))
-            return run(batch)
-
-        def run_with_features(self, batch):
-            crops.append(len(batch))
-            return run.run_with_features(batch)
-
-    fast._run = Spy()
+    crops = count_crops(monkeypatch, fast)
     from facemark.predict import SAMPLE_IMAGE
 
     faces = fast.detect(str(SAMPLE_IMAGE))

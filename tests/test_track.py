@@ -14,6 +14,7 @@ from facemark.clips import make_clip
 from facemark.metrics import nmf
 from facemark.predict import SAMPLE_IMAGE, predict_paths
 from facemark.track import FaceTracker, OneEuroFilter, Smoothing, VideoTracker, track_lost
+from tests.conftest import count_crops
 
 
 def test_one_euro_filter_cuts_jitter_and_follows_a_step():
@@ -169,18 +170,7 @@ def test_a_tracked_frame_costs_one_crop_per_face(monkeypatch, landmarker, photo)
     """Between detector frames each face is cut once, where its previous points place it, and run
     once (no flip test unless asked): tracking is the cheap path."""
     frames, _ = make_clip(*photo, frames=6, kind="still", seed=4)
-    run, batches = landmarker._run, []
-
-    class Spy:  # counts the crops of every model call (features too: quality needs them)
-        def __call__(self, batch):
-            batches.append(len(batch))
-            return run(batch)
-
-        def run_with_features(self, batch):
-            batches.append(len(batch))
-            return run.run_with_features(batch)
-
-    monkeypatch.setattr(landmarker, "_run", Spy())
+    batches = count_crops(monkeypatch, landmarker)
     assert landmarker.flip_test  # the shipped model's own setting: the crop and its mirror, in one call
     for flip, crops in ((False, [1]), (True, [2]), (None, [2])):
         tracker = VideoTracker(landmarker, every=6, smoothing=False, flip=flip)
