@@ -180,7 +180,7 @@ def report(m: dict, d: dict, args, seconds: float) -> str:
 #: the shipped models this script calibrates: the split-trained twin it is fitted on (it never saw
 #: ``data``), the faces, and the checkpoint the shipped files are exported from
 PRESETS = {
-    "default": ("runs/300w_cuhk_pipnet_resnet075_128_ft/last.pt", "data/300w-lite/val",
+    "default": ("runs/ft_twin3000/last.pt", "data/300w-lite/val",
                 "runs/300w_cuhk_pipnet_resnet075_128_ft_all/last.pt"),
     # the one-pass INT8 model: fitted on its twin's INT8 file (the features it will give), one pass
     "fast": ("runs/300w_cuhk_pipnet_resnet075_128_distil/twin.int8.onnx", "data/300w-lite/val",
