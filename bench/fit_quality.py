@@ -110,42 +110,32 @@ def write_default(all_checkpoint: str, calibration: dict, name: str = "default")
         quantize_onnx,
     )
 
-    if name in INT8:
-        with tempfile.TemporaryDirectory() as tmp:
-            onnx, out = Path(tmp) / "float.onnx", Path(tmp) / f"{name}.onnx"
-            export_onnx(all_checkpoint, onnx, quality=calibration)
-            quantize_onnx(onnx, out, INT8[name])  # run from the repository root
-            target = DEFAULT_MODEL_DIR / out.name
-            same = {}
-            if target.is_file():
-                crops = _check_crops(Landmarker(out).spec.input_size)
-                same["onnx"] = bool(np.array_equal(Landmarker(target)._run(crops), Landmarker(out)._run(crops)))
-                if not same["onnx"]:
-                    raise SystemExit(f"re-exported points differ from the shipped model's: {same}; not written")
-            write_atomic(target, out.read_bytes())
-        return same
-
-    crops = _check_crops(Landmarker(DEFAULT_MODEL_DIR / f"{name}.onnx").spec.input_size)
-    old = {ext: Landmarker(DEFAULT_MODEL_DIR / f"{name}.{ext}")._run(crops) for ext in ("onnx", "pt")}
     with tempfile.TemporaryDirectory() as tmp:
-        pt, onnx = Path(tmp) / f"{name}.pt", Path(tmp) / f"{name}.onnx"
-        export_inference_checkpoint(all_checkpoint, pt, quality=calibration)
-        export_onnx(all_checkpoint, onnx, quality=calibration)
-        new = {ext: Landmarker(path)._run(crops) for ext, path in (("onnx", onnx), ("pt", pt))}
-        same = {ext: bool(np.array_equal(old[ext], new[ext])) for ext in old}
+        onnx = Path(tmp) / f"{name}.onnx"
+        if name in INT8:
+            export_onnx(all_checkpoint, Path(tmp) / "float.onnx", quality=calibration)
+            quantize_onnx(Path(tmp) / "float.onnx", onnx, INT8[name])  # run from the repository root
+            new = [onnx]
+        else:
+            pt = Path(tmp) / f"{name}.pt"
+            export_inference_checkpoint(all_checkpoint, pt, quality=calibration)
+            export_onnx(all_checkpoint, onnx, quality=calibration)
+            new = [onnx, pt]
+        shipped = {path: DEFAULT_MODEL_DIR / path.name for path in new}
+        # an INT8 model's file may be written for the first time; the others are re-exports
+        compared = [path for path in new if name not in INT8 or shipped[path].is_file()]
+        size = Landmarker(onnx).spec.input_size
+        rng = np.random.default_rng(0)
+        faces = Store.open(ROOT / "data" / "300w-lite" / "val", verify=False).images[:24]  # real faces, and noise
+        crops = np.stack([cv2.resize(np.asarray(f), (size, size), interpolation=cv2.INTER_AREA) for f in faces]
+                         + list(rng.integers(0, 256, size=(8, size, size, 3), dtype=np.uint8)))
+        same = {path.suffix[1:]: bool(np.array_equal(Landmarker(shipped[path])._run(crops), Landmarker(path)._run(crops)))
+                for path in compared}
         if not all(same.values()):
             raise SystemExit(f"re-exported points differ from the shipped model's: {same}; not written")
-        for path in (pt, onnx):
-            write_atomic(DEFAULT_MODEL_DIR / path.name, path.read_bytes())
+        for path in new:
+            write_atomic(shipped[path], path.read_bytes())
     return same
-
-
-def _check_crops(size: int) -> np.ndarray:
-    """24 real faces and 8 noise crops at ``size``: what a re-export must give the same points on."""
-    rng = np.random.default_rng(0)
-    faces = Store.open(ROOT / "data" / "300w-lite" / "val", verify=False).images[:24]
-    return np.stack([cv2.resize(np.asarray(f), (size, size), interpolation=cv2.INTER_AREA) for f in faces]
-                    + list(rng.integers(0, 256, size=(8, size, size, 3), dtype=np.uint8)))
 
 
 def report(m: dict, d: dict, args, seconds: float) -> str:
@@ -210,7 +200,7 @@ def main() -> None:
     note = (f"fitted by facemark.calibrate.fit_quality (python -m bench.fit_quality) on {m['predictions']} "
             f"predictions of {args.checkpoint} on {args.data} "
             f"(detector boxes, ±{args.jitter * 100:g} % jitter); out-of-fold AUROC {m['auroc']:.3f}")
-    calibration = fit_quality(d["raw"], d["point_error"], note, flip_test=d["flip_test"]).to_dict()
+    calibration = fit_quality(d["raw"], d["point_error"], note).to_dict()
     write_atomic(RESULTS / f"quality_calibration{suffix}.json", json.dumps(calibration, indent=1) + "\n")
     text = report(m, d, args, time.time() - start)
     if args.write_default:

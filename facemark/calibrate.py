@@ -220,16 +220,17 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> Logistic:
     return Logistic(tuple(mean.tolist()), tuple(scale.tolist()), tuple(coef.tolist()), float(model.intercept_[0]))
 
 
-def fit_quality(raw: np.ndarray, point_error: np.ndarray, note: str = "", flip_test: bool = True) -> QualityCalibration:
+def fit_quality(raw: np.ndarray, point_error: np.ndarray, note: str = "") -> QualityCalibration:
     """The calibration of the model spec's ``quality`` from ``(N, K, 3)`` raw point features of N
     predictions and their ``(N, K)`` point errors (normalised as NME): the point regression predicts
     error <= :data:`~facemark.quality.GOOD_NME` per point, the face regression NME <= GOOD_NME per
-    prediction (the detector score is not a feature). ``flip_test``: whether the predictions had the
-    flip test (a one-pass model's flip spread is 0 everywhere, so its weight comes out 0)."""
+    prediction (the detector score is not a feature). Predictions without the flip test (a one-pass
+    model's) have no flip spread (NaN throughout): it gets weight 0, and the calibration says
+    ``flip_test=False``."""
     nme = point_error.mean(1)
     point = fit_logistic(point_design(raw).reshape(-1, raw.shape[-1]), point_error.reshape(-1) <= GOOD_NME)
     face = fit_logistic(face_design(raw), nme <= GOOD_NME)
-    return QualityCalibration(point, face, flip_test=bool(flip_test), note=note)
+    return QualityCalibration(point, face, flip_test=not bool(np.isnan(raw[..., 2]).all()), note=note)
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -106,9 +106,8 @@ def _detect_and_match(predictor, detector, image: np.ndarray, truth: Box, cache:
             # a 5-point model: match on the box of its predicted points (the calibrated 68-point box
             # mapped to the five points', facemark.schemes.five_from_68_box, is too rough for IoU >= 0.5)
             boxes = [box_from_points(f.points) for f in found]
-        qualities = [getattr(f, "quality", None) for f in found]
-        cache[key] = [(box, getattr(f, "points", None), None if q is None else float(q))
-                      for box, f, q in zip(boxes, found, qualities)]
+        cache[key] = [(box, getattr(f, "points", None), None if getattr(f, "quality", None) is None else float(f.quality))
+                      for box, f in zip(boxes, found)]
     candidates = cache[key]
     i, overlap = best_match([c[0] for c in candidates], truth)
     if i is None or overlap < MATCH_IOU:

@@ -58,6 +58,7 @@ def test_fit_quality_ranks_bad_fits_below_good_ones():
     assert figures["bad"] == int((point_error.mean(1) > GOOD_NME).sum()) > 50
     assert figures["auroc"] > 0.95 and figures["point_auroc"] > 0.9 and figures["auroc_10"] > 0.9
     calibration = fit_quality(raw, point_error, note="synthetic")
+    assert calibration.flip_test is True
     good, bad = np.argmin(badness), np.argmax(badness)
     assert calibration.quality(raw[[good]])[0] > 0.9 > 0.1 > calibration.quality(raw[[bad]])[0]
     assert calibration.to_dict()["note"] == "synthetic"
@@ -75,7 +76,7 @@ def test_fit_quality_of_a_one_pass_model_gives_the_flip_spread_no_weight():
     point_error = np.clip(0.02 + 0.12 * badness + rng.normal(0, 0.01, (n, k)), 0.001, None)
     raw = np.stack([np.exp(-3 * point_error / 0.1) + rng.normal(0, 0.02, (n, k)),
                     point_error * 0.5 + rng.uniform(0, 0.005, (n, k)), np.full((n, k), np.nan)], axis=-1)
-    calibration = fit_quality(raw, point_error, flip_test=False)
+    calibration = fit_quality(raw, point_error)
     assert calibration.flip_test is False and calibration.to_dict()["flip_test"] is False
     assert calibration.point.coef[2] == 0.0
     good, bad = np.argmin(badness), np.argmax(badness)
