@@ -7,19 +7,21 @@ There is no annotated video, so clips with exactly known points are made from th
 * moving: the photo translated, rotated and zoomed along a smooth known trajectory (a few px per
   frame), the points warped with it; noise and JPEG as above.
 
-Three pipelines on each clip, the face compared with the true points of every frame:
+The pipelines on each clip, the face compared with the true points of every frame:
 
-* raw: :meth:`Landmarker.detect` on every frame (detector, calibrated box, refine pass);
-* tracking: :meth:`Landmarker.track` without smoothing (detector every ``--every`` frames, one crop
-  per face from the previous frame's points in between, with its mirror when the model's flip test
-  is on);
-* tracking, flip test off: the same with ``flip=False`` (one crop per face through the model);
+* raw: :meth:`Landmarker.detect` on every frame (detector, placement, the model's flip test);
+* tracking: :meth:`Landmarker.track` without smoothing (detector every ``--every`` frames, checking
+  the faces in hand; one crop per face and frame where the previous frame's points place it, held
+  steady, :class:`facemark.placement.SteadyPlacement`);
+* tracking, crops not steadied: the same with ``steady=False`` (each crop exactly where the points say);
+* tracking, flip test on: ``flip=True`` (each crop and its mirror);
 * tracking + smoothing: :meth:`Landmarker.track` with the One-Euro defaults (:class:`Smoothing`).
 
 NME and NMF (:func:`facemark.metrics.nmf`) are normalised by the inter-ocular distance. A One-Euro
 sweep re-smooths the tracked points offline (the crops come from the raw points, so this equals a
 run with those settings) to show how the defaults were chosen, with the lag each adds on the moving
-clips (smoothed minus raw tracked points, along each point's true motion). Speed: the time per
+clips (smoothed minus raw tracked points, along each point's true motion); a sweep of
+:class:`~facemark.placement.Steadiness` shows how the crop's defaults were chosen. Speed: the time per
 frame of :meth:`Landmarker.track` against :meth:`Landmarker.detect` on every frame of the same
 moving clips (one face in 640x480), the two taking turns clip by clip, and the mix of detector frames.
 
@@ -45,10 +47,12 @@ from bench import write_report
 from facemark.api import Landmarker
 from facemark.clips import make_clip
 from facemark.data.faces import load_faces
+from facemark.filters import OneEuroFilter
 from facemark.geometry import box_from_points, iou
 from facemark.images import load_image
 from facemark.metrics import nme, nmf
-from facemark.track import FaceTracker, OneEuroFilter, Smoothing, VideoTracker
+from facemark.placement import Steadiness
+from facemark.track import FaceTracker, Smoothing, VideoTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "video.md"
@@ -132,17 +136,20 @@ def main(argv=None) -> int:
     lm = Landmarker(args.model, num_threads=args.threads)
     faces = load_faces(args.data / "val" if (args.data / "val").is_dir() else args.data)[0]
     chosen = [faces[i] for i in np.linspace(0, len(faces) - 1, args.clips).round().astype(int)]
-    sweep = [Smoothing(min_cutoff=c, beta=b) for c in (0.1, 0.3, 1.0) for b in (30.0, 60.0, 100.0, 200.0)]
+    sweep = [Smoothing(min_cutoff=c, beta=b) for c in (0.1, 0.3, 1.0) for b in (30.0, 60.0, 100.0, 200.0, 400.0)]
     default = Smoothing()
     if default not in sweep:
         sweep.append(default)
     nme_of = lambda p, t: float(nme(p, t).mean())  # noqa: E731
     rows = {kind: {name: {"nme": [], "nmf": []}
-                   for name in ("raw", "tracking", "tracking, flip test off", "tracking + smoothing")}
+                   for name in ("raw", "tracking", "tracking, crops not steadied", "tracking, flip test on",
+                                "tracking + smoothing")}
             for kind in ("still", "moving")}
     swept = {kind: {s: {"nme": [], "nmf": [], "lag": []} for s in sweep} for kind in ("still", "moving")}
+    steadiness = [Steadiness(), Steadiness(ahead=False), Steadiness(1.0, 100.0), Steadiness(0.3, 1000.0), False]
+    steadied = {kind: {s: {"nme": [], "nmf": []} for s in steadiness} for kind in ("still", "moving")}
     missed = {kind: {"raw": 0, "tracking": 0} for kind in rows}
-    speeds, timing = [], {"frames": 0, "detector_frames": 0, "seconds": 0.0, "raw_seconds": 0.0, "one_seconds": 0.0}
+    speeds, timing = [], {"frames": 0, "detector_frames": 0, "seconds": 0.0, "raw_seconds": 0.0, "flip_seconds": 0.0}
     track_ms, detect_ms = [], []  # per frame of the moving clips' tracking runs
     for n, sample in enumerate(chosen):
         image = load_image(sample.image_path)
@@ -160,8 +167,14 @@ def main(argv=None) -> int:
             missed[kind]["tracking"] += miss
             smoothed, _, _ = run_pipeline(lm.track(frames, args.every, smoothing=default, fps=args.fps), truth)
             start = time.perf_counter()
-            one, _, _ = run_pipeline(lm.track(frames, args.every, smoothing=False, fps=args.fps, flip=False), truth)
-            one_seconds = time.perf_counter() - start
+            flipped, _, _ = run_pipeline(lm.track(frames, args.every, smoothing=False, fps=args.fps, flip=True), truth)
+            flip_seconds = time.perf_counter() - start
+            unsteady, _, _ = run_pipeline(lm.track(frames, args.every, smoothing=False, fps=args.fps, steady=False), truth)
+            for setting in steadiness:
+                points = tracked if setting == Steadiness() else run_pipeline(
+                    VideoTracker(lm, args.every, smoothing=False, fps=args.fps, steady=setting).run(frames), truth)[0]
+                steadied[kind][setting]["nme"].append(nme_of(points, truth))
+                steadied[kind][setting]["nmf"].append(nmf(points, truth))
             if kind == "moving":
                 timing["frames"] += tracker.frames
                 timing["detector_frames"] += tracker.detector_frames
@@ -169,8 +182,9 @@ def main(argv=None) -> int:
                 track_ms += frame_ms[0]
                 detect_ms += frame_ms[1]
                 timing["raw_seconds"] += raw_seconds
-                timing["one_seconds"] += one_seconds
-            for name, points in (("raw", raw_points), ("tracking", tracked), ("tracking, flip test off", one),
+                timing["flip_seconds"] += flip_seconds
+            for name, points in (("raw", raw_points), ("tracking", tracked), ("tracking, crops not steadied", unsteady),
+                                 ("tracking, flip test on", flipped),
                                  ("tracking + smoothing", smoothed)):
                 rows[kind][name]["nme"].append(nme_of(points, truth))
                 rows[kind][name]["nmf"].append(nmf(points, truth))
@@ -210,8 +224,9 @@ def main(argv=None) -> int:
               f"{missed['moving']['raw']} moving; tracking {missed['still']['tracking']} still, "
               f"{missed['moving']['tracking']} moving.",
               f"- Time per frame, moving clips: `Landmarker.track` takes **{timing['seconds'] / timing['raw_seconds']:.2f}x** "
-              f"the time of `Landmarker.detect` on every frame (flip test {'on' if lm.flip_test else 'off'}, the model's "
-              f"own), **{timing['one_seconds'] / timing['raw_seconds']:.2f}x** with `flip=False` (one crop per face); "
+              f"the time of `Landmarker.detect` on every frame (whose flip test is {'on' if lm.flip_test else 'off'}, the "
+              f"model's own; tracking: one crop per face), **{timing['flip_seconds'] / timing['raw_seconds']:.2f}x** with "
+              "`flip=True` (the crop and its mirror); "
               "the pipelines taking turns clip by clip (target: 0.5x at most).",
               f"- Speed, moving clips (one face, 640x480, decoding excluded): tracking **{fps:.0f} frames/s** "
               f"({timing['detector_frames']} detector frames of {timing['frames']}, "
@@ -229,6 +244,20 @@ def main(argv=None) -> int:
         mark = " (default)" if s == default else ""
         lines.append(f"| {s.min_cutoff}{mark} | {s.beta} | {mean(st['nmf']):.3f} | {mean(mv['nme']):.2f} | "
                      f"{mean(mv['nmf']):.3f} | {np.mean(mv['lag']):.2f} | {ramp_lag(s):.2f} |")
+    lines += ["", "## Steady crops (tracking)", "",
+              "Where each tracked frame's crop goes (`facemark.placement.Steadiness`): a One-Euro filter on the "
+              "placement its previous points give, a step ahead by the filtered speed, or (none) exactly there.", "",
+              "| min_cutoff Hz | beta | step ahead | still NME % | still NMF % | moving NME % | moving NMF % |",
+              "|---:|---:|---|---:|---:|---:|---:|"]
+    for setting in steadiness:
+        st, mv = steadied["still"][setting], steadied["moving"][setting]
+        if setting:
+            mark = " (default)" if setting == Steadiness() else ""
+            head = f"| {setting.min_cutoff}{mark} | {setting.beta} | {'yes' if setting.ahead else 'no'}"
+        else:
+            head = "| none | | "
+        lines.append(f"{head} | {mean(st['nme']):.2f} | {mean(st['nmf']):.3f} | {mean(mv['nme']):.2f} | "
+                     f"{mean(mv['nmf']):.3f} |")
     lines.append("")
     write_report(args.out, lines)
     return 0

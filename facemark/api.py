@@ -383,19 +383,22 @@ class Landmarker:
 
     def track(self, frames: Iterable, every: int = 10, smoothing=True, fps: float = 30.0,
               max_faces: int | None = None, pose: bool = False, aligned: bool = False,
-              flip: bool | None = None) -> Iterator[list[Face]]:
+              flip: bool | None = False, steady=True) -> Iterator[list[Face]]:
         """Faces of each video frame, with a stable :attr:`Face.track_id`: yields one list per frame.
 
         ``frames``: any iterable of BGR images (a video reader, a webcam, a list). The detector runs
-        on the first frame, then every ``every`` frames, or at once when a track is lost (its points
-        leave the frame, or its ``quality`` is low); in between each face's crop comes from its
-        points in the previous frame (one crop per face: the model's one pass, with its mirror where
-        the flip test is on; ``flip``: None for the Landmarker's ``flip_test``, else on or off for
-        tracked frames), and new faces are picked up at the next detector frame.
+        on the first frame to find the faces, and then every ``every`` frames only to check them (a
+        face it finds where a track is continues the track) and pick up new ones; a track whose
+        points leave the frame or whose ``quality`` drops goes back to a full :meth:`detect`. Each
+        frame cuts each face once where its points in the previous frame place it, held steady
+        while the face is still (``steady``: ``True``, a :class:`facemark.placement.Steadiness`, or
+        ``False`` for exactly there): one pass of the model per face, about half the time of
+        :meth:`detect` on every frame (``flip=True``: with its mirror, the flip test, on tracked
+        frames too; None: the Landmarker's ``flip_test``).
         ``smoothing``: One-Euro smoothing of the points (``True``: :class:`facemark.track.Smoothing`
         defaults, a ``Smoothing``, or ``False``); ``fps`` sets the filter's clock. See :mod:`facemark.track`.
         """
-        return VideoTracker(self, every, smoothing, fps, max_faces, pose, aligned, flip).run(frames)
+        return VideoTracker(self, every, smoothing, fps, max_faces, pose, aligned, flip, steady).run(frames)
 
     def _add_outputs(self, image: np.ndarray, faces: list[Face], pose: bool, aligned: bool) -> None:
         if pose:

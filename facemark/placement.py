@@ -9,7 +9,8 @@ then cuts the face upright. A placement comes from one of three sources:
   :func:`facemark.calibrate.fit_calibration`);
 * a detector's keypoints (BlazeFace's six), through its :class:`KeypointPlacement`
   (:func:`facemark.calibrate.fit_placement`);
-* points a model predicted (the previous video frame, or a first pass): :func:`from_points`.
+* points a model predicted (the previous video frame, or a first pass): :func:`from_points`;
+  a tracked face's crop follows them through a :class:`SteadyPlacement`.
 
 The detector that finds a face computes its placement once (:class:`facemark.detectors.base.Detection`
 carries ``landmark_box`` and ``roll``); the :class:`~facemark.Landmarker` cuts the crop there. A face
@@ -19,10 +20,12 @@ give (:func:`agrees`) and only a disagreeing face is cut again.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from facemark.filters import OneEuroFilter
 from facemark.geometry import Box, box_centre, turned_box, upright_turn
 
 #: a face placed from a detector's keypoints keeps its one pass when the roll of its predicted points
@@ -52,6 +55,56 @@ def from_points(points: np.ndarray, scheme) -> tuple[Box, float]:
     """The placement of the face of ``points``: the box of the points turned upright, and the roll."""
     roll = points_roll(points, scheme)
     return turned_box(np.asarray(points, np.float64), roll), roll
+
+
+#: a face's roll is filtered as the move it gives the eyes: about this many face sizes per radian
+ROLL_REACH = 0.25
+
+
+@dataclass(frozen=True)
+class Steadiness:
+    """How a tracked face's crop follows its points (:class:`SteadyPlacement`): a One-Euro filter
+    (:class:`facemark.filters.OneEuroFilter`) on the placement's centre and size (in units of the
+    face's first size) and roll (as the move it gives the eyes, :data:`ROLL_REACH`), then a step ahead by the filtered speed (``ahead``). At
+    rest the crop hardly moves (``min_cutoff``, Hz), so the network sees the same crop frame after
+    frame and the points' noise is not fed back into the next crop; moving, the cutoff rises by
+    ``beta`` x speed and the step ahead keeps the face centred. The defaults come from
+    ``python -m bench.bench_video`` (bench/results/video.md)."""
+
+    min_cutoff: float = 0.3
+    beta: float = 300.0
+    d_cutoff: float = 1.0
+    ahead: bool = True
+
+
+class SteadyPlacement:
+    """Where to cut one tracked face frame after frame: each :meth:`__call__` takes the placement
+    its latest points give (:func:`from_points`) and returns the steadied one (:class:`Steadiness`)."""
+
+    def __init__(self, settings: Steadiness = Steadiness()):
+        self.settings = settings
+        s = settings
+        self.filter = OneEuroFilter(s.min_cutoff, s.beta, s.d_cutoff)
+        self.scale: float | None = None
+
+    def __call__(self, placement: tuple[Box, float], t: float) -> tuple[Box, float]:
+        """The crop's placement for the frame at ``t`` seconds (increasing), from ``placement`` (the
+        previous frame's points'): a frame gap ahead of the filtered one."""
+        dt = 0.0 if self.filter.t is None else max(t - self.filter.t, 0.0)
+        (x0, y0, x1, y1), roll = placement
+        w, h = max(x1 - x0, 1e-6), max(y1 - y0, 1e-6)
+        if self.scale is None:
+            self.scale = math.sqrt(w * h)
+        if self.filter.x is not None:  # the short way round from the filtered roll
+            last = self.filter.x[4] / ROLL_REACH
+            roll = math.degrees(last + (math.radians(roll) - last + math.pi) % (2 * math.pi) - math.pi)
+        state = np.array([(x0 + x1) / 2 / self.scale, (y0 + y1) / 2 / self.scale, math.log(w), math.log(h),
+                          math.radians(roll) * ROLL_REACH])
+        state = self.filter(state, t)
+        if self.settings.ahead:
+            state = state + self.filter.dx * dt
+        cx, cy, w, h = state[0] * self.scale, state[1] * self.scale, math.exp(state[2]), math.exp(state[3])
+        return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), math.degrees(state[4] / ROLL_REACH)
 
 
 def agrees(roll: float, again: float) -> bool:

@@ -2,11 +2,14 @@
 
 :class:`VideoTracker` (what :meth:`facemark.Landmarker.track` runs) runs the detector on the first
 frame, then every ``every`` frames or when a track is lost; in between, each face is cut where its
-points in the previous frame place it (box and roll, :func:`facemark.placement.from_points`), as
-production face trackers do: no detector, one crop per face and frame (with its mirror where the
-flip test is on: the model's own setting, or ``flip=``). :class:`FaceTracker` gives each face a stable ``track_id`` (greedy IoU matching of
-landmark boxes) and smooths its points with a One-Euro filter per point (Casiez, Roussel and Vogel,
-CHI 2012)::
+points in the previous frame place it (box and roll, :func:`facemark.placement.from_points`),
+held steady while the face is still (:class:`facemark.placement.SteadyPlacement`), as production
+face trackers do: no detector, one crop per face and frame (``flip=True`` adds its mirror, the
+flip test). On a detector frame a face the detector finds where a track is continues the track
+(same crop rule, the detector's fresh box); only a new face or a missed one takes a full
+:meth:`~facemark.Landmarker.detect`. :class:`FaceTracker` gives each face a stable ``track_id``
+(greedy IoU matching of landmark boxes) and smooths its points with a One-Euro filter per point
+(Casiez, Roussel and Vogel, CHI 2012, :class:`facemark.filters.OneEuroFilter`)::
 
     for faces in landmarker.track(frames, every=10):   # each face carries face.track_id
         ...
@@ -24,43 +27,12 @@ from typing import Protocol
 
 import numpy as np
 
+from facemark.detectors.base import Detector
 from facemark.face import Face
+from facemark.filters import OneEuroFilter
 from facemark.geometry import Box, box_from_points, iou
 from facemark.images import load_image
-
-
-class OneEuroFilter:
-    """The One-Euro filter (Casiez et al. 2012) on arrays, each element filtered independently.
-
-    An exponential low-pass whose cutoff rises with the signal's speed: at rest it smooths hard
-    (``min_cutoff``, Hz; lower = less jitter but more lag), when the signal moves the cutoff grows by
-    ``beta`` x speed (higher = less lag on fast motion). ``d_cutoff`` (Hz) smooths the speed estimate.
-    Speeds are in the signal's units per second, so ``beta`` depends on the units.
-    """
-
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0):
-        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
-        self.x: np.ndarray | None = None
-        self.dx: np.ndarray | None = None
-        self.t: float | None = None
-
-    @staticmethod
-    def _alpha(dt: float, cutoff) -> np.ndarray:
-        tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff, dtype=np.float64))
-        return 1.0 / (1.0 + tau / dt)
-
-    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
-        """Filtered value of sample ``x`` taken at time ``t`` (seconds, increasing)."""
-        x = np.asarray(x, dtype=np.float64)
-        if self.x is None:
-            self.x, self.dx, self.t = x.copy(), np.zeros_like(x), float(t)
-            return x.copy()
-        dt = max(float(t) - self.t, 1e-6)
-        dx = (x - self.x) / dt
-        self.dx = self.dx + self._alpha(dt, self.d_cutoff) * (dx - self.dx)
-        alpha = self._alpha(dt, self.min_cutoff + self.beta * np.abs(self.dx))
-        self.x, self.t = self.x + alpha * (x - self.x), float(t)
-        return self.x.copy()
+from facemark.placement import Steadiness, SteadyPlacement
 
 
 @dataclass(frozen=True)
@@ -68,19 +40,20 @@ class Smoothing:
     """Video smoothing settings.
 
     The filter sees points in units of the face's size (square root of its landmark-box area when
-    the face was first seen), so one setting suits small and large faces: ``beta = 100`` raises the
-    cutoff by 100 Hz for a point moving one face size per second (a 170 px face moving 6 px per
-    frame at 30 fps: about 100 Hz, next to no smoothing), while at rest the cutoff stays near
+    the face was first seen), so one setting suits small and large faces: ``beta = 200`` raises the
+    cutoff by 200 Hz for a point moving one face size per second (a 170 px face moving 6 px per
+    frame at 30 fps: about 200 Hz, next to no smoothing), while at rest the cutoff stays near
     ``min_cutoff``. The defaults come from ``python -m bench.bench_video`` (bench/results/video.md):
-    ``beta`` is the setting that matters, and 100 is the smallest swept value (30, 60, 100, 200) that
-    keeps NME on moving clips close to per-frame detection's; ``min_cutoff`` changes little between
-    0.1 and 1 Hz (the flicker, NME and lag of each setting: bench/results/video.md). A face continues
+    ``beta`` is the setting that matters, and 200 is the smallest swept value (30, 60, 100, 200,
+    400) that keeps NME on moving clips within 5 % of per-frame detection's with one crop per face
+    and frame; ``min_cutoff`` changes little between 0.1 and 1 Hz (the flicker, NME and lag of each
+    setting: bench/results/video.md). A face continues
     a track when its landmark box overlaps the track's last one with IoU >= ``min_iou``; a track
     unmatched for more than ``max_missed`` frames is dropped (a face seen again later starts a fresh filter).
     """
 
     min_cutoff: float = 0.3
-    beta: float = 100.0
+    beta: float = 200.0
     d_cutoff: float = 1.0
     min_iou: float = 0.3
     max_missed: int = 5
@@ -135,6 +108,7 @@ class FaceTracker:
 MAX_OUTSIDE = 0.25  # a track is lost when more than this share of its points leaves the frame
 MIN_QUALITY = 0.3  # ... or when its Face.quality (where the model gives one) falls below this
 MIN_SIZE = 8.0  # ... or when its landmark box shrinks below this many pixels
+SAME_FACE = 0.3  # on a detector frame, a detection continues a track whose box it overlaps this much (IoU)
 
 
 def track_lost(face: Face, image_size: tuple[int, int]) -> bool:
@@ -164,6 +138,9 @@ class Landmarks(Protocol):
 
     def placement(self, points: np.ndarray) -> tuple[Box, float]: ...
 
+    @property
+    def detector(self) -> Detector: ...
+
 
 class VideoTracker:
     """Landmarks on a stream of frames with the detector run only now and then (see the module).
@@ -176,18 +153,23 @@ class VideoTracker:
 
     def __init__(self, landmarker: Landmarks, every: int = 10, smoothing: bool | Smoothing | None = True,
                  fps: float = 30.0, max_faces: int | None = None, pose: bool = False, aligned: bool = False,
-                 flip: bool | None = None):
+                 flip: bool | None = False, steady: bool | Steadiness = True):
         if isinstance(every, bool) or int(every) != every or every < 1:
             raise ValueError(f"every must be a whole number >= 1, got {every!r}")
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps!r}")
         self.landmarker, self.every, self.fps = landmarker, int(every), float(fps)
         self.max_faces, self.pose, self.aligned = max_faces, pose, aligned
-        self.flip = None if flip is None else bool(flip)  # None: the landmarker's own flip test
+        # tracked frames: one crop per face (False), with its mirror (True), or the landmarker's own (None)
+        self.flip = None if flip is None else bool(flip)
+        # False: each crop exactly where the previous frame's points place it
+        self.steadiness = Steadiness() if steady is True else (steady or None)
         settings = Smoothing() if smoothing is True or not smoothing else smoothing
         self.tracker = FaceTracker(settings, smooth=bool(smoothing))
         self.frames = self.detector_frames = 0
-        self._live: list[tuple[Face, Box, Box]] = []
+        # the previous frame's raw faces: each with its detector box and landmark box when last
+        # detected (the box follows the points in between) and its crop's SteadyPlacement
+        self._live: list[_Live] = []
         self._since = 0  # frames since the last detector frame
 
     def run(self, frames: Iterable) -> Iterator[list[Face]]:
@@ -203,23 +185,75 @@ class VideoTracker:
         if t is None:
             t = self.frames / self.fps
         frame = load_image(frame)
-        height, width = frame.shape[:2]
-        live = self._live  # previous frame's raw faces, with their detector box and landmark box then
+        size = frame.shape[1], frame.shape[0]
+        detector_frame = not self._live or self._since >= self.every - 1
         faces = None
-        if live and self._since < self.every - 1:
-            # one crop per face: where the previous frame's points place it (box and roll,
-            # facemark.placement), one pass (and its mirror where the flip test is on)
-            given = [dict(zip(("box", "roll"), lm.placement(face.points)), score=face.score) for face, _, _ in live]
-            # in `live`'s order: detect() returns faces by score, given boxes keep theirs, the sort is stable
-            found = lm.detect(frame, boxes=given, pose=self.pose, aligned=self.aligned, flip=self.flip)
-            if not any(track_lost(face, (width, height)) for face in found):
-                faces = [replace(face, box=_follow_box(det_box, det_lbox, box_from_points(face.points)))
-                         for face, (_, det_box, det_lbox) in zip(found, live)]
-                self._live = [(face, det_box, det_lbox) for face, (_, det_box, det_lbox) in zip(faces, live)]
-                self._since += 1
-        if faces is None:  # first frame, every `every` frames, a lost track
+        if self._live:  # faces in hand: followed from their points (the detector only checks, on its frames)
+            faces = self._recheck(frame, size, t) if detector_frame else self._follow(frame, size, t)
+        if faces is None:  # first frame, a lost track, a face the detector finds that no track holds
             faces = lm.detect(frame, self.max_faces, pose=self.pose, aligned=self.aligned)
-            self._live = [(face, face.box, box_from_points(face.points)) for face in faces]
-            self._since, self.detector_frames = 0, self.detector_frames + 1
+            self._live = [_Live(face, face.box, box_from_points(face.points)) for face in faces]
+            detector_frame = True
+        self._since = 0 if detector_frame else self._since + 1
+        self.detector_frames += detector_frame
         self.frames += 1
         return self.tracker.update(faces, t)
+
+    def _follow(self, frame: np.ndarray, size: tuple[int, int], t: float,
+                found: Sequence | None = None) -> list[Face] | None:
+        """The live faces in ``frame`` (at ``t`` seconds), each cut once where its previous points place
+        it (box and roll, :func:`facemark.placement.from_points`) through its
+        :class:`~facemark.placement.SteadyPlacement`: one pass (and its mirror where the flip test is on).
+        ``found``: the detector's fresh detection of each (a detector frame). None when a track is lost."""
+        lm, live = self.landmarker, self._live
+        for face in live:
+            if face.steady is None and self.steadiness is not None:
+                face.steady = SteadyPlacement(self.steadiness)
+        placed = [lm.placement(f.face.points) if f.steady is None else f.steady(lm.placement(f.face.points), t)
+                  for f in live]
+        scores = [f.face.score if found is None else d.score for f, d in zip(live, found or live)]
+        given = [{"box": box, "roll": roll, "score": score} for (box, roll), score in zip(placed, scores)]
+        # in `live`'s order: detect() returns faces by score, given boxes keep theirs, the sort is stable
+        faces = lm.detect(frame, boxes=given, pose=self.pose, aligned=self.aligned, flip=self.flip)
+        if any(track_lost(face, size) for face in faces):
+            return None
+        out = []
+        for f, face, d in zip(live, faces, found or live):
+            if found is None:  # the detector box follows the points
+                face = replace(face, box=_follow_box(f.det_box, f.det_lbox, box_from_points(face.points)))
+                f.face = face
+            else:  # the detector's fresh box
+                face = replace(face, box=tuple(float(v) for v in d.box))
+                f.face, f.det_box, f.det_lbox = face, face.box, box_from_points(face.points)
+            out.append(face)
+        return out
+
+    def _recheck(self, frame: np.ndarray, size: tuple[int, int], t: float) -> list[Face] | None:
+        """A detector frame with faces in hand: the detector runs, and when each face it finds
+        continues one live track (their boxes overlap, IoU >= :data:`SAME_FACE`) and each track is
+        found, the faces are followed as in between (:meth:`_follow`, fresh boxes and scores), so the
+        detector frame costs the detector and no second placement; None (a full :meth:`detect`) when
+        it finds a new face or misses a tracked one."""
+        found = self.landmarker.detector.detect(frame)[: self.max_faces]
+        if len(found) != len(self._live):
+            return None
+        order = []
+        for f in self._live:
+            now = _follow_box(f.det_box, f.det_lbox, box_from_points(f.face.points))
+            best = max(range(len(found)), key=lambda k: iou(found[k].box, now))
+            if best in order or iou(found[best].box, now) < SAME_FACE:
+                return None
+            order.append(best)
+        return self._follow(frame, size, t, [found[k] for k in order])
+
+
+@dataclass
+class _Live:
+    """A face :class:`VideoTracker` follows: its last raw points (``face``), its detector box and
+    landmark box when last detected (the box follows the points in between), its crop's
+    :class:`~facemark.placement.SteadyPlacement`."""
+
+    face: Face
+    det_box: Box
+    det_lbox: Box
+    steady: SteadyPlacement | None = None

@@ -29,10 +29,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "facemark"
 LAYERS = {
     # the floor, for everyone: conventions, files, images, schemes, the model spec and what it holds
     # (quality), metrics, figures, the optional extras, detectors, head pose, face alignment, the Face
-    # record and video tracking (which drives a Landmarker it is given, without importing the API)
+    # record, the One-Euro filter and video tracking (which drives a Landmarker it is given, without
+    # importing the API)
     "floor": ("facemark", "facemark._version", "facemark.extras", "facemark.files", "facemark.images",
-              "facemark.inputs", "facemark.geometry", "facemark.placement", "facemark.clips", "facemark.schemes", "facemark.spec",
-              "facemark.quality", "facemark.metrics",
+              "facemark.inputs", "facemark.geometry", "facemark.filters", "facemark.placement", "facemark.clips",
+              "facemark.schemes", "facemark.spec", "facemark.quality", "facemark.metrics",
               "facemark.plots", "facemark.detectors", "facemark.pose", "facemark.align", "facemark.face", "facemark.track"),
     "data": ("facemark.data",),
     "models": ("facemark.models", "facemark.losses", "facemark.checkpoint", "facemark.classical"),

@@ -1,5 +1,5 @@
 """Placement (facemark.placement): one eye-roll formula, placement from points, the agreement rule,
-calibrations and keypoint placement."""
+calibrations, keypoint placement, and a tracked face's steady crop."""
 
 import numpy as np
 import pytest
@@ -9,6 +9,8 @@ from facemark.placement import (
     AGREE_ROLL,
     Calibration,
     KeypointPlacement,
+    Steadiness,
+    SteadyPlacement,
     agrees,
     eye_roll,
     from_points,
@@ -58,3 +60,33 @@ def test_calibration_round_trip_and_keypoint_placement_shape_check():
     assert roll == pytest.approx(0.0) and placed == pytest.approx((0.0, 0.0, 100.0, 100.0))
     with pytest.raises(ValueError, match="expects 13 features"):
         placement.apply((0, 0, 100, 100), keypoints[:4])
+
+
+def _placement(cx: float, cy: float, size: float, roll: float):
+    return (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2), roll
+
+
+def test_a_steady_placement_holds_still_on_noise_and_follows_a_move():
+    """At rest the crop barely moves however the points shake; moving, it keeps up (its step ahead
+    leaves it on the face, not a frame behind), and it turns the short way across +-180 degrees."""
+    rng = np.random.default_rng(0)
+    steady = SteadyPlacement(Steadiness())
+    shaking = [_placement(*(rng.normal(0, 0.3, 2) + 200), 150 + rng.normal(0, 0.3), rng.normal(0, 0.3))
+               for _ in range(60)]  # a 150 px face at rest, its placement shaking by 0.3 px and 0.3 degrees
+    out = [steady(placement, i / 30) for i, placement in enumerate(shaking)]
+    moves = {name: np.abs(np.diff([[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2] for b, _ in placements[10:]], axis=0)).mean()
+             for name, placements in (("raw", shaking), ("steady", out))}
+    assert moves["steady"] < 0.6 * moves["raw"]
+    turns = {name: np.abs(np.diff([roll for _, roll in placements[10:]])).mean()
+             for name, placements in (("raw", shaking), ("steady", out))}
+    assert turns["steady"] < 0.6 * turns["raw"]
+    for i in range(60, 120):  # then moving right at 6 px per frame
+        box, _ = steady(_placement(200 + 6 * (i - 59), 200, 150, 0.0), i / 30)
+    assert abs((box[0] + box[2]) / 2 - (200 + 6 * 61)) < 3.0  # where the face is in the next frame
+    lagging = SteadyPlacement(Steadiness(ahead=False))
+    for i in range(60, 120):
+        box, _ = lagging(_placement(200 + 6 * (i - 59), 200, 150, 0.0), i / 30)
+    assert abs((box[0] + box[2]) / 2 - (200 + 6 * 61)) > 5.0  # without the step ahead: a frame behind
+    turning = SteadyPlacement(Steadiness())
+    rolls = [turning(_placement(200, 200, 150, roll), i / 30)[1] for i, roll in enumerate([178.0, -179.0, -178.0])]
+    assert all(abs((roll - 180.0 + 180) % 360 - 180) < 3.0 for roll in rolls)  # near 180, never through 0

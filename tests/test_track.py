@@ -1,4 +1,4 @@
-"""facemark.track: the One-Euro filter, following faces from frame to frame, and Landmarker.track on
+"""facemark.track: following faces from frame to frame, and Landmarker.track on
 synthetic clips with known points (facemark.clips.make_clip), one of them through a video file."""
 
 from __future__ import annotations
@@ -13,19 +13,8 @@ from facemark.api import Face, Landmarker
 from facemark.clips import make_clip
 from facemark.metrics import nmf
 from facemark.predict import SAMPLE_IMAGE, predict_paths
-from facemark.track import FaceTracker, OneEuroFilter, Smoothing, VideoTracker, track_lost
+from facemark.track import FaceTracker, Smoothing, VideoTracker, track_lost
 from tests.conftest import count_crops
-
-
-def test_one_euro_filter_cuts_jitter_and_follows_a_step():
-    rng = np.random.default_rng(0)
-    # face-size units at 30 fps: 0.5 px of jitter on a 170 px face, then a jump of 20 % of the face
-    signal = np.r_[np.zeros(60), np.full(30, 0.2)] + rng.normal(0, 0.003, 90)
-    s = Smoothing()
-    f = OneEuroFilter(s.min_cutoff, s.beta, s.d_cutoff)
-    out = np.array([f(v, i / 30) for i, v in enumerate(signal)])
-    assert np.diff(out[10:60]).std() < 0.4 * np.diff(signal[10:60]).std()  # frame-to-frame flicker
-    assert np.all(np.abs(out[62:] - 0.2) < 0.01)  # caught up within 2 frames of the jump
 
 
 def _face(x0: float, y0: float, size: float = 100.0) -> Face:
@@ -180,3 +169,43 @@ def test_a_tracked_frame_costs_one_crop_per_face(monkeypatch, landmarker, photo)
             assert len(tracker.push(frame)) == 1
             assert batches == crops, (flip, batches)
         assert tracker.detector_frames == 1
+
+
+def test_a_detector_frame_checks_the_faces_in_hand_without_placing_them_again(monkeypatch, landmarker, photo):
+    """On a detector frame a face the detector finds where a track is continues that track: the
+    detector runs, then one crop per face where the track places it (a full detect would add a
+    placing pass and jump to the detector's crop). A face the detector finds that no track holds
+    takes the full detect."""
+    frames, _ = make_clip(*photo, frames=30, kind="moving", seed=6)
+    batches = count_crops(monkeypatch, landmarker)
+    stream, calls = _spy_on_detector(monkeypatch, landmarker, frames[:8])
+    tracker = VideoTracker(landmarker, every=4, smoothing=False, flip=False)
+    per_frame = []
+    for frame in stream:
+        batches.clear()
+        faces = tracker.push(frame)
+        per_frame.append(list(batches))
+        assert len(faces) == 1 and faces[0].track_id == 0
+    assert calls == [0, 4] and tracker.detector_frames == 2
+    assert per_frame[4] == [1] and all(per_frame[i] == [1] for i in (1, 2, 3, 5, 6, 7))
+    assert sum(per_frame[0]) >= 2  # the first frame: detect()'s own passes (flip test, placement check)
+
+
+def test_a_face_at_rest_keeps_its_crop(monkeypatch, landmarker, photo):
+    """A still face's crop barely moves from frame to frame (its SteadyPlacement), where a crop
+    exactly where the previous points place it shakes with their noise and feeds it back."""
+    frames, _ = make_clip(*photo, frames=30, kind="still", seed=7)
+    detect, crops = landmarker.detect, []
+
+    def spy(image, *args, boxes=None, **kw):
+        if boxes is not None:
+            crops.append([(b["box"][0] + b["box"][2]) / 2 for b in boxes] + [b["roll"] for b in boxes])
+        return detect(image, *args, boxes=boxes, **kw)
+
+    monkeypatch.setattr(landmarker, "detect", spy)
+    shake = {}
+    for steady in (True, False):
+        crops.clear()
+        list(VideoTracker(landmarker, every=100, smoothing=False, flip=False, steady=steady).run(frames))
+        shake[steady] = np.abs(np.diff(np.array(crops[5:]), axis=0)).mean(axis=0)  # centre x, roll
+    assert np.all(shake[True] < 0.6 * shake[False]), shake
