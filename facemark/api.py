@@ -394,7 +394,8 @@ class Landmarker:
         while the face is still (``steady``: ``True``, a :class:`facemark.placement.Steadiness`, or
         ``False`` for exactly there): one pass of the model per face, about half the time of
         :meth:`detect` on every frame (``flip=True``: with its mirror, the flip test, on tracked
-        frames too; None: the Landmarker's ``flip_test``).
+        frames too; None: the Landmarker's ``flip_test``). Without the mirror a face's ``quality`` and
+        ``point_scores`` take a flip-tested model's flip-spread feature at its fitted mean.
         ``smoothing``: One-Euro smoothing of the points (``True``: :class:`facemark.track.Smoothing`
         defaults, a ``Smoothing``, or ``False``); ``fps`` sets the filter's clock. See :mod:`facemark.track`.
         """

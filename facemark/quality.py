@@ -42,9 +42,9 @@ _EPS = 1e-4
 
 def raw_point_features(model_features: np.ndarray, flip_spread: np.ndarray | None) -> np.ndarray:
     """``(B, K, 3)``: the model's ``(B, K, 2)`` (peak, neighbour spread) plus the flip spread
-    ``(B, K)`` (zeros without flip test)."""
+    ``(B, K)`` (NaN without flip test: a missing feature, which :class:`Logistic` reads as its fitted mean)."""
     model_features = np.asarray(model_features, dtype=np.float64)
-    flip = np.zeros(model_features.shape[:2]) if flip_spread is None else np.asarray(flip_spread, dtype=np.float64)
+    flip = np.full(model_features.shape[:2], np.nan) if flip_spread is None else np.asarray(flip_spread, np.float64)
     return np.concatenate([model_features, flip[..., None]], axis=-1)
 
 
@@ -99,7 +99,7 @@ class QualityCalibration:
 
     point: Logistic
     face: Logistic
-    flip_test: bool = True  # fitted on flip-test predictions (the flip spread is 0 without them)
+    flip_test: bool = True  # fitted on flip-test predictions (without them the flip spread is missing, NaN)
     note: str = ""
     face_features: tuple[str, ...] = FACE_FEATURES  # the columns of face_design the face regression takes
 
