@@ -239,11 +239,13 @@ def main(argv=None) -> int:
               "ramp lag: behind a noise-free 200 px face moving 2 px per frame at 30 fps.", "",
               "| min_cutoff Hz | beta | still NMF % | moving NME % | moving NMF % | lag px | ramp lag px |",
               "|---:|---:|---:|---:|---:|---:|---:|"]
+    def cells(still: dict, moving: dict) -> str:
+        return f"{mean(still['nmf']):.3f} | {mean(moving['nme']):.2f} | {mean(moving['nmf']):.3f}"
+
     for s in sweep:
         st, mv = swept["still"][s], swept["moving"][s]
         mark = " (default)" if s == default else ""
-        lines.append(f"| {s.min_cutoff}{mark} | {s.beta} | {mean(st['nmf']):.3f} | {mean(mv['nme']):.2f} | "
-                     f"{mean(mv['nmf']):.3f} | {np.mean(mv['lag']):.2f} | {ramp_lag(s):.2f} |")
+        lines.append(f"| {s.min_cutoff}{mark} | {s.beta} | {cells(st, mv)} | {np.mean(mv['lag']):.2f} | {ramp_lag(s):.2f} |")
     lines += ["", "## Steady crops (tracking)", "",
               "Where each tracked frame's crop goes (`facemark.placement.Steadiness`): a One-Euro filter on the "
               "placement its previous points give, a step ahead by the filtered speed, or (none) exactly there.", "",
@@ -256,8 +258,7 @@ def main(argv=None) -> int:
             head = f"| {setting.min_cutoff}{mark} | {setting.beta} | {'yes' if setting.ahead else 'no'}"
         else:
             head = "| none | | "
-        lines.append(f"{head} | {mean(st['nme']):.2f} | {mean(st['nmf']):.3f} | {mean(mv['nme']):.2f} | "
-                     f"{mean(mv['nmf']):.3f} |")
+        lines.append(f"{head} | {mean(st['nme']):.2f} | {cells(st, mv)} |")
     lines.append("")
     write_report(args.out, lines)
     return 0
