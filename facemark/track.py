@@ -211,9 +211,9 @@ class VideoTracker:
                 face.steady = SteadyPlacement(self.steadiness)
         placed = [lm.placement(f.face.points) if f.steady is None else f.steady(lm.placement(f.face.points), t)
                   for f in live]
-        scores = [f.face.score if found is None else d.score for f, d in zip(live, found or live)]
-        given = [{"box": box, "roll": roll, "score": score} for (box, roll), score in zip(placed, scores)]
-        # in `live`'s order: detect() returns faces by score, given boxes keep theirs, the sort is stable
+        given = [{"box": box, "roll": roll, "score": f.face.score} for (box, roll), f in zip(placed, live)]
+        # in `live`'s order: detect() returns faces by score, `live` is in score order (it keeps
+        # detect()'s, re-sorted when the detector gives fresh scores), the sort is stable
         faces = lm.detect(frame, boxes=given, pose=self.pose, aligned=self.aligned, flip=self.flip)
         if any(track_lost(face, size) for face in faces):
             return None
@@ -222,10 +222,13 @@ class VideoTracker:
             if found is None:  # the detector box follows the points
                 face = replace(face, box=_follow_box(f.det_box, f.det_lbox, box_from_points(face.points)))
                 f.face = face
-            else:  # the detector's fresh box
-                face = replace(face, box=tuple(float(v) for v in d.box))
+            else:  # the detector's fresh box and score
+                face = replace(face, box=tuple(float(v) for v in d.box), score=float(d.score))
                 f.face, f.det_box, f.det_lbox = face, face.box, box_from_points(face.points)
             out.append(face)
+        if found is not None:  # fresh scores: back in score order, as detect() gives faces
+            order = sorted(range(len(out)), key=lambda i: -out[i].score)
+            out, self._live = [out[i] for i in order], [live[i] for i in order]
         return out
 
     def _recheck(self, frame: np.ndarray, size: tuple[int, int], t: float) -> list[Face] | None:

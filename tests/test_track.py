@@ -209,3 +209,30 @@ def test_a_face_at_rest_keeps_its_crop(monkeypatch, landmarker, photo):
         list(VideoTracker(landmarker, every=100, smoothing=False, flip=False, steady=steady).run(frames))
         shake[steady] = np.abs(np.diff(np.array(crops[5:]), axis=0)).mean(axis=0)  # centre x, roll
     assert np.all(shake[True] < 0.6 * shake[False]), shake
+
+
+def test_fresh_detector_scores_keep_each_face_on_its_own_points(monkeypatch, landmarker, photo):
+    """Two faces whose detector scores swap order from one detector frame to the next: each track
+    keeps its own face's points and box, and each frame's faces come highest score first."""
+    from dataclasses import replace as with_
+
+    left, _ = make_clip(*photo, frames=13, kind="still", seed=2, face_size=120, size=(320, 480))
+    right, _ = make_clip(*photo, frames=13, kind="still", seed=3, face_size=120, size=(320, 480))
+    frames = [np.hstack([a, b]) for a, b in zip(left, right)]
+    detect, calls = landmarker.detector.detect, []
+
+    def swapping(image, *args, **kw):  # the left face scores higher on every other detector frame
+        calls.append(1)
+        flip = len(calls) % 2
+        return sorted((with_(d, score=0.9 - 0.4 * ((d.box[0] < 320) == flip)) for d in detect(image, *args, **kw)),
+                      key=lambda d: -d.score)
+
+    monkeypatch.setattr(landmarker.detector, "detect", swapping)
+    side = {}
+    for faces in VideoTracker(landmarker, every=4, smoothing=False).run(frames):
+        assert len(faces) == 2 and [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+        for face in faces:
+            x = float(np.mean(face.points[:, 0]))
+            assert side.setdefault(face.track_id, x < 320) == (x < 320)  # a track stays on its face
+            assert face.box[0] < x < face.box[2]  # and its box on its points
+    assert len(calls) >= 3 and sorted(side) == [0, 1]
