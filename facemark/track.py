@@ -162,6 +162,8 @@ class VideoTracker:
         self.max_faces, self.pose, self.aligned = max_faces, pose, aligned
         # tracked frames: one crop per face (False), with its mirror (True), or the landmarker's own (None)
         self.flip = None if flip is None else bool(flip)
+        if not isinstance(steady, (bool, Steadiness)):
+            raise ValueError(f"steady must be True, False or a facemark.placement.Steadiness, got {steady!r}")
         # False: each crop exactly where the previous frame's points place it
         self.steadiness = Steadiness() if steady is True else (steady or None)
         settings = Smoothing() if smoothing is True or not smoothing else smoothing

@@ -128,6 +128,8 @@ def test_a_track_is_lost_when_its_points_leave_the_frame_or_its_quality_drops():
 def test_track_rejects_a_bad_detector_period(landmarker):
     with pytest.raises(ValueError, match="every"):
         list(landmarker.track([], every=0))
+    with pytest.raises(ValueError, match="steady"):
+        list(landmarker.track([], steady="yes"))
 
 
 def test_predict_on_a_video_tracks_its_faces(tmp_path, landmarker, photo):
