@@ -76,6 +76,19 @@ class Steadiness:
     d_cutoff: float = 1.0
     ahead: bool = True
 
+    def __post_init__(self):
+        check_filter_settings(self)
+
+
+def check_filter_settings(settings) -> None:
+    """One-Euro settings must be finite numbers: ``min_cutoff`` and ``d_cutoff`` > 0, ``beta`` >= 0."""
+    for name, low in (("min_cutoff", 0.0), ("beta", None), ("d_cutoff", 0.0)):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or (value <= low if low is not None else value < 0):
+            raise ValueError(f"{type(settings).__name__}.{name} must be a finite number "
+                             f"{'> 0' if low is not None else '>= 0'}, got {value!r}")
+
 
 class SteadyPlacement:
     """Where to cut one tracked face frame after frame: each :meth:`__call__` takes the placement

@@ -32,7 +32,7 @@ from facemark.face import Face
 from facemark.filters import OneEuroFilter
 from facemark.geometry import Box, box_from_points, iou
 from facemark.images import load_image
-from facemark.placement import Steadiness, SteadyPlacement
+from facemark.placement import Steadiness, SteadyPlacement, check_filter_settings
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,13 @@ class Smoothing:
     d_cutoff: float = 1.0
     min_iou: float = 0.3
     max_missed: int = 5
+
+    def __post_init__(self):
+        check_filter_settings(self)
+        if not 0.0 <= self.min_iou <= 1.0:
+            raise ValueError(f"Smoothing.min_iou must be in 0..1, got {self.min_iou!r}")
+        if isinstance(self.max_missed, bool) or not isinstance(self.max_missed, int) or self.max_missed < 0:
+            raise ValueError(f"Smoothing.max_missed must be a whole number >= 0, got {self.max_missed!r}")
 
 
 class FaceTracker:

@@ -12,6 +12,7 @@ import pytest
 from facemark.api import Face, Landmarker
 from facemark.clips import make_clip
 from facemark.metrics import nmf
+from facemark.placement import Steadiness
 from facemark.predict import SAMPLE_IMAGE, predict_paths
 from facemark.track import FaceTracker, Smoothing, VideoTracker, track_lost
 from tests.conftest import count_crops
@@ -130,6 +131,11 @@ def test_track_rejects_a_bad_detector_period(landmarker):
         list(landmarker.track([], every=0))
     with pytest.raises(ValueError, match="steady"):
         list(landmarker.track([], steady="yes"))
+    for bad in ({"beta": -1.0}, {"min_cutoff": 0.0}, {"d_cutoff": float("nan")}, {"min_iou": 2.0}, {"max_missed": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Smoothing(**bad)
+    with pytest.raises(ValueError, match="Steadiness.beta"):
+        Steadiness(beta=float("inf"))
 
 
 def test_predict_on_a_video_tracks_its_faces(tmp_path, landmarker, photo):
