@@ -170,8 +170,8 @@ def main(argv=None) -> int:
             flipped, _, _ = run_pipeline(lm.track(frames, args.every, smoothing=False, fps=args.fps, flip=True), truth)
             flip_seconds = time.perf_counter() - start
             unsteady, _, _ = run_pipeline(lm.track(frames, args.every, smoothing=False, fps=args.fps, steady=False), truth)
-            for setting in steadiness:
-                points = tracked if setting == Steadiness() else run_pipeline(
+            for setting in steadiness:  # the default and none are the rows above, not run again
+                points = tracked if setting == Steadiness() else unsteady if setting is False else run_pipeline(
                     VideoTracker(lm, args.every, smoothing=False, fps=args.fps, steady=setting).run(frames), truth)[0]
                 steadied[kind][setting]["nme"].append(nme_of(points, truth))
                 steadied[kind][setting]["nmf"].append(nmf(points, truth))

@@ -43,3 +43,13 @@ class OneEuroFilter:
         alpha = self._alpha(dt, self.min_cutoff + self.beta * np.abs(self.dx))
         self.x, self.t = self.x + alpha * (x - self.x), float(t)
         return self.x.copy()
+
+
+def check_filter_settings(settings) -> None:
+    """One-Euro settings must be finite numbers: ``min_cutoff`` and ``d_cutoff`` > 0, ``beta`` >= 0."""
+    for name, low in (("min_cutoff", 0.0), ("beta", None), ("d_cutoff", 0.0)):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or (value <= low if low is not None else value < 0):
+            raise ValueError(f"{type(settings).__name__}.{name} must be a finite number "
+                             f"{'> 0' if low is not None else '>= 0'}, got {value!r}")

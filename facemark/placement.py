@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from facemark.filters import OneEuroFilter
+from facemark.filters import OneEuroFilter, check_filter_settings
 from facemark.geometry import Box, box_centre, turned_box, upright_turn
 
 #: a face placed from a detector's keypoints keeps its one pass when the roll of its predicted points
@@ -78,16 +78,6 @@ class Steadiness:
 
     def __post_init__(self):
         check_filter_settings(self)
-
-
-def check_filter_settings(settings) -> None:
-    """One-Euro settings must be finite numbers: ``min_cutoff`` and ``d_cutoff`` > 0, ``beta`` >= 0."""
-    for name, low in (("min_cutoff", 0.0), ("beta", None), ("d_cutoff", 0.0)):
-        value = getattr(settings, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or (value <= low if low is not None else value < 0):
-            raise ValueError(f"{type(settings).__name__}.{name} must be a finite number "
-                             f"{'> 0' if low is not None else '>= 0'}, got {value!r}")
 
 
 class SteadyPlacement:

@@ -29,10 +29,10 @@ import numpy as np
 
 from facemark.detectors.base import Detector
 from facemark.face import Face
-from facemark.filters import OneEuroFilter
+from facemark.filters import OneEuroFilter, check_filter_settings
 from facemark.geometry import Box, box_from_points, iou
 from facemark.images import load_image
-from facemark.placement import Steadiness, SteadyPlacement, check_filter_settings
+from facemark.placement import Steadiness, SteadyPlacement
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,8 @@ class VideoTracker:
             faces = self._recheck(frame, size, t) if detector_frame else self._follow(frame, size, t)
         if faces is None:  # first frame, a lost track, a face the detector finds that no track holds
             faces = lm.detect(frame, self.max_faces, pose=self.pose, aligned=self.aligned)
-            self._live = [_Live(face, face.box, box_from_points(face.points)) for face in faces]
+            self._live = [_Live(face, face.box, box_from_points(face.points),
+                                SteadyPlacement(self.steadiness) if self.steadiness else None) for face in faces]
             detector_frame = True
         self._since = 0 if detector_frame else self._since + 1
         self.detector_frames += detector_frame
@@ -215,9 +216,6 @@ class VideoTracker:
         :class:`~facemark.placement.SteadyPlacement`: one pass (and its mirror where the flip test is on).
         ``found``: the detector's fresh detection of each (a detector frame). None when a track is lost."""
         lm, live = self.landmarker, self._live
-        for face in live:
-            if face.steady is None and self.steadiness is not None:
-                face.steady = SteadyPlacement(self.steadiness)
         placed = [lm.placement(f.face.points) if f.steady is None else f.steady(lm.placement(f.face.points), t)
                   for f in live]
         given = [{"box": box, "roll": roll, "score": f.face.score} for (box, roll), f in zip(placed, live)]
@@ -230,10 +228,10 @@ class VideoTracker:
         for f, face, d in zip(live, faces, found or live):
             if found is None:  # the detector box follows the points
                 face = replace(face, box=_follow_box(f.det_box, f.det_lbox, box_from_points(face.points)))
-                f.face = face
             else:  # the detector's fresh box and score
                 face = replace(face, box=tuple(float(v) for v in d.box), score=float(d.score))
-                f.face, f.det_box, f.det_lbox = face, face.box, box_from_points(face.points)
+                f.det_box, f.det_lbox = face.box, box_from_points(face.points)
+            f.face = face
             out.append(face)
         if found is not None:  # fresh scores: back in score order, as detect() gives faces
             order = sorted(range(len(out)), key=lambda i: -out[i].score)
@@ -250,10 +248,9 @@ class VideoTracker:
         if len(found) != len(self._live):
             return None
         order = []
-        for f in self._live:
-            now = _follow_box(f.det_box, f.det_lbox, box_from_points(f.face.points))
-            best = max(range(len(found)), key=lambda k: iou(found[k].box, now))
-            if best in order or iou(found[best].box, now) < SAME_FACE:
+        for f in self._live:  # f.face.box: the detector box, followed to the face's last points
+            best = max(range(len(found)), key=lambda k: iou(found[k].box, f.face.box))
+            if best in order or iou(found[best].box, f.face.box) < SAME_FACE:
                 return None
             order.append(best)
         return self._follow(frame, size, t, [found[k] for k in order])
