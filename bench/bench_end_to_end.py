@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from bench import write_report
+from bench.timing import taking_turns
 from facemark.api import Landmarker
 from facemark.data.faces import load_faces
 from facemark.data.store import read_dataset_image
@@ -108,15 +109,15 @@ def variant(model, kwargs: dict) -> Landmarker:
 
 
 def time_per_photo(pipelines: dict, photos: list[np.ndarray], warmup: int = 3) -> tuple[dict, dict]:
-    """Milliseconds of one call per photo for each pipeline (taking turns photo by photo, the order
-    rotating so no pipeline always follows the same one) and the photos each found a face in."""
+    """Milliseconds of one call per photo for each pipeline (taking turns photo by photo, in a
+    shuffled order: :func:`bench.timing.taking_turns`) and the photos each found a face in."""
     for image in photos[:warmup]:
         for detect in pipelines.values():
             detect(image)
     labels = list(pipelines)
     times, found = {label: [] for label in labels}, {label: 0 for label in labels}
-    for k, image in enumerate(photos):
-        for label in labels[k % len(labels):] + labels[: k % len(labels)]:
+    for image, order in zip(photos, taking_turns(labels, len(photos))):
+        for label in order:
             start = time.perf_counter()
             faces = pipelines[label](image)
             times[label].append(1000 * (time.perf_counter() - start))

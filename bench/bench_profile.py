@@ -28,6 +28,7 @@ import numpy as np
 
 from bench import write_report
 from bench.bench_end_to_end import photo_640x480
+from bench.timing import taking_turns
 from facemark.api import Landmarker
 from facemark.data.faces import load_faces
 from facemark.data.store import read_dataset_image
@@ -77,8 +78,8 @@ def profile(models: dict[str, str], photos: list[np.ndarray]) -> list[str]:
     total = dict.fromkeys(runs, 0.0)
     faces = dict.fromkeys(runs, 0)
     labels = list(runs)
-    for k, image in enumerate(photos):
-        for label in labels[k % len(labels):] + labels[: k % len(labels)]:
+    for image, order in zip(photos, taking_turns(labels, len(photos))):
+        for label in order:
             start = time.perf_counter()
             faces[label] += len(runs[label][0].detect(image))
             total[label] += time.perf_counter() - start

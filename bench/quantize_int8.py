@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     float_lm = Landmarker(args.model, num_threads=args.threads)
     int8_path = args.model.with_name(args.model.stem + ".int8.onnx")
     quantize_onnx(args.model, int8_path, args.data, count=args.calib)
-    models = {"float32": float_lm, "int8 (QDQ, per-channel)": Landmarker(int8_path, num_threads=args.threads)}
+    models = {"float32": float_lm, "int8 (QDQ, per-channel weights, percentile activation ranges, decoding float)":
+              Landmarker(int8_path, num_threads=args.threads)}
     def shown(path: Path) -> str:
         return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
 

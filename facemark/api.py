@@ -29,7 +29,7 @@ from facemark.detectors.given import GivenBoxes
 from facemark.face import Face
 from facemark.geometry import Box, CropRule, box_centre, crop_box_from_box, crop_image, from_crop, upright_turn
 from facemark.images import MAX_PIXELS, load_image
-from facemark.placement import agrees, from_points, points_roll
+from facemark.placement import from_points, points_roll
 from facemark.pose import PoseError, head_pose
 from facemark.quality import QualityCalibration, raw_point_features
 from facemark.runtime import open_model
@@ -205,11 +205,11 @@ class Landmarker:
             out.append(faces)
         return out
 
-    def _run_crops(self, crops: list[list], batch_size: int = 64, mirror: bool = False,
+    def _run_crops(self, crops: list[list], batch_size: int = 64,
                    both: bool = False) -> list[list] | tuple[list[list], list[list]]:
-        """The model's raw output for each face of :meth:`_cut` (or its mirror image), ``batch_size``
-        crops at a time: ``(crop box, turn, normalised points (K, 2), raw features (K, 2) or None)``;
-        ``both``: for the crops and their mirror images, in the same batches (one model call)."""
+        """The model's raw output for each face of :meth:`_cut`, ``batch_size`` crops at a time:
+        ``(crop box, turn, normalised points (K, 2), raw features (K, 2) or None)``; ``both``: for
+        the crops and their mirror images, in the same batches (one model call)."""
         run = getattr(self._run, "run_with_features", None) or (lambda batch: (self._run(batch), None))
         jobs = [(i, face) for i, faces in enumerate(crops) for face in faces]
         out: list[list] = [[] for _ in crops]
@@ -220,8 +220,6 @@ class Landmarker:
             batch = np.stack([crop for _, (_, _, crop) in chunk])  # (B, S, S, 3)
             if both:
                 batch = np.concatenate([batch, batch[:, :, ::-1]])
-            elif mirror:
-                batch = batch[:, :, ::-1]
             points, features = run(batch)
             for j, (i, (crop_box, turn, _)) in enumerate(chunk):
                 out[i].append((crop_box, turn, points[j], None if features is None else features[j]))
@@ -302,61 +300,40 @@ class Landmarker:
             self._add_outputs(image, image_faces, pose, aligned)
         return [[self._public_face(face) for face in image_faces] for image_faces in faces]
 
-    def _place(self, detector, detection, given: bool) -> tuple[Box, float, str]:
+    def _place(self, detector, detection, given: bool) -> tuple[Box, float, bool]:
         """Where the model first cuts a face: ``(box in the model's point scheme, of the face turned
-        upright; roll; mode)``, from the detection's placement (:mod:`facemark.placement`, computed
-        once by its detector). A 5-point model file takes the five points' box
-        (:data:`facemark.schemes.FIVE_FROM_68_BOX`); boxes given to a five-point view are the five
-        points' and become the 68-point model's. The mode (:meth:`_passes`): ``"once"`` for given
-        boxes and with ``Landmarker(refine=False)``; ``"refine"`` with ``refine=True`` and for a
-        detector box (its box convention is undone by a second pass); ``"check"`` for a face placed
-        from keypoints."""
+        upright; roll; whether a placing pass comes first)``, from the detection's placement
+        (:mod:`facemark.placement`, computed once by its detector). A 5-point model file takes the
+        five points' box (:data:`facemark.schemes.FIVE_FROM_68_BOX`); boxes given to a five-point
+        view are the five points' and become the 68-point model's. A placing pass (:meth:`_passes`)
+        comes first with ``refine=True``, and with ``refine=None`` for a face its detector gave no
+        keypoints for (its box convention is undone by the second pass); given boxes, faces placed
+        from keypoints and ``refine=False`` take one pass."""
         detection = detector.placed(detection)  # a detector that overrides detect() may leave it to us
         box, roll = detection.landmark_box, detection.roll
         if given and self.five_view:
             box = box_68_from_five(box)
         elif self.spec is not None and self.spec.scheme == "5":
             box = five_from_68_box(box)
-        if given or self.refine is False:
-            return box, roll, "once"
-        return box, roll, "check" if detection.from_keypoints and self.refine is None else "refine"
+        refine = not given and (self.refine is True or (self.refine is None and not detection.from_keypoints))
+        return box, roll, refine
 
-    def _passes(self, images: list[np.ndarray], placed: list[list[tuple[Box, float, str]]],
+    def _passes(self, images: list[np.ndarray], placed: list[list[tuple[Box, float, bool]]],
                 flip: bool) -> list[list[tuple]]:
         """The landmark passes of :meth:`detect` for faces placed by :meth:`_place`: points and raw
-        features of each. ``"once"``: one pass, with flip test, where placed. ``"refine"``: a pass
-        without flip test only places the crop (:meth:`placement` of its points, the face cut
-        upright), then the final pass runs there. ``"check"`` (a face placed from a detector's
-        keypoints): the first pass is kept when the placement of its own points agrees with the
-        keypoints' (:func:`facemark.placement.agrees`), its mirrored crop then completing the flip
-        test (``flip``), so such a face costs what one flip-tested pass costs; else as ``"refine"``."""
-        first = [[k for k, (_, _, mode) in enumerate(p) if mode != "once"] for p in placed]
-        out: list[list] = [[None] * len(p) for p in placed]
-        kept = []  # (image, face, its crop, its first pass)
+        features of each. A face to refine first takes a pass without flip test that only places
+        its crop (:meth:`placement` of its points, the face cut upright); then every face takes
+        the final pass where it is placed, with the flip test (``flip``)."""
+        first = [[k for k, (_, _, refine) in enumerate(p) if refine] for p in placed]
         if any(first):
             crops = self._cut(images, [[placed[i][k][0] for k in ks] for i, ks in enumerate(first)],
                               [[placed[i][k][1] for k in ks] for i, ks in enumerate(first)])
             raw = self._run_crops(crops)
             for i, ks in enumerate(first):
-                for k, crop, normal in zip(ks, crops[i], raw[i]):
-                    box, roll, mode = placed[i][k]
-                    again_box, again_roll = from_points(self._finish(normal)[0], self.model_scheme)
-                    if mode == "check" and agrees(roll, again_roll):
-                        kept.append((i, k, crop, normal))
-                    else:
-                        placed[i][k] = (again_box, again_roll, "once")
-        if kept:  # their first pass stands: the mirror of the same crop completes the flip test
-            mirrored = self._run_crops([[crop] for _, _, crop, _ in kept], mirror=True) if flip else None
-            for n, (i, k, _, normal) in enumerate(kept):
-                out[i][k] = self._finish(normal, None if mirrored is None else mirrored[n][0])
-        once = [[k for k, (_, _, mode) in enumerate(p) if mode == "once"] for p in placed]
-        if any(once):
-            final = self._predict_scored(images, [[placed[i][k][0] for k in ks] for i, ks in enumerate(once)],
-                                         flip=flip, rolls=[[placed[i][k][1] for k in ks] for i, ks in enumerate(once)])
-            for i, ks in enumerate(once):
-                for k, result in zip(ks, final[i]):
-                    out[i][k] = result
-        return out
+                for k, normal in zip(ks, raw[i]):
+                    placed[i][k] = (*from_points(self._finish(normal)[0], self.model_scheme), False)
+        return self._predict_scored(images, [[box for box, _, _ in p] for p in placed], flip=flip,
+                                    rolls=[[roll for _, roll, _ in p] for p in placed])
 
     def roll(self, points: np.ndarray) -> float:
         """The in-plane tilt of the face of ``points``, degrees counter-clockwise on screen: the angle

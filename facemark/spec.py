@@ -38,16 +38,25 @@ from facemark.schemes import scheme_from_spec
 
 #: The ONNX metadata key holding the spec (JSON).
 METADATA_KEY = "facemark"
-#: the models shipped in the package (``facemark/assets/models``): ``default`` (68 points),
-#: ``default-int8`` (its INT8 ONNX copy), ``default-5`` (5 points, cuhk-5pt order) and ``fast``
-#: (68 points, one pass: the flip test distilled into the network, INT8, ONNX only); a ``.pt`` and
-#: an ``.onnx`` each where both exist (:func:`resolve_model` picks the file)
-SHIPPED_MODELS = ("default", "default-int8", "default-5", "fast")
+#: the models shipped in the package (``facemark/assets/models``) and their files: ``default`` (68
+#: points, flip test; on ONNX Runtime its INT8 copy ``default.onnx``, the network quantized and its
+#: decoding float: the float model's NME within 0.01 % at 0.6x its time per photo; on torch its
+#: float checkpoint ``default.pt``, which training starts from), ``default-float`` (the same model
+#: in float32 ONNX), ``default-int8`` (the earlier name of the default's INT8 copy: the same file),
+#: ``default-5`` (5 points, cuhk-5pt order) and ``fast`` (68 points, one pass: the flip test
+#: distilled into the network, INT8, ONNX only); :func:`resolve_model` picks the file
+SHIPPED_FILES = {
+    "default": ("default.onnx", "default.pt"),
+    "default-float": ("default-float.onnx",),
+    "default-int8": ("default.onnx",),
+    "fast": ("fast.onnx",),
+}
 #: shipped names that run another shipped model and give its points converted to five
 #: (:func:`facemark.schemes.to_five`): ``default-5`` is the 68-point default's one pass, five points
 #: out (its eye centres, the means of its eye points, beat a separate five-point model's:
 #: bench/results/five_points.md); the file of a view is its model's
 FIVE_POINT_VIEWS = {"default-5": "default"}
+SHIPPED_MODELS = (*SHIPPED_FILES, *FIVE_POINT_VIEWS)
 MODEL_DIR = Path(str(files("facemark") / "assets" / "models"))
 #: the model files facemark runs: ONNX, a torch checkpoint and the classical ones
 #: (:data:`facemark.classical.SUFFIXES`: dlib ERT ``.dat``, LBF ``.lbf.npz``)
@@ -58,18 +67,18 @@ DEFAULT_STD = (1.0, 1.0, 1.0)
 
 def resolve_model(model: str | Path, backend: str | None = None) -> Path:
     """The file of ``model``, the one rule for every command (the API through :mod:`facemark.runtime`,
-    ``train --init`` and ``teacher``): a shipped name (:data:`SHIPPED_MODELS`; its ``.onnx``, or its
+    ``train --init`` and ``teacher``): a shipped name (:data:`SHIPPED_FILES`: its ``.onnx``, or its
     ``.pt`` for ``backend="torch"``) or a path to a model file."""
     model = FIVE_POINT_VIEWS.get(str(model), model)
-    if str(model) in SHIPPED_MODELS:
-        suffixes = ("pt",) if backend == "torch" else ("onnx", "pt")
-        candidates = [MODEL_DIR / f"{model}.{ext}" for ext in suffixes]
-        for path in candidates:
+    if str(model) in SHIPPED_FILES:
+        names = SHIPPED_FILES[str(model)]
+        wanted = [n for n in names if n.endswith(".pt")] if backend == "torch" else sorted(names, key=lambda n: n.endswith(".pt"))
+        if not wanted:
+            raise ValueError(f"'{model}' is an ONNX-only model: use backend='onnx'")
+        for path in (MODEL_DIR / name for name in wanted):
             if path.is_file():
                 return path
-        if backend == "torch" and (MODEL_DIR / f"{model}.onnx").is_file():
-            raise ValueError(f"'{model}' is an ONNX-only model: use backend='onnx'")
-        raise FileNotFoundError(f"no shipped model '{model}' in {MODEL_DIR} (looked for {[p.name for p in candidates]})")
+        raise FileNotFoundError(f"no shipped model '{model}' in {MODEL_DIR} (looked for {wanted})")
     path = Path(model)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found (give a shipped model, {', '.join(SHIPPED_MODELS)}; "

@@ -87,9 +87,10 @@ def test_a_truncated_jpeg_path_is_refused(tmp_path, face_image):
         load_image(tmp_path / "cut.jpg")
 
 
-def test_detect_mirrors_only_the_final_pass(tiny_checkpoint, face_image, monkeypatch):
+def test_detect_mirrors_only_the_final_pass(tiny_checkpoint, face_image):
     """The first pass only places the crop: one crop per face; the refined pass adds the mirror. A
-    face the detector placed from its keypoints (refine=None, the default) takes one mirrored pass."""
+    face the detector placed from its keypoints (refine=None, the default) takes one model call, its
+    crop and mirror together."""
     import numpy as np
 
     from facemark.detectors.base import Detection, KeypointPlacement
@@ -118,21 +119,15 @@ def test_detect_mirrors_only_the_final_pass(tiny_checkpoint, face_image, monkeyp
 
         placement = KeypointPlacement(tuple((0.0, 0.0, 1.0, 1.0) if i == 12 else (0.0,) * 4 for i in range(13)))
 
-    # placed from keypoints: the first pass stands when its points' roll agrees (placement.agrees), and
-    # its mirror completes the flip test; else it is re-cut and predicted again, mirror included
-    import facemark.api
-
-    for refine, roll_off, expected in ((None, 0.0, [1, 1]), (None, 6.0, [1, 2]), (True, 0.0, [1, 2]),
-                                       (False, 0.0, [2])):  # crops per model call
+    # placed from keypoints: one pass, crop and mirror in one call, where the keypoints place the
+    # face, whatever its points' own placement says; refine=True places it with a first pass
+    for refine, expected in ((None, [2]), (True, [1, 2]), (False, [2])):  # crops per model call
         batches.clear()
         lm.refine, lm._detector = refine, WithKeypoints([box])
         placed = lm._detector.placed(lm._detector.detect(image)[0])
         assert placed.from_keypoints
-        # the points' own placement: the same box, its roll off by roll_off degrees
-        monkeypatch.setattr(facemark.api, "from_points", lambda points, scheme, box=placed.landmark_box,
-                            r=placed.roll + roll_off: (box, r))
         lm.detect(image)
-        assert batches == expected, (refine, roll_off)
+        assert batches == expected, refine
 
 
 def test_detect_turns_tilted_heads_upright(lite_root):

@@ -6,12 +6,10 @@ import pytest
 
 from facemark.geometry import box_from_points, upright_turn
 from facemark.placement import (
-    AGREE_ROLL,
     Calibration,
     KeypointPlacement,
     Steadiness,
     SteadyPlacement,
-    agrees,
     eye_roll,
     from_points,
     keypoint_roll,
@@ -44,10 +42,6 @@ def test_from_points_undoes_a_turn(scheme):
     assert roll == pytest.approx(20.0, abs=1e-6)
     want = box_from_points(upright)
     assert (box[2] - box[0], box[3] - box[1]) == pytest.approx((want[2] - want[0], want[3] - want[1]), abs=1e-3)
-
-
-def test_agreement_rule():
-    assert agrees(10.0, 10.0 + AGREE_ROLL) and not agrees(10.0, 10.1 + AGREE_ROLL)
 
 
 def test_calibration_round_trip_and_keypoint_placement_shape_check():
