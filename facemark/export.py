@@ -158,10 +158,14 @@ def quantize_onnx(model: str | Path, out: str | Path, data, count: int = 256, se
 
     with atomic_path(out) as tmp:
         quant_pre_process(str(model), str(tmp))  # shape inference and graph clean-up, as onnxruntime recommends
+        prepared = onnx.load(str(tmp))
+        for i, node in enumerate(prepared.graph.node):  # the quantizer leaves nodes out by name
+            node.name = node.name or f"unnamed_{i}_{node.op_type}"
+        onnx.save(prepared, str(tmp))
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrator prints its progress
             quantize_static(str(tmp), str(tmp), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=decode_nodes(onnx.load(str(tmp)).graph),
+                            nodes_to_exclude=decode_nodes(prepared.graph),
                             # ranges from the 99.999th percentile, not the extremes: finer steps, and
                             # points that flicker less on video (bench_video: 0.516 against 0.552 %)
                             calibrate_method=CalibrationMethod.Percentile)

@@ -197,6 +197,26 @@ def test_int8_export_keeps_the_spec_and_stays_close(tiny_checkpoint, synthetic_d
     assert b.shape == (68, 2) and np.abs(a - b).mean() < 0.05 * size
 
 
+def test_int8_leaves_the_decoding_float_in_a_graph_without_node_names(tiny_checkpoint, synthetic_dataset, tmp_path):
+    """The quantizer leaves nodes out by name: unnamed ones are named first, so an ONNX file whose
+    nodes carry no names still keeps its decoding float."""
+    import onnx
+
+    from facemark.export import decode_nodes, export_onnx, quantize_onnx
+
+    named, bare = tmp_path / "named.onnx", tmp_path / "bare.onnx"
+    export_onnx(tiny_checkpoint, named)
+    proto = onnx.load(str(named))
+    decoded = {name for node in proto.graph.node if node.name in set(decode_nodes(proto.graph)) for name in node.output}
+    for node in proto.graph.node:
+        node.name = ""
+    onnx.save(proto, str(bare))
+    quantize_onnx(bare, tmp_path / "bare.int8.onnx", synthetic_dataset, count=8)
+    graph = onnx.load(str(tmp_path / "bare.int8.onnx")).graph
+    quantized = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
+    assert quantized and "points" in decoded and not decoded & quantized
+
+
 def test_int8_export_without_training_faces_is_one_line(tiny_checkpoint, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
