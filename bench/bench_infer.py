@@ -78,7 +78,8 @@ def main() -> None:
         batch_images, batch_boxes = [images[i] for i in picks], [[boxes[i]] for i in picks]
         batch_ms = median_ms(lambda: lm.predict_batch(batch_images, batch_boxes, batch_size=args.batch),
                              max(1, args.repeats // 5))
-        rows.append((backend, per_face, 1000 * args.batch / batch_ms))
+        precision = lm.meta.get("precision", "float32")  # a shipped name runs another file on each backend
+        rows.append((f"{backend} (`{lm.model_path.name}`, {precision})", per_face, 1000 * args.batch / batch_ms))
 
     import onnxruntime
     import torch
