@@ -37,3 +37,18 @@ def test_every_bench_script_is_listed_in_docs_speed():
     table = (ROOT / "docs" / "speed.md").read_text().split("## The benchmarks", 1)[1]
     missing = [name for name in SCRIPTS if f"`bench.{name}`" not in table and f"`bench.{name}`," not in table]
     assert not missing, missing
+
+
+def test_pipelines_take_turns_in_a_shuffled_order():
+    """``bench.timing.taking_turns``: every photo runs every pipeline once, in a seeded order in which
+    each pipeline follows each other about equally often (a rotated fixed order kept one predecessor)."""
+    from collections import Counter
+
+    from bench.timing import taking_turns
+
+    labels = ["default", "flip on", "fast", "dlib"]
+    orders = taking_turns(labels, 2000)
+    assert orders == taking_turns(labels, 2000) and all(sorted(o) == sorted(labels) for o in orders)
+    after_dlib = Counter(o[i + 1] for o in orders for i in range(len(o) - 1) if o[i] == "dlib")
+    assert set(after_dlib) == {"default", "flip on", "fast"}
+    assert max(after_dlib.values()) < 1.2 * min(after_dlib.values())
