@@ -44,7 +44,8 @@ METADATA_KEY = "facemark"
 #: float checkpoint ``default.pt``, which training starts from), ``default-float`` (the same model
 #: in float32 ONNX), ``default-int8`` (the earlier name of the default's INT8 copy: the same file),
 #: ``default-5`` (5 points, cuhk-5pt order) and ``fast`` (68 points, one pass: the flip test
-#: distilled into the network, INT8, ONNX only); :func:`resolve_model` picks the file
+#: distilled into the network, INT8, ONNX only), each its ONNX file first; :func:`resolve_model`
+#: picks the file
 SHIPPED_FILES = {
     "default": ("default.onnx", "default.pt"),
     "default-float": ("default-float.onnx",),
@@ -71,8 +72,8 @@ def resolve_model(model: str | Path, backend: str | None = None) -> Path:
     ``.pt`` for ``backend="torch"``) or a path to a model file."""
     model = FIVE_POINT_VIEWS.get(str(model), model)
     if str(model) in SHIPPED_FILES:
-        names = SHIPPED_FILES[str(model)]
-        wanted = [n for n in names if n.endswith(".pt")] if backend == "torch" else sorted(names, key=lambda n: n.endswith(".pt"))
+        names = SHIPPED_FILES[str(model)]  # its ONNX file first
+        wanted = [n for n in names if n.endswith(".pt")] if backend == "torch" else list(names)
         if not wanted:
             raise ValueError(f"'{model}' is an ONNX-only model: use backend='onnx'")
         for path in (MODEL_DIR / name for name in wanted):
