@@ -34,14 +34,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench import write_report
+from bench import machine, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 LITE = Path(os.environ.get("FACEMARK_SHARED", ROOT.parent / "shared")) / "data" / "300w-lite"
@@ -200,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Bulk landmarking: local and ray engines",
         "",
-        (f"`{command_line}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
-         f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f} before and {load_after[0]:.1f} after."),
+        (f"`{command_line}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()}, "
+         f"load average {load_before[0]:.1f} before and {load_after[0]:.1f} after."),
         "",
         f"{n} 300w-lite photos (about 400 x 400 px) from {', '.join(FOLDERS)}; "
         + (f"{table.column('face').length() - table.column('face').null_count} faces, "

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from bench import DEFAULT_ROOT, write_report
+from bench import DEFAULT_ROOT, machine, write_report
 from facemark.calibrate import cache_file, detections_of, evenly_spaced, face_box, run_detections
 from facemark.data.faces import load_faces
 from facemark.detectors import DEFAULT_DETECTOR, calibration_for, detector_available, get_detector
@@ -184,7 +183,7 @@ def main(argv=None) -> int:
         "matched to the annotated face; the images can contain other real (unannotated) faces, so some of them "
         "are true faces. *top-1*: the highest-scoring detection is the annotated face. Times: median and 90th "
         "percentile of `detect` per image (decoding excluded), OpenCV/onnxruntime limited to 2 threads (dlib runs "
-        f"single-threaded), on {platform.processor() or platform.machine()}. Mean IoU: calibrated landmark box "
+        f"single-threaded), on {machine()}. Mean IoU: calibrated landmark box "
         "vs true (tight 68-point) landmark box, over the found faces."
     )
     if timing:

@@ -33,8 +33,6 @@ Writes ``bench/results/end_to_end.md``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import sys
 import time
@@ -43,7 +41,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench import write_report
+from bench import machine, write_report
 from bench.timing import taking_turns
 from facemark.api import Landmarker
 from facemark.data.faces import load_faces
@@ -203,7 +201,7 @@ def main(argv=None) -> int:
     command = shlex.join(["python", "-m", "bench.bench_end_to_end", *(argv if argv is not None else sys.argv[1:])])
     lines = ["# End to end: facemark against dlib", "", f"`{command}`", "",
              f"Model: `{args.model}` ({landmarker.name}), detector `{landmarker.detector.name}`; "
-             f"{platform.machine()} CPU, {os.cpu_count()} cores.", ""]
+             f"{machine()}.", ""]
 
     speed = timing_pass(args, faces, also, dlib_pipeline)
     if not args.no_accuracy:

@@ -15,13 +15,12 @@ that folder is missing, the bundled sample photo (boxes from the detector).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 from pathlib import Path
 
 import cv2
 
-from bench import write_report
+from bench import machine, write_report
 from bench.timing import median_ms
 from facemark.api import Landmarker
 from facemark.geometry import box_from_points
@@ -89,7 +88,7 @@ def main() -> None:
         "",
         f"Model `{name}` ({args.model}), faces from {source}; {args.threads} threads; median of {args.repeats} runs "
         f"(batch: {max(1, args.repeats // 5)}); flip test {'on' if lm.flip_test else 'off'} (the default is on: "
-        f"each face is predicted on its crop and the mirrored crop, as one batch). CPU: {platform.processor() or platform.machine()}, "
+        f"each face is predicted on its crop and the mirrored crop, as one batch). CPU: {machine()}, "
         f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}. "
         "Produced by `python -m bench.bench_infer`.",
         "",

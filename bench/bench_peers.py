@@ -54,7 +54,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench import write_report
+from bench import machine, write_report
 from bench.bench_end_to_end import DlibPipeline, photo_640x480, time_per_photo
 from bench.bench_hard_faces import aflw_test
 from facemark import __version__ as facemark_version
@@ -224,13 +224,6 @@ def versions() -> str:
         except importlib.metadata.PackageNotFoundError:
             pass
     return ", ".join(found) + f"; cv2 {cv2.__version__} imported; Python {platform.python_version()}"
-
-
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").is_file() \
-        else platform.machine()
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def load() -> str:

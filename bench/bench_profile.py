@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench import write_report
+from bench import machine, write_report
 from bench.bench_end_to_end import photo_640x480
 from bench.timing import taking_turns
 from facemark.api import Landmarker
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     command = shlex.join(["python", "-m", "bench.bench_profile", *(argv if argv is not None else sys.argv[1:])])
     lines = ["# Where a photo's time goes", "", f"`{command}`", "",
              f"`Landmarker(model).detect` with its defaults, mean per photo, decoding excluded; time inside ONNX "
-             f"Runtime's `run` per session; the rest is everything else in the call. {os.cpu_count()} cores, load "
+             f"Runtime's `run` per session; the rest is everything else in the call. {machine()}, load "
              f"average at the start {'/'.join(f'{x:.1f}' for x in os.getloadavg())}.", ""]
     for name, photos in {f"{len(originals)} validation photos as they are": originals,
                          f"the same {len(originals)} photos as 640x480": [photo_640x480(p) for p in originals]}.items():

@@ -55,7 +55,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -68,7 +67,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench import write_report
+from bench import machine, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -387,8 +386,8 @@ def attack_report(args, argv, model: str, image: bytes, phases: list, log_bytes:
     command = f"python -m bench.bench_service {' '.join(argv if argv is not None else sys.argv[1:])}"
     report = "\n".join([
         "# Service under attack", "", f"`{command}`", "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs (shared with whatever else runs), {HOST} only. Server: `facemark serve` defaults "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()} "
+        f"(shared with whatever else runs), {HOST} only. Server: `facemark serve` defaults "
         f"(header timeout 10 s, limit_concurrency 500, minimum upload rate 8 kB/s after 5 s, upload timeout 30 s, "
         f"refusal delay 1 s), "
         f"model `{model}`, {args.workers} inference workers, queue {args.queue if args.queue is not None else args.clients}. "
@@ -474,8 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     errors = {k: v for k, v in statuses.items() if k != 200}
     report = (
         f"# Service load test\n\n`python -m bench.bench_service {' '.join(argv if argv is not None else sys.argv[1:])}` "
-        f"on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, {HOST} only.\n\n"
+        f"on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}, "
+        f"{HOST} only.\n\n"
         f"Server: model `{model}`, backend {args.backend or 'default'}, detector {args.detector or 'default'}, "
         f"{args.workers} inference workers, queue {args.queue if args.queue is not None else args.clients}. "
         f"Image: `{Path(args.image).name}` ({len(image) / 1024:.0f} kB"

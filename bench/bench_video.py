@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
@@ -43,7 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench import write_report
+from bench import machine, write_report
 from facemark.api import Landmarker
 from facemark.clips import make_clip
 from facemark.data.faces import load_faces
@@ -205,7 +204,7 @@ def main(argv=None) -> int:
              f"made into a still and a moving clip of {args.frames} frames at 640x480 (one face about 170 px, sensor "
              f"noise and JPEG 80 per frame; moving: mean true speed {np.mean(speeds):.1f} px/frame). Tracking runs the "
              f"detector every {args.every} frames. NME and NMF (normalised mean flicker, LDEQ) in % of the inter-ocular "
-             f"distance; {platform.machine()} CPU, {os.cpu_count()} cores, ONNX Runtime {args.threads} thread(s).", "",
+             f"distance; {machine()}, ONNX Runtime {args.threads} thread(s).", "",
              "| pipeline | still NME % | still NMF % | moving NME % | moving NMF % |", "|---|---:|---:|---:|---:|"]
     for name in rows["still"]:
         s, m = rows["still"][name], rows["moving"][name]

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
-import platform
 import shlex
 import shutil
 import sys
@@ -33,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import write_report
+from bench import machine, write_report
 from facemark.api import Landmarker
 from facemark.data.faces import load_faces
 from facemark.data.prepare import prepare
@@ -149,7 +147,7 @@ def main(argv=None) -> int:
              "`facemark.data.prepare.split_samples`; figures from `facemark.evaluate.evaluate` on the original images. "
              f"ms/face: one `predict(image, box)` call (crop + model, batch of one, image decoding excluded), "
              f"median over {len(timing_faces)} faces of the fastest of 5 calls, {args.threads} thread(s), "
-             f"{platform.machine()} CPU ({os.cpu_count()} cores, shared with other jobs while this ran); "
+             f"{machine()} (shared with other jobs while this ran); "
              "size: fp32 weights (the model file for dlib).", ""]
     for box, jitter, rotate, title, suffix in protocols:
         paths, names, table = [], [], []

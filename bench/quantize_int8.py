@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import write_report
+from bench import machine, write_report
 from bench.timing import best_ms
 from facemark.api import Landmarker
 from facemark.data.faces import load_faces
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
              f"onnxruntime static quantization calibrated on {args.calib} training crops. Validation split, "
              "ground-truth landmark box, NME normalised by the inter-ocular distance (outer eye corners 36, 45), "
              f"flip test on; `predict` timed on {args.timing_faces} faces, both models alternately in this run, "
-             f"{args.threads} onnxruntime thread(s), median of the fastest of 3 calls.", "",
+             f"{args.threads} onnxruntime thread(s) on {machine()}, median of the fastest of 3 calls.", "",
              "| model | NME io % | 95 % CI | FR@10 % | ms per face |", "|---|---:|---:|---:|---:|"]
     faces, _, _ = load_faces(args.data / "val")
     ms = time_predict(models, faces[: args.timing_faces])

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import onnxruntime as ort
 
 from facemark.classical import SUFFIXES as CLASSICAL_SUFFIXES
 from facemark.classical import load_classical
 from facemark.geometry import crops_to_input
+from facemark.onnx_session import cpu_session
 from facemark.spec import MODEL_SUFFIXES, ModelSpec, read_onnx_metadata, resolve_model
 
 __all__ = ["BACKENDS", "MODEL_SUFFIXES", "Model", "OnnxRunner", "Runner", "TorchRunner", "model_digest", "open_model",
@@ -53,15 +53,8 @@ class OnnxRunner:
     (None: ONNX Runtime's default, one per core)."""
 
     def __init__(self, path: str | Path, num_threads: int | None = None):
-        options = ort.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = int(num_threads)
-            options.inter_op_num_threads = 1
-        # idle pool threads sleep instead of spinning: spinning ones took the cores from the detector's
-        # session (and from other processes) between calls, slowing a photo by half (bench_end_to_end)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(path, num_threads)
         except Exception as err:  # noqa: BLE001 - protobuf and onnxruntime fail in their own ways on foreign bytes
             raise ValueError(f"{path}: not a readable ONNX file ({type(err).__name__})") from None
         self._features = "point_features" in {o.name for o in self.session.get_outputs()}

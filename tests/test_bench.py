@@ -52,3 +52,19 @@ def test_pipelines_take_turns_in_a_shuffled_order():
     after_dlib = Counter(o[i + 1] for o in orders for i in range(len(o) - 1) if o[i] == "dlib")
     assert set(after_dlib) == {"default", "flip on", "fast"}
     assert max(after_dlib.values()) < 1.2 * min(after_dlib.values())
+
+
+def test_machine_names_the_cpu_its_instruction_sets_and_cores(monkeypatch, tmp_path):
+    import os
+    import platform
+
+    import bench
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse avx avx2 avx512f avx512_vnni\n\n"
+                       "processor\t: 1\nmodel name\t: Some CPU 9000\nflags\t\t: fpu\n")
+    real_path = bench.Path
+    monkeypatch.setattr(bench, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    assert bench.machine() == f"Some CPU 9000 ({platform.machine()}: AVX2, AVX-512, AVX-512 VNNI), {os.cpu_count()} cores"
+    cpuinfo.write_text("model name\t: Old CPU\nflags\t\t: fpu sse\n")
+    assert bench.machine() == f"Old CPU ({platform.machine()}), {os.cpu_count()} cores"

@@ -31,7 +31,7 @@ LAYERS = {
     # (quality), metrics, figures, the optional extras, detectors, head pose, face alignment, the Face
     # record, the One-Euro filter and video tracking (which drives a Landmarker it is given, without
     # importing the API)
-    "floor": ("facemark", "facemark._version", "facemark.extras", "facemark.files", "facemark.images",
+    "floor": ("facemark", "facemark._version", "facemark.extras", "facemark.files", "facemark.images", "facemark.onnx_session",
               "facemark.inputs", "facemark.geometry", "facemark.filters", "facemark.placement", "facemark.clips",
               "facemark.schemes", "facemark.spec", "facemark.quality", "facemark.metrics",
               "facemark.plots", "facemark.detectors", "facemark.pose", "facemark.align", "facemark.face", "facemark.track"),

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from facemark.detectors.base import Calibration, Detection, Detector, detector_available, get_detector
+from facemark.onnx_session import cpu_session
 
 #: the six keypoints of a BlazeFace detection, in its order ("right"/"left": the subject's, so the
 #: right eye is on the image's left for a face looking at the camera)
@@ -139,12 +139,7 @@ class BlazeFaceDetector(Detector):
         if not 0.0 < self.min_score < 1.0:
             raise ValueError(f"min_score must be in (0, 1), got {min_score!r}")
         self.tiles, self.min_iod = tiles, float(min_iod)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see facemark.api's runner
-        self._session = ort.InferenceSession(str(weights_dir() / file), options, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(weights_dir() / file, threads)
         self._anchors = anchors(self.size, strides, per_layer)
         self._logit = float(np.log(self.min_score / (1.0 - self.min_score)))
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from facemark.detectors.base import DEFAULT_MAX_SIDE, Calibration, Detection, Detector
+from facemark.onnx_session import cpu_session
 
 NETS = ("pnet", "rnet", "onet")
 _INSTALL = ("reinstall facemark (the weights ship in facemark/detectors/weights/mtcnn), or "
@@ -154,14 +154,7 @@ class MtcnnDetector(Detector):
     ):
         super().__init__(max_side=max_side, calibration=calibration, tilts=tilts)
         folder = weights_dir()
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        self._nets = {
-            n: ort.InferenceSession(str(folder / f"{n}.onnx"), options, providers=["CPUExecutionProvider"])
-            for n in NETS
-        }
+        self._nets = {n: cpu_session(folder / f"{n}.onnx", threads) for n in NETS}
         self._inputs = {n: s.get_inputs()[0].name for n, s in self._nets.items()}
         if min_face_size < 12:
             raise ValueError(f"min_face_size must be at least 12 pixels, got {min_face_size}")
