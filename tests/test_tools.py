@@ -60,3 +60,39 @@ def test_ruff_is_configured_installed_and_run_by_ci_before_the_tests():
         result = subprocess.run(["ruff", "check", "tools", "tests/test_tools.py"], cwd=ROOT, capture_output=True,
                                 text=True)
         assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_int8_weights_7bit_halves_8_bit_weights_and_refuses_7_bit_ones(tmp_path):
+    """An 8-bit copy of the shipped 7-bit default (weights doubled, scales halved: the same model)
+    comes back as the shipped file's weights; a 7-bit file and --out naming the input are refused."""
+    import json
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from facemark.spec import MODEL_DIR
+    from tools.int8_weights_7bit import main
+
+    shipped = onnx.load(str(Path(MODEL_DIR) / "default.onnx"))
+    doubled = onnx.load(str(Path(MODEL_DIR) / "default.onnx"))
+    inits = {i.name: i for i in doubled.graph.initializer}
+    for node in doubled.graph.node:
+        if node.op_type == "DequantizeLinear" and inits.get(node.input[0]) is not None \
+                and inits[node.input[0]].data_type == onnx.TensorProto.INT8:
+            w, s = (numpy_helper.to_array(inits[n]) for n in node.input[:2])
+            inits[node.input[0]].CopyFrom(numpy_helper.from_array((w.astype(np.int16) * 2).clip(-127, 127).astype(np.int8),
+                                                                   node.input[0]))
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array(s / 2, node.input[1]))
+    eight = tmp_path / "eight.onnx"
+    onnx.save(doubled, str(eight))
+    assert main([str(eight), "--out", str(tmp_path / "seven.onnx")]) == 0
+    back = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "seven.onnx")).graph.initializer}
+    for init in shipped.graph.initializer:
+        assert np.array_equal(back[init.name], numpy_helper.to_array(init)), init.name
+    meta = json.loads(onnx.load(str(tmp_path / "seven.onnx")).metadata_props[0].value)
+    assert meta["int8_weight_bits"] == 7
+    assert main([str(Path(MODEL_DIR) / "default.onnx"), "--out", str(tmp_path / "again.onnx")]) == 1
+    assert not (tmp_path / "again.onnx").exists()
+    with pytest.raises(SystemExit):
+        main([str(eight), "--out", str(eight)])
