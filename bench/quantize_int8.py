@@ -1,11 +1,12 @@
 """INT8 ONNX (onnxruntime static quantization): its NME cost and its speed, against the float model.
 
 The float ONNX model is quantized by :func:`facemark.export.quantize_onnx` (what ``facemark export
---int8 DATA`` runs: QDQ format, per-channel int8 weights, uint8 activations, calibrated on
+--int8 DATA`` runs: QDQ format, per-channel int8 weights in 7 bits, uint8 activations, calibrated on
 ``--calib`` training crops cut as the API cuts them; the model spec copied over). Both models are
 then scored on the validation split (ground-truth landmark box, inter-ocular NME, flip test on)
 and timed in one run, alternately, on the same faces (``predict``: crop + model + mirrored crop,
-batch 1)::
+batch 1). ``--also LABEL=FILE`` scores and times another ONNX file of the same model beside them
+(an INT8 file made another way)::
 
     python -m bench.quantize_int8 [--model runs/300w_pipnet_resnet075_128_gpu_long/twin.onnx] [--calib 256] [--threads 1]
 """
@@ -48,6 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", type=int, default=256, help="training crops to calibrate on")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for scoring and timing")
     ap.add_argument("--timing-faces", type=int, default=100)
+    ap.add_argument("--also", action="append", default=[], metavar="LABEL=FILE",
+                    help="another .onnx file of the same model, scored and timed beside (repeatable)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "int8.md")
     args = ap.parse_args(argv)
     from facemark.export import quantize_onnx  # the train extra (torch), imported when used: --help stays quick
@@ -56,8 +59,13 @@ def main(argv=None) -> int:
     float_lm = Landmarker(args.model, num_threads=args.threads)
     int8_path = args.model.with_name(args.model.stem + ".int8.onnx")
     quantize_onnx(args.model, int8_path, args.data, count=args.calib)
-    models = {"float32": float_lm, "int8 (QDQ, per-channel weights, percentile activation ranges, decoding float)":
+    models = {"float32": float_lm, "int8 (QDQ, per-channel 7-bit weights, percentile activation ranges, decoding float)":
               Landmarker(int8_path, num_threads=args.threads)}
+    for item in args.also:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            ap.error(f"--also {item!r}: expected LABEL=FILE")
+        models[label] = Landmarker(Path(path), num_threads=args.threads)
     def shown(path: Path) -> str:
         return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
 
@@ -76,7 +84,8 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {s['mean'] * 100:.2f} | {lo * 100:.2f}-{hi * 100:.2f} | {s['fr@10'] * 100:.1f} | "
                      f"{ms[name]:.2f} |")
     names = list(models)
-    lines += ["", f"Time ratio int8 / float32: {ms[names[1]] / ms[names[0]]:.2f}."]
+    lines += ["", "Time ratio to float32: " + ", ".join(f"{name.split(' (')[0]} {ms[name] / ms[names[0]]:.2f}"
+                                                  for name in names[1:]) + "."]
     write_report(args.out, lines)
     return 0
 

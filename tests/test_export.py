@@ -190,7 +190,7 @@ def test_int8_export_keeps_the_spec_and_stays_close(tiny_checkpoint, synthetic_d
     float_lm, int8_lm = Landmarker(out), Landmarker(int8)
     assert int8_lm.spec == float_lm.spec and int8_lm.meta["precision"] == "int8"
     assert "8 crops of" in int8_lm.meta["int8_calibration"] and int8_lm.meta["int8_weight_bits"] == 7
-    assert _largest_int8_weight(int8) <= 64
+    assert _largest_int8_weight(int8) <= 64 and _unfused_convs(int8, tmp_path) == 0
     image, points = synthetic_face(np.random.default_rng(5))
     box = box_from_points(points)
     a, b = float_lm.predict(image, box), int8_lm.predict(image, box)
@@ -342,8 +342,24 @@ def _largest_int8_weight(path) -> int:
 
 
 @pytest.mark.parametrize("name", ["default.onnx", "fast.onnx"])
-def test_shipped_int8_files_have_7_bit_weights(name):
+def test_shipped_int8_files_have_7_bit_weights_and_fused_convs(name, tmp_path):
     """8-bit weights saturate ONNX Runtime's INT8 sums on CPUs without VNNI (the default lost 0.18
     points of NME on AVX2 alone); 7-bit ones cannot."""
     path = Path(facemark.spec.MODEL_DIR) / name
     assert _largest_int8_weight(path) <= 64 and Landmarker(path).meta["int8_weight_bits"] == 7
+    assert _unfused_convs(path, tmp_path) == 0
+
+
+def _unfused_convs(path, tmp_path) -> int:
+    """Convs left float in ONNX Runtime's optimized graph of an INT8 file (each a QLinearConv when
+    its weight, bias and input scales agree; a float Conv between DequantizeLinears is ~4x slower)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.log_severity_level = 3  # its warning that the file is for this machine only
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+    assert "QLinearConv" in ops, path
+    return ops.count("Conv")
