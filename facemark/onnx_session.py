@@ -21,7 +21,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-__all__ = ["SESSION_CONFIG", "cpu_session"]
+__all__ = ["SESSION_CONFIG", "check_threads", "cpu_session"]
 
 #: the session config entries every facemark session gets (see the module's docstring)
 SESSION_CONFIG = {
@@ -30,15 +30,23 @@ SESSION_CONFIG = {
 }
 
 
+def check_threads(value, name: str = "num_threads") -> int | None:
+    """``value`` as a thread count (a whole number from 1) or None, else a ValueError naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a whole number from 1, or None for one per core; got {value!r}")
+    return int(value)
+
+
 def cpu_session(path: str | Path, num_threads: int | None = None) -> ort.InferenceSession:
     """``path`` on the CPU provider: ``num_threads`` intra-op threads (None: one per core) and one
     inter-op thread, with :data:`SESSION_CONFIG`. Errors are ONNX Runtime's own (the callers
-    name the file)."""
+    name the file), but for a bad ``num_threads`` (:func:`check_threads`)."""
     options = ort.SessionOptions()
+    num_threads = check_threads(num_threads)
     if num_threads is not None:
-        if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1:
-            raise ValueError(f"ONNX Runtime threads must be a positive whole number or None, got {num_threads!r}")
-        options.intra_op_num_threads = int(num_threads)
+        options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
     for key, value in SESSION_CONFIG.items():
         options.add_session_config_entry(key, value)

@@ -30,7 +30,7 @@ import numpy as np
 from facemark.classical import SUFFIXES as CLASSICAL_SUFFIXES
 from facemark.classical import load_classical
 from facemark.geometry import crops_to_input
-from facemark.onnx_session import cpu_session
+from facemark.onnx_session import check_threads, cpu_session
 from facemark.spec import MODEL_SUFFIXES, ModelSpec, read_onnx_metadata, resolve_model
 
 __all__ = ["BACKENDS", "MODEL_SUFFIXES", "Model", "OnnxRunner", "Runner", "TorchRunner", "model_digest", "open_model",
@@ -151,6 +151,7 @@ def open_model(model: str | Path = "default", backend: str | None = None, device
     """
     if backend not in (None, *BACKENDS):
         raise ValueError(f"backend must be 'onnx' or 'torch', got {backend!r}")
+    num_threads = check_threads(num_threads)
     path = resolve_model(model, backend)
     if path.suffix in CLASSICAL_SUFFIXES:
         run, meta = load_classical(path, num_threads)

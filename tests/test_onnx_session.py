@@ -1,15 +1,18 @@
 """facemark.onnx_session: every network facemark runs opens through cpu_session, with threads that
 spin while a run lasts and stop when it ends, and the same outputs as ONNX Runtime's defaults."""
 
+import re
+
 import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
 
+from facemark.api import Landmarker
 from facemark.detectors import get_detector
 from facemark.detectors.blazeface import weights_dir
 from facemark.geometry import crops_to_input
-from facemark.onnx_session import SESSION_CONFIG, cpu_session
+from facemark.onnx_session import SESSION_CONFIG, check_threads, cpu_session
 from facemark.predict import SAMPLE_IMAGE
 from facemark.runtime import open_model
 from facemark.spec import resolve_model
@@ -37,9 +40,15 @@ def test_every_network_facemark_opens_gets_the_config():
 
 
 @pytest.mark.parametrize("threads", [0, -1, True, 1.5, "2"])
-def test_a_thread_count_that_is_not_a_positive_whole_number_is_refused(threads):
-    with pytest.raises(ValueError, match="threads must be a positive whole number"):
+def test_a_thread_count_that_is_not_a_whole_number_from_1_is_refused_by_name(threads):
+    message = f"must be a whole number from 1, or None for one per core; got {threads!r}"
+    with pytest.raises(ValueError, match="^num_threads " + re.escape(message)):
         cpu_session(weights_dir() / "short_range.onnx", threads)
+    with pytest.raises(ValueError, match="^num_threads " + re.escape(message)):
+        Landmarker(num_threads=threads)  # not "not a readable ONNX file"
+    with pytest.raises(ValueError, match="^threads " + re.escape(message)):
+        get_detector("blazeface", threads=threads)
+    assert check_threads(None) is None and check_threads(np.int64(2)) == 2
 
 
 def test_outputs_are_those_of_onnx_runtimes_defaults():

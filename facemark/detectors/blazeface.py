@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from facemark.detectors.base import Calibration, Detection, Detector, detector_available, get_detector
-from facemark.onnx_session import cpu_session
+from facemark.onnx_session import check_threads, cpu_session
 
 #: the six keypoints of a BlazeFace detection, in its order ("right"/"left": the subject's, so the
 #: right eye is on the image's left for a face looking at the camera)
@@ -139,7 +139,7 @@ class BlazeFaceDetector(Detector):
         if not 0.0 < self.min_score < 1.0:
             raise ValueError(f"min_score must be in (0, 1), got {min_score!r}")
         self.tiles, self.min_iod = tiles, float(min_iod)
-        self._session = cpu_session(weights_dir() / file, threads)
+        self._session = cpu_session(weights_dir() / file, check_threads(threads, "threads"))
         self._anchors = anchors(self.size, strides, per_layer)
         self._logit = float(np.log(self.min_score / (1.0 - self.min_score)))
 

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from facemark.detectors.base import DEFAULT_MAX_SIDE, Calibration, Detection, Detector
-from facemark.onnx_session import cpu_session
+from facemark.onnx_session import check_threads, cpu_session
 
 NETS = ("pnet", "rnet", "onet")
 _INSTALL = ("reinstall facemark (the weights ship in facemark/detectors/weights/mtcnn), or "
@@ -154,6 +154,7 @@ class MtcnnDetector(Detector):
     ):
         super().__init__(max_side=max_side, calibration=calibration, tilts=tilts)
         folder = weights_dir()
+        threads = check_threads(threads, "threads")
         self._nets = {n: cpu_session(folder / f"{n}.onnx", threads) for n in NETS}
         self._inputs = {n: s.get_inputs()[0].name for n, s in self._nets.items()}
         if min_face_size < 12:
