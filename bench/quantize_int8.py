@@ -73,17 +73,24 @@ def main(argv=None) -> int:
              f"Model `{shown(args.model)}`, quantized to `{shown(int8_path)}` ({int8_path.stat().st_size / 1e6:.1f} MB) with "
              f"onnxruntime static quantization calibrated on {args.calib} training crops. Validation split, "
              "ground-truth landmark box, NME normalised by the inter-ocular distance (outer eye corners 36, 45), "
-             f"flip test on; `predict` timed on {args.timing_faces} faces, both models alternately in this run, "
+             f"flip test on; `predict` timed on {args.timing_faces} faces, the models alternately in this run, "
              f"{args.threads} onnxruntime thread(s) on {machine()}, median of the fastest of 3 calls.", "",
              "| model | NME io % | 95 % CI | FR@10 % | ms per face |", "|---|---:|---:|---:|---:|"]
     faces, _, _ = load_faces(args.data / "val")
     ms = time_predict(models, faces[: args.timing_faces])
+    seen = set()
     for name, lm in models.items():
-        s = evaluate(lm, args.data / "val", progress=False)["summary"]
+        result = evaluate(lm, args.data / "val", progress=False)
+        s = result["summary"]
+        if result.get("seen_in_training"):
+            seen.add(f"{result['seen_in_training']['faces']} of the {result['seen_in_training']['evaluated']}")
         lo, hi = s["ci95"]
         lines.append(f"| {name} | {s['mean'] * 100:.2f} | {lo * 100:.2f}-{hi * 100:.2f} | {s['fr@10'] * 100:.1f} | "
                      f"{ms[name]:.2f} |")
     names = list(models)
+    if seen:
+        lines += ["", f"**Not held out**: {' / '.join(sorted(seen))} validation faces were in the model's training "
+                      "data; the rows compare precisions of one model, not its accuracy on new faces."]
     lines += ["", "Time ratio to float32: " + ", ".join(f"{name.split(' (')[0]} {ms[name] / ms[names[0]]:.2f}"
                                                   for name in names[1:]) + "."]
     write_report(args.out, lines)

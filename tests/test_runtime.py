@@ -128,3 +128,25 @@ def test_one_model_digest_the_full_sha256_of_the_file(tmp_path):
     copy.write_bytes(b"two")  # a new version of the file: hashed again
     os.utime(copy, ns=(1, 10**9))
     assert model_digest(copy) == hashlib.sha256(b"two").hexdigest()
+
+
+def test_an_int8_file_with_8_bit_weights_is_loaded_with_a_warning(tmp_path):
+    """INT8 files exported before 7-bit weights saturate on CPUs without VNNI: loading one says so
+    (and how to re-export it); the shipped INT8 files load silently."""
+    import json
+    import warnings
+
+    import onnx
+
+    graph = onnx.load(str(MODEL_DIR / "default.onnx"))
+    meta = json.loads(graph.metadata_props[0].value)
+    del meta["int8_weight_bits"]
+    graph.metadata_props[0].value = json.dumps(meta)
+    old = tmp_path / "old.int8.onnx"
+    onnx.save(graph, str(old))
+    with pytest.warns(UserWarning, match=r"old\.int8\.onnx: INT8 with 8-bit weights .*`facemark export \.\.\. --int8`"):
+        open_model(old)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("default", "fast", "default-float"):
+            open_model(name)

@@ -201,8 +201,9 @@ def test_a_detector_frame_checks_the_faces_in_hand_without_placing_them_again(mo
 
 def test_a_face_at_rest_keeps_its_crop(monkeypatch, landmarker, photo):
     """A still face's crop barely moves from frame to frame (its SteadyPlacement), where a crop
-    exactly where the previous points place it shakes with their noise and feeds it back."""
-    frames, _ = make_clip(*photo, frames=30, kind="still", seed=7)
+    exactly where the previous points place it shakes with their noise and feeds it back. Pooled
+    over five clips: one clip's ratio ranges 0.3-0.66 with the model's noise."""
+    clips = [make_clip(*photo, frames=30, kind="still", seed=seed)[0] for seed in range(7, 12)]
     detect, crops = landmarker.detect, []
 
     def spy(image, *args, boxes=None, **kw):
@@ -213,9 +214,12 @@ def test_a_face_at_rest_keeps_its_crop(monkeypatch, landmarker, photo):
     monkeypatch.setattr(landmarker, "detect", spy)
     shake = {}
     for steady in (True, False):
-        crops.clear()
-        list(VideoTracker(landmarker, every=100, smoothing=False, flip=False, steady=steady).run(frames))
-        shake[steady] = np.abs(np.diff(np.array(crops[5:]), axis=0)).mean(axis=0)  # centre x, roll
+        moves = []
+        for frames in clips:
+            crops.clear()
+            list(VideoTracker(landmarker, every=100, smoothing=False, flip=False, steady=steady).run(frames))
+            moves.append(np.abs(np.diff(np.array(crops[5:]), axis=0)))
+        shake[steady] = np.concatenate(moves).mean(axis=0)  # centre x, roll
     assert np.all(shake[True] < 0.6 * shake[False]), shake
 
 
