@@ -375,7 +375,8 @@ def _add_export(commands) -> None:
                    help="also write an inference-only checkpoint (no optimizer state) here (default: not written)")
     p.add_argument("--int8", default=None, metavar="DATA",
                    help="also write an INT8 copy of the ONNX file (<onnx>.int8.onnx, onnxruntime static "
-                   "quantization) calibrated on training crops of this prepared folder (default: not written)")
+                   "quantization, 7-bit weights) calibrated on training crops of this prepared folder "
+                   "(default: not written)")
     p.add_argument("--calib", type=_at_least_one, default=256, help="training crops for the INT8 calibration")
     p.set_defaults(func=_export)
 
