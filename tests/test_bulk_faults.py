@@ -129,7 +129,9 @@ def test_ctrl_c_is_one_line_and_keeps_every_finished_image(tmp_path):
     line = one_line(err)
     assert line.startswith("facemark: interrupted:") and "run the same command again" in line
     kept = len(done_paths(out))
-    assert 3 <= kept < 12 and f"{kept} images of this run" in line
+    # the 4th mark is written as the 4th batch starts, maybe before the main thread has handed the
+    # 3rd batch's rows to the writer (a loaded machine once showed it): at least two are in
+    assert 2 <= kept < 12 and f"{kept} images of this run" in line, (kept, line)
     summary = bulk([photos], out, progress=False)
     assert (summary["already_done"], summary["images"]) == (kept, 12 - kept)
 
